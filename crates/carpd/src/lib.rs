@@ -1,0 +1,2 @@
+//! carpd: the Linux daemon around `carp-proto`.
+pub mod os;

@@ -1,0 +1,1 @@
+//! The OS boundary: raw sockets, rtnetlink and AF_PACKET.
