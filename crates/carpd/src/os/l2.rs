@@ -1,0 +1,241 @@
+//! Gratuitous ARP and unsolicited neighbour advertisements over AF_PACKET.
+//!
+//! A new master announces each VIP with the virtual MAC as the link-layer
+//! address (spec section 6): an ARP *request* broadcast with spa = tpa = VIP,
+//! and an NA to ff02::1 with the Override flag and a Target Link-Layer Address
+//! option. Frames are built whole, Ethernet header included, by the pure
+//! functions here, so the source MAC is the virtual MAC even when the VIP sits
+//! on the parent interface.
+//!
+//! [`L2Sender`] is send-only: its AF_PACKET socket uses protocol 0, so the
+//! kernel never queues received frames on it.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+
+use etherparse::icmpv6::NeighborAdvertisementHeader;
+use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv6Type, PacketBuilder};
+use nix::sys::socket::{MsgFlags, sendto};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{OsError, sys};
+
+/// EtherType of ARP.
+pub const ETH_P_ARP: u16 = 0x0806;
+/// EtherType of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86dd;
+/// The Ethernet broadcast address.
+pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+/// The Ethernet address of the all-nodes group ff02::1.
+pub const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+
+/// ff02::1, the all-nodes group unsolicited NAs are sent to.
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+/// NDP option type of Target Link-Layer Address (RFC 4861 section 4.6.1).
+const ND_OPT_TARGET_LINKADDR: u8 = 2;
+
+/// Return the virtual MAC of `vhid`, 00:00:5e:00:01:vhid.
+pub fn virtual_mac(vhid: u8) -> [u8; 6] {
+    [0x00, 0x00, 0x5e, 0x00, 0x01, vhid]
+}
+
+/// Build a gratuitous ARP frame announcing `ip` at `mac`.
+///
+/// An ARP request broadcast to ff:ff:ff:ff:ff:ff with sha = `mac`,
+/// spa = tpa = `ip`, tha = 0, as OpenBSD `carp_send_arp` sends it. 42 bytes;
+/// the driver pads it to the Ethernet minimum.
+pub fn gratuitous_arp_frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    let ip = ip.octets();
+    // Invariant: 6-byte hardware and 4-byte protocol addresses are always
+    // accepted by `ArpPacket::new`.
+    let arp = ArpPacket::new(
+        ArpHardwareId::ETHERNET,
+        EtherType::IPV4,
+        ArpOperation::REQUEST,
+        &mac,
+        &ip,
+        &[0; 6],
+        &ip,
+    )
+    .expect("fixed-size ARP addresses are valid");
+    let builder = PacketBuilder::ethernet2(mac, BROADCAST_MAC).arp(arp);
+    let mut frame = Vec::with_capacity(builder.size());
+    // Invariant: writing a complete header chain into a Vec cannot fail.
+    builder
+        .write_to_vec(&mut frame)
+        .expect("writing to a Vec cannot fail");
+    frame
+}
+
+/// Build an unsolicited neighbour advertisement frame announcing `ip` at `mac`.
+///
+/// Ethernet 33:33:00:00:00:01 from `mac`; IPv6 from `ip` to ff02::1 with hop
+/// limit 255; ICMPv6 NA with Override set, Solicited clear, Router set when
+/// `router` is true (OpenBSD sets it when forwarding is on), target `ip` and a
+/// Target Link-Layer Address option of `mac`. The checksum is filled in.
+pub fn unsolicited_na_frame(mac: [u8; 6], ip: Ipv6Addr, router: bool) -> Vec<u8> {
+    let na = NeighborAdvertisementHeader {
+        router,
+        solicited: false,
+        r#override: true,
+    };
+    let mut payload = [0u8; 24];
+    payload[..16].copy_from_slice(&ip.octets());
+    // Option length is in units of 8 bytes: type, length, 6-byte MAC.
+    payload[16] = ND_OPT_TARGET_LINKADDR;
+    payload[17] = 1;
+    payload[18..].copy_from_slice(&mac);
+    let builder = PacketBuilder::ethernet2(mac, ALL_NODES_MAC)
+        .ipv6(ip.octets(), ALL_NODES.octets(), 255)
+        .icmpv6(Icmpv6Type::NeighborAdvertisement(na));
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    // Invariant: a 24-byte ICMPv6 payload is far below every length limit.
+    builder
+        .write_to_vec(&mut frame, &payload)
+        .expect("writing a small NA to a Vec cannot fail");
+    frame
+}
+
+/// A send-only AF_PACKET socket for one interface.
+#[derive(Debug)]
+pub struct L2Sender {
+    sock: Socket,
+    ifindex: u32,
+}
+
+impl L2Sender {
+    /// Open the sender for interface `ifindex`. Needs `CAP_NET_RAW`.
+    ///
+    /// The socket is non-blocking: a full transmit queue gives an error
+    /// instead of stalling the daemon loop.
+    pub fn open(ifindex: u32) -> Result<L2Sender, OsError> {
+        let name = format!("ifindex {ifindex}");
+        let sock = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))
+            .map_err(|e| OsError::socket("open packet socket", &name, e))?;
+        sock.set_nonblocking(true)
+            .map_err(|e| OsError::socket("set nonblocking", &name, e))?;
+        Ok(L2Sender { sock, ifindex })
+    }
+
+    /// Return the interface index frames are sent out of.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Send one complete Ethernet `frame` (header included) to `dst_mac`.
+    ///
+    /// `ethertype` must match the frame's; it is what the kernel's packet
+    /// taps see as the protocol.
+    pub fn send(&self, frame: &[u8], ethertype: u16, dst_mac: [u8; 6]) -> Result<(), OsError> {
+        let err = |e| OsError::socket("send frame", &format!("ifindex {}", self.ifindex), e);
+        let addr = sys::link_addr(self.ifindex, ethertype, dst_mac).map_err(err)?;
+        let sent = sendto(self.sock.as_raw_fd(), frame, &addr, MsgFlags::empty())
+            .map_err(|e| err(e.into()))?;
+        if sent != frame.len() {
+            return Err(err(io::Error::new(io::ErrorKind::WriteZero, "short write")));
+        }
+        Ok(())
+    }
+
+    /// Send a gratuitous ARP for `ip` at `mac` (see [`gratuitous_arp_frame`]).
+    pub fn send_gratuitous_arp(&self, mac: [u8; 6], ip: Ipv4Addr) -> Result<(), OsError> {
+        self.send(&gratuitous_arp_frame(mac, ip), ETH_P_ARP, BROADCAST_MAC)
+    }
+
+    /// Send an unsolicited NA for `ip` at `mac` (see [`unsolicited_na_frame`]).
+    pub fn send_unsolicited_na(
+        &self,
+        mac: [u8; 6],
+        ip: Ipv6Addr,
+        router: bool,
+    ) -> Result<(), OsError> {
+        self.send(
+            &unsolicited_na_frame(mac, ip, router),
+            ETH_P_IPV6,
+            ALL_NODES_MAC,
+        )
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
+
+    use super::*;
+
+    const MAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x07];
+
+    #[test]
+    fn virtual_mac_layout() {
+        assert_eq!(virtual_mac(7), MAC);
+        assert_eq!(virtual_mac(255), [0, 0, 0x5e, 0, 1, 255]);
+    }
+
+    #[test]
+    fn gratuitous_arp_parses_back() {
+        let ip = Ipv4Addr::new(192, 0, 2, 10);
+        let frame = gratuitous_arp_frame(MAC, ip);
+        assert_eq!(frame.len(), 42);
+        let p = SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(LinkSlice::Ethernet2(eth)) = p.link else {
+            panic!("no ethernet header");
+        };
+        assert_eq!(eth.destination(), BROADCAST_MAC);
+        assert_eq!(eth.source(), MAC);
+        assert_eq!(eth.ether_type(), EtherType::ARP);
+        let Some(NetSlice::Arp(arp)) = p.net else {
+            panic!("no arp");
+        };
+        let arp = arp.to_packet().try_eth_ipv4().unwrap();
+        assert_eq!(arp.operation, ArpOperation::REQUEST);
+        assert_eq!(arp.sender_mac, MAC);
+        assert_eq!(arp.sender_ipv4, ip.octets());
+        assert_eq!(arp.target_mac, [0; 6]);
+        assert_eq!(arp.target_ipv4, ip.octets());
+    }
+
+    fn parse_na(frame: &[u8]) -> (NeighborAdvertisementHeader, Vec<u8>) {
+        let p = SlicedPacket::from_ethernet(frame).unwrap();
+        let Some(LinkSlice::Ethernet2(eth)) = p.link else {
+            panic!("no ethernet header");
+        };
+        assert_eq!(eth.destination(), ALL_NODES_MAC);
+        assert_eq!(eth.source(), MAC);
+        let Some(NetSlice::Ipv6(ip6)) = p.net else {
+            panic!("no ipv6");
+        };
+        let h = ip6.header();
+        assert_eq!(h.hop_limit(), 255);
+        assert_eq!(h.destination_addr(), ALL_NODES);
+        let Some(TransportSlice::Icmpv6(icmp)) = p.transport else {
+            panic!("no icmpv6");
+        };
+        assert!(icmp.is_checksum_valid(h.source(), h.destination()));
+        let Icmpv6Type::NeighborAdvertisement(na) = icmp.icmp_type() else {
+            panic!("not an NA");
+        };
+        (na, icmp.payload().to_vec())
+    }
+
+    #[test]
+    fn unsolicited_na_parses_back() {
+        let ip: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let frame = unsolicited_na_frame(MAC, ip, false);
+        assert_eq!(frame.len(), 14 + 40 + 8 + 24);
+        let (na, payload) = parse_na(&frame);
+        assert!(na.r#override && !na.solicited && !na.router);
+        assert_eq!(&payload[..16], &ip.octets());
+        assert_eq!(&payload[16..18], &[2, 1]);
+        assert_eq!(&payload[18..], &MAC);
+        // The source address of the IPv6 header is the VIP itself.
+        assert_eq!(&frame[14 + 8..14 + 24], &ip.octets());
+    }
+
+    #[test]
+    fn unsolicited_na_router_flag() {
+        let ip: Ipv6Addr = "2001:db8::11".parse().unwrap();
+        let (na, _) = parse_na(&unsolicited_na_frame(MAC, ip, true));
+        assert!(na.r#override && na.router && !na.solicited);
+    }
+}
