@@ -181,7 +181,11 @@ impl VhostConfig {
         if self.ipv4.is_empty() && self.ipv6.is_empty() {
             return Err(ConfigError::NoAddresses);
         }
-        if self.ipv4.iter().any(|a| a.is_unspecified() || a.is_broadcast()) {
+        if self
+            .ipv4
+            .iter()
+            .any(|a| a.is_unspecified() || a.is_broadcast())
+        {
             return Err(ConfigError::UnusableAddress);
         }
         if self.ipv6.iter().any(|a| a.is_unspecified()) {
@@ -222,7 +226,10 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::NoAddresses => write!(f, "a vhost needs at least one address"),
             ConfigError::UnusableAddress => {
-                write!(f, "0.0.0.0, 255.255.255.255 and :: cannot be virtual addresses")
+                write!(
+                    f,
+                    "0.0.0.0, 255.255.255.255 and :: cannot be virtual addresses"
+                )
             }
         }
     }
@@ -237,13 +244,22 @@ mod test {
     #[test]
     fn interval_is_advbase_plus_skew_over_256() {
         assert_eq!(interval(AdvBase(1), AdvSkew(0)), Duration::from_secs(1));
-        assert_eq!(interval(AdvBase(1), AdvSkew(128)), Duration::from_micros(1_500_000));
-        assert_eq!(interval(AdvBase(0), AdvSkew(100)), Duration::from_micros(390_625));
+        assert_eq!(
+            interval(AdvBase(1), AdvSkew(128)),
+            Duration::from_micros(1_500_000)
+        );
+        assert_eq!(
+            interval(AdvBase(0), AdvSkew(100)),
+            Duration::from_micros(390_625)
+        );
     }
 
     #[test]
     fn interval_zero_is_floored_to_one_tick() {
-        assert_eq!(interval(AdvBase(0), AdvSkew(0)), Duration::from_micros(3906));
+        assert_eq!(
+            interval(AdvBase(0), AdvSkew(0)),
+            Duration::from_micros(3906)
+        );
     }
 
     #[test]
@@ -255,7 +271,10 @@ mod test {
     #[test]
     fn passphrase_longer_than_key_len_is_refused() {
         assert!(Passphrase::new(&[b'x'; 20]).is_ok());
-        assert_eq!(Passphrase::new(&[b'x'; 21]), Err(ConfigError::PassphraseTooLong(21)));
+        assert_eq!(
+            Passphrase::new(&[b'x'; 21]),
+            Err(ConfigError::PassphraseTooLong(21))
+        );
     }
 
     #[test]

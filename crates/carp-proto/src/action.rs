@@ -1,0 +1,232 @@
+//! What the core asks its owner to do ([`Action`]) and why states change ([`Cause`]).
+
+use core::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Vhid;
+use crate::wire::CARP_HEADER_LEN;
+
+/// An opaque interface identifier chosen by the owner (the daemon uses the ifindex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LinkId(pub u32);
+
+/// A vhost's identity: its parent interface (carpdev) and vhid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VhostId {
+    /// The parent interface.
+    pub link: LinkId,
+    /// The vhid, unique per parent interface.
+    pub vhid: Vhid,
+}
+
+impl fmt::Display for VhostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.vhid, self.link.0)
+    }
+}
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Family {
+    /// IPv4: advertisements to 224.0.0.18.
+    V4,
+    /// IPv6: advertisements to ff02::12.
+    V6,
+}
+
+impl Family {
+    /// Return the family of `addr`.
+    pub fn of(addr: &IpAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// The CARP states (`CARP_STATES` in OpenBSD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum State {
+    /// Not running: no link, no addresses, disabled or shutting down.
+    Init,
+    /// Listening for the master.
+    Backup,
+    /// Owning the addresses and advertising.
+    Master,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Init => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+        })
+    }
+}
+
+/// Why a state changed; the FreeBSD log reasons are given in each doc line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Cause {
+    /// "initialization complete": preconditions met, INIT -> BACKUP.
+    Init,
+    /// "master timed out": a master-down timer expired.
+    MasterDown,
+    /// "preempting a slower master": preempt on and we advertise more often.
+    Preempted,
+    /// The master is more demoted than we are (OpenBSD demote byte).
+    HigherDemote,
+    /// "master will time out": it advertises slower than 3x our advbase.
+    SlowMaster,
+    /// The master sent a bow-out advertisement (advbase = advskew = 255).
+    BowOut,
+    /// "more frequent advertisement received": a better master is present.
+    Superseded,
+    /// A master less demoted than us is present (OpenBSD demote byte).
+    LowerDemote,
+    /// "hardware interface down".
+    LinkDown,
+    /// "hardware interface up".
+    LinkUp,
+    /// "user requested": a forced `state master|backup`.
+    Forced,
+    /// The vhost was disabled by the operator.
+    Disabled,
+    /// The daemon is shutting down (after the bow-out).
+    Shutdown,
+    /// The vhost was removed or its configuration changed incompatibly.
+    Reconfigured,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cause::Init => "initialization complete",
+            Cause::MasterDown => "master timed out",
+            Cause::Preempted => "preempting a slower master",
+            Cause::HigherDemote => "master is more demoted",
+            Cause::SlowMaster => "master will time out",
+            Cause::BowOut => "master bowed out",
+            Cause::Superseded => "more frequent advertisement received",
+            Cause::LowerDemote => "less demoted master present",
+            Cause::LinkDown => "hardware interface down",
+            Cause::LinkUp => "hardware interface up",
+            Cause::Forced => "user requested",
+            Cause::Disabled => "disabled",
+            Cause::Shutdown => "shutting down",
+            Cause::Reconfigured => "reconfigured",
+        })
+    }
+}
+
+/// Why a demotion counter changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DemoteReason {
+    /// The parent interface went down or came back ("carpdev").
+    Carpdev,
+    /// Consecutive send errors ("> snderrors" / "< snderrors").
+    SendErrors,
+    /// The operator (`carpctl demote`).
+    Operator,
+}
+
+impl fmt::Display for DemoteReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DemoteReason::Carpdev => "carpdev",
+            DemoteReason::SendErrors => "snderrors",
+            DemoteReason::Operator => "operator",
+        })
+    }
+}
+
+/// Something the owner of the core must do, drained with `Node::poll_action`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Send `packet` (a complete CARP header) to the group of `family` (or the peer).
+    /// Report the outcome with `Node::handle_send_result`.
+    Transmit {
+        /// The sending vhost.
+        id: VhostId,
+        /// IPv4 or IPv6.
+        family: Family,
+        /// The 36 CARP bytes.
+        #[serde(with = "serde_bytes36")]
+        packet: [u8; CARP_HEADER_LEN],
+    },
+    /// Configure these virtual addresses (on entering MASTER).
+    AddAddresses {
+        /// The vhost.
+        id: VhostId,
+        /// Every virtual address of the vhost.
+        addresses: Vec<IpAddr>,
+    },
+    /// Remove these virtual addresses (on leaving MASTER).
+    RemoveAddresses {
+        /// The vhost.
+        id: VhostId,
+        /// Every virtual address of the vhost.
+        addresses: Vec<IpAddr>,
+    },
+    /// Send gratuitous ARP for each IPv4 and an unsolicited NA for each IPv6 address.
+    Announce {
+        /// The vhost.
+        id: VhostId,
+        /// IPv4 addresses to announce.
+        ipv4: Vec<Ipv4Addr>,
+        /// IPv6 addresses to announce.
+        ipv6: Vec<Ipv6Addr>,
+    },
+    /// A state transition happened.
+    StateChanged {
+        /// The vhost.
+        id: VhostId,
+        /// Previous state.
+        from: State,
+        /// New state.
+        to: State,
+        /// Why.
+        cause: Cause,
+    },
+    /// A demotion counter changed (OpenBSD logs this at LOG_ERR).
+    DemotionChanged {
+        /// The interface group, or `None` for the FreeBSD-style advskew demotion.
+        group: Option<String>,
+        /// The new value.
+        value: i32,
+        /// Why.
+        reason: DemoteReason,
+    },
+}
+
+mod serde_bytes36 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::wire::CARP_HEADER_LEN;
+
+    pub(super) fn serialize<S: Serializer>(
+        b: &[u8; CARP_HEADER_LEN],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<[u8; CARP_HEADER_LEN], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; CARP_HEADER_LEN];
+        if s.len() != CARP_HEADER_LEN * 2 || !s.is_ascii() {
+            return Err(serde::de::Error::custom("expected 72 hex digits"));
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte =
+                u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,219 @@
+//! The CARP election rules and timer formulas, kept apart from the state
+//! machine so that another protocol flavour (VRRPv3) can supply its own.
+//!
+//! Spec 5.3 (OpenBSD `carp_proto_input_c`) and 4.2-4.3 (`carp_setrun`).
+
+use core::time::Duration;
+
+use crate::action::Cause;
+use crate::config::{AdvBase, AdvSkew, MasterDownFormula, interval, timing_ticks};
+
+/// One side of a comparison: the advertised timing and demote count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Standing {
+    pub(crate) advbase: u8,
+    pub(crate) advskew: u8,
+    pub(crate) demote: u8,
+}
+
+impl Standing {
+    fn ticks(&self) -> u32 {
+        timing_ticks(self.advbase, self.advskew)
+    }
+}
+
+/// As MASTER, return why to step down on hearing `theirs`, or `None` to stay.
+///
+/// OpenBSD: step down if `(ours >= theirs AND D_theirs <= D_ours) OR D_theirs < D_ours`.
+/// Equal timing and demote makes *both* masters step down; the master-down
+/// timer race then elects one (the kernels have no address tie-break).
+pub(crate) fn master_yields_to(ours: Standing, theirs: Standing) -> Option<Cause> {
+    if theirs.demote < ours.demote {
+        Some(Cause::LowerDemote)
+    } else if ours.ticks() >= theirs.ticks() && theirs.demote <= ours.demote {
+        Some(Cause::Superseded)
+    } else {
+        None
+    }
+}
+
+/// As BACKUP, return why to take over on hearing `theirs`, or `None` to keep waiting.
+///
+/// OpenBSD, checked in this order:
+/// 1. preempt, we are faster, and they are not less demoted;
+/// 2. they are more demoted, whatever preempt says;
+/// 3. our advbase is not 0 and they advertise slower than `(3*advbase, our skew)`:
+///    "If the master is going to advertise at such a low frequency that he's
+///    guaranteed to time out, we'd might as well just treat him as timed out now."
+pub(crate) fn backup_takes_over(ours: Standing, theirs: Standing, preempt: bool) -> Option<Cause> {
+    if preempt && ours.ticks() < theirs.ticks() && theirs.demote >= ours.demote {
+        return Some(Cause::Preempted);
+    }
+    if theirs.demote > ours.demote {
+        return Some(Cause::HigherDemote);
+    }
+    let three_times = timing_ticks(0, ours.advskew) + u32::from(ours.advbase) * 3 * 256;
+    if ours.advbase != 0 && theirs.ticks() > three_times {
+        if theirs.advbase == 255 && theirs.advskew == 255 {
+            return Some(Cause::BowOut);
+        }
+        return Some(Cause::SlowMaster);
+    }
+    None
+}
+
+/// Return the master-down interval for a vhost's own timing (spec 4.3).
+pub(crate) fn master_down_interval(
+    advbase: AdvBase,
+    advskew: AdvSkew,
+    formula: MasterDownFormula,
+) -> Duration {
+    match formula {
+        MasterDownFormula::Openbsd => interval(advbase, advskew) * 3,
+        MasterDownFormula::Freebsd => {
+            let d = Duration::from_secs(3 * u64::from(advbase.0))
+                + Duration::from_micros(u64::from(advskew.0) * 1_000_000 / 256);
+            d.max(interval(AdvBase(0), AdvSkew(0)) * 3)
+        }
+    }
+}
+
+/// Return the FreeBSD demoted advskew: `clamp(advskew + demotion, 0, 240)`.
+///
+/// DEVIATION: FreeBSD clamps to 240 even with no demotion; carpd leaves an
+/// undemoted advskew as configured so that OpenBSD peers see the same value.
+pub(crate) fn demoted_advskew(advskew: AdvSkew, demotion: i32) -> AdvSkew {
+    if demotion == 0 {
+        return advskew;
+    }
+    let max = i32::from(crate::config::MAX_DEMOTED_ADVSKEW);
+    let v = (i32::from(advskew.0) + demotion).clamp(0, max);
+    AdvSkew(v as u8)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn s(advbase: u8, advskew: u8, demote: u8) -> Standing {
+        Standing {
+            advbase,
+            advskew,
+            demote,
+        }
+    }
+
+    #[test]
+    fn master_steps_down_on_equal_timing_and_demote() {
+        assert_eq!(
+            master_yields_to(s(1, 0, 0), s(1, 0, 0)),
+            Some(Cause::Superseded)
+        );
+    }
+
+    #[test]
+    fn master_steps_down_to_faster_master() {
+        assert_eq!(
+            master_yields_to(s(1, 100, 0), s(1, 0, 0)),
+            Some(Cause::Superseded)
+        );
+    }
+
+    #[test]
+    fn master_keeps_role_against_slower_master() {
+        assert_eq!(master_yields_to(s(1, 0, 0), s(1, 100, 0)), None);
+    }
+
+    #[test]
+    fn master_steps_down_to_less_demoted_master_even_if_slower() {
+        assert_eq!(
+            master_yields_to(s(1, 0, 1), s(1, 100, 0)),
+            Some(Cause::LowerDemote)
+        );
+    }
+
+    #[test]
+    fn master_keeps_role_against_more_demoted_faster_master() {
+        assert_eq!(master_yields_to(s(1, 100, 0), s(1, 0, 1)), None);
+    }
+
+    #[test]
+    fn backup_preempts_slower_master_only_with_preempt() {
+        assert_eq!(
+            backup_takes_over(s(1, 0, 0), s(1, 100, 0), true),
+            Some(Cause::Preempted)
+        );
+        assert_eq!(backup_takes_over(s(1, 0, 0), s(1, 100, 0), false), None);
+    }
+
+    #[test]
+    fn backup_never_preempts_equal_master() {
+        assert_eq!(backup_takes_over(s(1, 0, 0), s(1, 0, 0), true), None);
+    }
+
+    #[test]
+    fn backup_does_not_preempt_less_demoted_master() {
+        assert_eq!(backup_takes_over(s(1, 0, 1), s(1, 100, 0), true), None);
+    }
+
+    #[test]
+    fn backup_takes_over_higher_demote_master_regardless_of_preempt() {
+        assert_eq!(
+            backup_takes_over(s(1, 100, 0), s(1, 0, 1), false),
+            Some(Cause::HigherDemote)
+        );
+    }
+
+    #[test]
+    fn backup_treats_master_slower_than_3x_advbase_as_down() {
+        assert_eq!(
+            backup_takes_over(s(1, 0, 0), s(4, 0, 0), false),
+            Some(Cause::SlowMaster)
+        );
+        // Exactly 3x (plus our own skew) is not slower.
+        assert_eq!(backup_takes_over(s(1, 10, 0), s(3, 10, 0), false), None);
+        assert_eq!(
+            backup_takes_over(s(1, 10, 0), s(3, 11, 0), false),
+            Some(Cause::SlowMaster)
+        );
+    }
+
+    #[test]
+    fn backup_with_advbase_0_skips_the_slow_master_rule() {
+        assert_eq!(backup_takes_over(s(0, 50, 0), s(200, 0, 0), false), None);
+    }
+
+    #[test]
+    fn bow_out_advert_uses_255_255() {
+        assert_eq!(
+            backup_takes_over(s(1, 100, 0), s(255, 255, 0), false),
+            Some(Cause::BowOut)
+        );
+    }
+
+    #[test]
+    fn master_down_is_three_intervals_on_openbsd() {
+        let d = master_down_interval(AdvBase(1), AdvSkew(128), MasterDownFormula::Openbsd);
+        assert_eq!(d, Duration::from_micros(4_500_000));
+    }
+
+    #[test]
+    fn master_down_adds_skew_once_on_freebsd() {
+        let d = master_down_interval(AdvBase(1), AdvSkew(128), MasterDownFormula::Freebsd);
+        assert_eq!(d, Duration::from_micros(3_500_000));
+    }
+
+    #[test]
+    fn master_down_floor_with_advbase_0_and_advskew_0() {
+        let d = master_down_interval(AdvBase(0), AdvSkew(0), MasterDownFormula::Openbsd);
+        assert_eq!(d, Duration::from_micros(3 * 3906));
+    }
+
+    #[test]
+    fn freebsd_demotion_clamps_to_0_and_240() {
+        assert_eq!(demoted_advskew(AdvSkew(100), 240), AdvSkew(240));
+        assert_eq!(demoted_advskew(AdvSkew(100), -200), AdvSkew(0));
+        assert_eq!(demoted_advskew(AdvSkew(250), 0), AdvSkew(250));
+        assert_eq!(demoted_advskew(AdvSkew(10), 5), AdvSkew(15));
+    }
+}
