@@ -43,8 +43,10 @@ pub enum OsError {
     Netlink {
         /// The operation, such as "add address".
         op: &'static str,
-        /// What went wrong, including the kernel's errno when there was one.
+        /// What went wrong.
         detail: String,
+        /// The kernel's errno, when the failure carried one.
+        errno: Option<i32>,
     },
     /// The link asked for does not exist.
     #[error("link {link} not found")]
@@ -61,7 +63,8 @@ impl OsError {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             OsError::Socket { source, .. } => source.raw_os_error(),
-            OsError::Netlink { .. } | OsError::LinkNotFound { .. } => None,
+            OsError::Netlink { errno, .. } => *errno,
+            OsError::LinkNotFound { .. } => None,
         }
     }
 
