@@ -1,2 +1,3 @@
 //! carpd: the Linux daemon around `carp-proto`.
+pub mod config;
 pub mod os;
