@@ -608,3 +608,7 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

@@ -1,0 +1,529 @@
+//! State-machine and receive-path tests of [`Node`], one per OpenBSD rule,
+//! with explicit instants and no sleeping (STYLE 6.7 item 4).
+
+use core::time::Duration;
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+use crate::auth::Auth;
+use crate::config::Passphrase;
+use crate::wire::carp::{AUTHLEN, TYPE_ADVERTISEMENT, VERSION};
+
+const LINK: LinkId = LinkId(1);
+const OTHER_LINK: LinkId = LinkId(2);
+const COOKIE: [u8; 8] = [0xc0, 0x0c, 0x1e, 0, 0, 0, 0, 1];
+const PEER_COOKIE: [u8; 8] = [0xbe, 0xef, 0, 0, 0, 0, 0, 2];
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
+fn vhid(n: u8) -> Vhid {
+    Vhid::new(n).unwrap()
+}
+
+fn cfg(n: u8, advskew: u8) -> VhostConfig {
+    let mut c = VhostConfig::new(vhid(n), &[IpAddr::V4(VIP)]);
+    c.advskew = AdvSkew(advskew);
+    c.passphrase = Passphrase::new(b"secret").unwrap();
+    c
+}
+
+fn id(n: u8) -> VhostId {
+    VhostId {
+        link: LINK,
+        vhid: vhid(n),
+    }
+}
+
+fn at(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+fn drain(node: &mut Node) -> Vec<Action> {
+    std::iter::from_fn(|| node.poll_action()).collect()
+}
+
+fn node_with(preempt: bool, advskew: u8) -> Node {
+    let mut node = Node::new(NodeConfig {
+        preempt,
+        ..NodeConfig::default()
+    });
+    node.add_vhost(at(0), LINK, cfg(1, advskew), COOKIE)
+        .unwrap();
+    drain(&mut node);
+    node
+}
+
+/// Return the advertisement a peer with `c` would send.
+fn advert(c: &VhostConfig, advbase: u8, advskew: u8, demote: u8, counter: [u8; 8]) -> [u8; 36] {
+    let auth = Auth::new(&c.passphrase, c.vhid, &c.ipv4, &c.ipv6);
+    Repr {
+        version: VERSION,
+        kind: TYPE_ADVERTISEMENT,
+        vhid: c.vhid.get(),
+        advskew,
+        authlen: AUTHLEN,
+        demote,
+        advbase,
+        counter,
+        md: auth.generate(&counter),
+    }
+    .to_bytes()
+}
+
+fn peer_advert(advskew: u8, demote: u8) -> [u8; 36] {
+    advert(&cfg(1, 0), 1, advskew, demote, PEER_COOKIE)
+}
+
+fn meta() -> RxMeta {
+    RxMeta {
+        link: LINK,
+        src: PEER,
+        ttl: 255,
+    }
+}
+
+/// Bring the node's vhid 1 to MASTER by letting its master-down timer expire.
+fn make_master(node: &mut Node) -> Instant {
+    let t = node.poll_timeout().unwrap();
+    node.handle_timeout(t);
+    drain(node);
+    assert_eq!(node.state(id(1)), Some(State::Master));
+    t
+}
+
+fn transmits(actions: &[Action]) -> Vec<[u8; 36]> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transmit { packet, .. } => Some(*packet),
+            _ => None,
+        })
+        .collect()
+}
+
+fn announces(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Announce { .. }))
+        .count()
+}
+
+// ===== start-up and timers =====
+
+#[test]
+fn cold_start_goes_backup_then_master_after_three_intervals() {
+    let mut node = Node::new(NodeConfig::default());
+    node.add_vhost(at(0), LINK, cfg(1, 0), COOKIE).unwrap();
+    let actions = drain(&mut node);
+    assert_eq!(
+        actions,
+        vec![Action::StateChanged {
+            id: id(1),
+            from: State::Init,
+            to: State::Backup,
+            cause: Cause::Init
+        }]
+    );
+    // OpenBSD regress carp_1: "need 3 seconds to become master".
+    assert_eq!(node.poll_timeout(), Some(at(3000)));
+    node.handle_timeout(at(3000));
+    let actions = drain(&mut node);
+    assert!(matches!(
+        actions[0],
+        Action::StateChanged {
+            to: State::Master,
+            cause: Cause::MasterDown,
+            ..
+        }
+    ));
+    assert!(matches!(actions[1], Action::AddAddresses { .. }));
+    assert_eq!(transmits(&actions).len(), 1);
+    assert_eq!(announces(&actions), 1);
+    assert_eq!(node.poll_timeout(), Some(at(4000)));
+}
+
+#[test]
+fn master_advertises_every_advbase_plus_skew() {
+    let mut node = node_with(false, 128);
+    let t = make_master(&mut node);
+    assert_eq!(node.poll_timeout(), Some(t + Duration::from_millis(1500)));
+    node.handle_timeout(t + Duration::from_millis(1500));
+    let actions = drain(&mut node);
+    let packets = transmits(&actions);
+    assert_eq!(packets.len(), 1);
+    let p = Packet::new_checked(&packets[0][..]).unwrap();
+    assert!(p.verify_checksum());
+    assert_eq!(
+        (p.advbase(), p.advskew(), p.demote(), p.counter()),
+        (1, 128, 0, COOKIE)
+    );
+}
+
+#[test]
+fn delayed_arp_sent_two_adverts_after_takeover() {
+    let mut node = node_with(false, 0);
+    let t = node.poll_timeout().unwrap();
+    node.handle_timeout(t);
+    assert_eq!(announces(&drain(&mut node)), 1, "announce on takeover");
+    node.handle_timeout(t + Duration::from_secs(1));
+    assert_eq!(
+        announces(&drain(&mut node)),
+        0,
+        "first advert after takeover"
+    );
+    node.handle_timeout(t + Duration::from_secs(2));
+    assert_eq!(announces(&drain(&mut node)), 1, "second advert repeats it");
+    node.handle_timeout(t + Duration::from_secs(3));
+    assert_eq!(announces(&drain(&mut node)), 0, "only once");
+}
+
+#[test]
+fn each_family_has_its_own_master_down_timer() {
+    let mut c = cfg(1, 0);
+    c.ipv6.push("2001:db8::100".parse().unwrap());
+    let mut node = Node::new(NodeConfig::default());
+    node.add_vhost(at(0), LINK, c.clone(), COOKIE).unwrap();
+    drain(&mut node);
+    // IPv4 adverts keep arriving from a better master; IPv6 ones are lost.
+    let pkt = advert(&c, 1, 0, 0, PEER_COOKIE);
+    for s in 1..=3 {
+        node.handle_datagram(at(s * 1000), meta(), &pkt);
+    }
+    assert_eq!(node.state(id(1)), Some(State::Backup));
+    node.handle_timeout(at(3000));
+    let actions = drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Master), "{actions:?}");
+    // As MASTER it advertises on both families.
+    assert_eq!(transmits(&actions).len(), 2);
+}
+
+// ===== election rules =====
+
+#[test]
+fn master_steps_down_on_equal_timing_and_demote() {
+    let mut node = node_with(false, 0);
+    make_master(&mut node);
+    node.handle_datagram(at(5000), meta(), &peer_advert(0, 0));
+    let actions = drain(&mut node);
+    assert!(matches!(
+        actions[0],
+        Action::StateChanged {
+            to: State::Backup,
+            cause: Cause::Superseded,
+            ..
+        }
+    ));
+    assert!(matches!(actions[1], Action::RemoveAddresses { .. }));
+}
+
+#[test]
+fn master_ignores_slower_master() {
+    let mut node = node_with(true, 0);
+    make_master(&mut node);
+    node.handle_datagram(at(5000), meta(), &peer_advert(100, 0));
+    assert!(drain(&mut node).is_empty());
+    assert_eq!(node.state(id(1)), Some(State::Master));
+}
+
+#[test]
+fn backup_preempts_slower_master_only_with_preempt() {
+    for preempt in [false, true] {
+        let mut node = node_with(preempt, 0);
+        node.handle_datagram(at(500), meta(), &peer_advert(100, 0));
+        let expected = if preempt {
+            State::Master
+        } else {
+            State::Backup
+        };
+        assert_eq!(node.state(id(1)), Some(expected), "preempt={preempt}");
+    }
+}
+
+#[test]
+fn backup_takes_over_higher_demote_master_regardless_of_preempt() {
+    let mut node = node_with(false, 100);
+    node.handle_datagram(at(500), meta(), &peer_advert(0, 1));
+    assert_eq!(node.state(id(1)), Some(State::Master));
+    assert_eq!(node.status()[0].cause, Cause::HigherDemote);
+}
+
+#[test]
+fn backup_treats_master_slower_than_3x_advbase_as_down() {
+    let mut node = node_with(false, 0);
+    let slow = advert(&cfg(1, 0), 4, 0, 0, PEER_COOKIE);
+    node.handle_datagram(at(500), meta(), &slow);
+    assert_eq!(node.status()[0].cause, Cause::SlowMaster);
+    assert_eq!(node.state(id(1)), Some(State::Master));
+}
+
+#[test]
+fn backup_restarts_master_down_timer_on_better_master() {
+    let mut node = node_with(false, 100);
+    node.handle_datagram(at(2000), meta(), &peer_advert(0, 0));
+    assert_eq!(node.state(id(1)), Some(State::Backup));
+    // 3 * (1 + 100/256) s after the advert.
+    assert_eq!(
+        node.poll_timeout(),
+        Some(at(2000) + Duration::from_micros(3 * 1_390_625))
+    );
+}
+
+#[test]
+fn bow_out_advert_uses_255_255() {
+    let mut node = node_with(false, 0);
+    make_master(&mut node);
+    node.begin_shutdown(at(9000));
+    let actions = drain(&mut node);
+    let Action::Transmit { packet, .. } = &actions[0] else {
+        panic!("bow-out must come first: {actions:?}")
+    };
+    let p = Packet::new_checked(&packet[..]).unwrap();
+    assert_eq!((p.advbase(), p.advskew()), (255, 255));
+    assert!(matches!(
+        actions[1],
+        Action::StateChanged {
+            to: State::Init,
+            cause: Cause::Shutdown,
+            ..
+        }
+    ));
+    assert!(matches!(actions[2], Action::RemoveAddresses { .. }));
+    assert_eq!(node.poll_timeout(), None, "no timer after shutdown");
+}
+
+#[test]
+fn backup_takes_over_at_once_on_bow_out() {
+    let mut node = node_with(false, 100);
+    let bow = advert(&cfg(1, 0), 255, 255, 0, PEER_COOKIE);
+    node.handle_datagram(at(1000), meta(), &bow);
+    assert_eq!(node.state(id(1)), Some(State::Master));
+    assert_eq!(node.status()[0].cause, Cause::BowOut);
+}
+
+#[test]
+fn forced_states_work_from_backup_and_master() {
+    let mut node = node_with(false, 100);
+    node.force_state(at(100), id(1), State::Master).unwrap();
+    assert_eq!(node.state(id(1)), Some(State::Master));
+    node.force_state(at(200), id(1), State::Backup).unwrap();
+    assert_eq!(node.state(id(1)), Some(State::Backup));
+    assert_eq!(
+        node.force_state(at(300), id(1), State::Init),
+        Err(ControlError::BadState(State::Init))
+    );
+    let unknown = id(9);
+    assert_eq!(
+        node.force_state(at(300), unknown, State::Master),
+        Err(ControlError::UnknownVhost(unknown))
+    );
+}
+
+// ===== demotion =====
+
+#[test]
+fn three_send_errors_demote_three_successes_undemote() {
+    let mut node = node_with(false, 0);
+    make_master(&mut node);
+    for _ in 0..2 {
+        node.handle_send_result(at(4000), id(1), false);
+    }
+    assert_eq!(node.groups()["carp"], 0);
+    node.handle_send_result(at(4000), id(1), false);
+    assert_eq!(node.groups()["carp"], 1);
+    assert_eq!(node.skew_demotion(), 240);
+    let actions = drain(&mut node);
+    let packets = transmits(&actions);
+    assert_eq!(packets.len(), 1, "the demotion is advertised at once");
+    assert_eq!(packets[0][4], 1, "demote byte");
+    assert_eq!(packets[0][2], 240, "FreeBSD demoted advskew");
+    for _ in 0..2 {
+        node.handle_send_result(at(5000), id(1), true);
+    }
+    assert_eq!(node.groups()["carp"], 1);
+    node.handle_send_result(at(5000), id(1), true);
+    assert_eq!(node.groups()["carp"], 0);
+    assert_eq!(node.skew_demotion(), 0);
+}
+
+#[test]
+fn operator_demotion_is_advertised_at_once() {
+    let mut node = node_with(false, 0);
+    make_master(&mut node);
+    node.demote_group(at(5000), "carp", 1);
+    let packets = transmits(&drain(&mut node));
+    assert_eq!(packets.len(), 1);
+    assert_eq!(packets[0][4], 1);
+    assert_eq!(node.demote_group(at(5001), "carp", -5), 0, "never below 0");
+}
+
+#[test]
+fn link_down_goes_init_and_demotes_the_other_links() {
+    let mut node = Node::new(NodeConfig::default());
+    node.add_vhost(at(0), LINK, cfg(1, 0), COOKIE).unwrap();
+    let mut other = cfg(2, 0);
+    other.ipv4 = vec![Ipv4Addr::new(198, 51, 100, 100)];
+    node.add_vhost(at(0), OTHER_LINK, other, COOKIE).unwrap();
+    node.handle_timeout(at(3000));
+    drain(&mut node);
+    node.handle_link(at(5000), LINK, false);
+    let actions = drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Init));
+    assert_eq!(node.groups()["carp"], 1);
+    // The vhost on the other link advertises demote 1 immediately (group failover).
+    let other_id = VhostId {
+        link: OTHER_LINK,
+        vhid: vhid(2),
+    };
+    let sent: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transmit { id, packet, .. } if *id == other_id => Some(packet[4]),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![1]);
+    node.handle_link(at(6000), LINK, true);
+    drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Backup));
+    assert_eq!(node.groups()["carp"], 0);
+}
+
+// ===== receive path: one test per validation rule, in OpenBSD order =====
+
+/// Feed `bytes` with `meta` to a BACKUP and return the counters that moved.
+fn drop_counters(meta: RxMeta, bytes: &[u8]) -> Stats {
+    let mut node = node_with(false, 0);
+    let before_timeout = node.poll_timeout();
+    node.handle_datagram(at(100), meta, bytes);
+    assert!(
+        drain(&mut node).is_empty(),
+        "a dropped packet changes nothing"
+    );
+    assert_eq!(node.poll_timeout(), before_timeout, "nor the timers");
+    let s = node.stats();
+    assert_eq!(s.received(), 1);
+    assert_eq!(s.dropped() + s.accepted, 1, "exactly one counter: {s:?}");
+    s
+}
+
+#[test]
+fn drop_packet_on_interface_without_vhosts() {
+    let m = RxMeta {
+        link: OTHER_LINK,
+        ..meta()
+    };
+    assert_eq!(drop_counters(m, &peer_advert(0, 0)).bad_if, 1);
+}
+
+#[test]
+fn drop_packet_with_ttl_not_255() {
+    let m = RxMeta { ttl: 64, ..meta() };
+    assert_eq!(drop_counters(m, &peer_advert(0, 0)).bad_ttl, 1);
+}
+
+#[test]
+fn drop_packet_too_short() {
+    assert_eq!(drop_counters(meta(), &peer_advert(0, 0)[..35]).bad_len, 1);
+}
+
+#[test]
+fn drop_packet_with_bad_checksum() {
+    let mut p = peer_advert(0, 0);
+    p[7] ^= 0xff;
+    assert_eq!(drop_counters(meta(), &p).bad_sum, 1);
+}
+
+#[test]
+fn drop_packet_for_unknown_vhid() {
+    let p = advert(&cfg(9, 0), 1, 0, 0, PEER_COOKIE);
+    assert_eq!(drop_counters(meta(), &p).bad_vhid, 1);
+}
+
+#[test]
+fn drop_packet_with_bad_version() {
+    let mut p = peer_advert(0, 0);
+    p[0] = 0x31;
+    Packet::new_unchecked(&mut p[..]).fill_checksum();
+    assert_eq!(drop_counters(meta(), &p).bad_ver, 1);
+}
+
+#[test]
+fn drop_packet_with_wrong_password() {
+    let mut other = cfg(1, 0);
+    other.passphrase = Passphrase::new(b"wrong").unwrap();
+    let p = advert(&other, 1, 0, 0, PEER_COOKIE);
+    assert_eq!(drop_counters(meta(), &p).bad_auth, 1);
+}
+
+#[test]
+fn drop_packet_with_different_address_set() {
+    let mut other = cfg(1, 0);
+    other.ipv4.push(Ipv4Addr::new(192, 0, 2, 101));
+    let p = advert(&other, 1, 0, 0, PEER_COOKIE);
+    assert_eq!(drop_counters(meta(), &p).bad_auth, 1);
+}
+
+#[test]
+fn drop_own_reflected_packet() {
+    let p = advert(&cfg(1, 0), 1, 0, 0, COOKIE);
+    assert_eq!(drop_counters(meta(), &p).replay, 1);
+}
+
+#[test]
+fn checks_run_in_openbsd_order() {
+    // Bad TTL *and* bad checksum *and* unknown vhid: TTL is checked first.
+    let mut p = advert(&cfg(9, 0), 1, 0, 0, PEER_COOKIE);
+    p[7] ^= 0xff;
+    let s = drop_counters(RxMeta { ttl: 1, ..meta() }, &p);
+    assert_eq!((s.bad_ttl, s.bad_sum, s.bad_vhid), (1, 0, 0));
+    // Bad checksum and unknown vhid: checksum first.
+    let s = drop_counters(meta(), &p);
+    assert_eq!((s.bad_sum, s.bad_vhid), (1, 0));
+}
+
+#[test]
+fn odd_type_and_authlen_are_accepted_and_counted() {
+    let mut p = peer_advert(0, 0);
+    p[0] = 0x22;
+    p[3] = 3;
+    Packet::new_unchecked(&mut p[..]).fill_checksum();
+    let mut node = node_with(false, 0);
+    node.handle_datagram(at(100), meta(), &p);
+    let s = node.stats();
+    assert_eq!((s.received(), s.accepted, s.odd_header), (1, 1, 1));
+    // Accepted like any advertisement: the master-down timer restarted.
+    assert_eq!(node.poll_timeout(), Some(at(3100)));
+}
+
+#[test]
+fn packets_for_a_vhost_in_init_are_bad_vhid() {
+    let mut node = node_with(false, 0);
+    node.handle_link(at(10), LINK, false);
+    drain(&mut node);
+    node.handle_datagram(at(20), meta(), &peer_advert(0, 0));
+    assert_eq!(node.stats().bad_vhid, 1);
+}
+
+#[test]
+fn duplicate_vhid_on_one_link_is_refused() {
+    let mut node = node_with(false, 0);
+    assert_eq!(
+        node.add_vhost(at(1), LINK, cfg(1, 0), COOKIE),
+        Err(ControlError::Duplicate(id(1)))
+    );
+    // The same vhid on another link is another vhost.
+    assert!(node.add_vhost(at(1), OTHER_LINK, cfg(1, 0), COOKIE).is_ok());
+}
+
+#[test]
+fn reconfigure_with_same_addresses_keeps_master() {
+    let mut node = node_with(false, 0);
+    make_master(&mut node);
+    node.reconfigure_vhost(at(5000), id(1), cfg(1, 50)).unwrap();
+    assert!(
+        drain(&mut node)
+            .iter()
+            .all(|a| !matches!(a, Action::RemoveAddresses { .. }))
+    );
+    assert_eq!(node.state(id(1)), Some(State::Master));
+}
