@@ -435,3 +435,56 @@ fn l2_garp_and_na_reach_peer() {
     assert_eq!(garp, l2::gratuitous_arp_frame(vmac, vip4));
     assert_eq!(na, l2::unsolicited_na_frame(vmac, vip6, false));
 }
+
+/// Input: B opens its sockets while eth0 is down, then eth0 flaps again.
+/// Output: once up, B still receives A's multicast on both families, so a
+/// socket need not be reopened across down/up (only when the ifindex
+/// changes).
+#[test]
+fn raw_sockets_survive_link_flap() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new("flap", 2);
+    let (a, b) = (lab.host(0).clone(), lab.host(1).clone());
+    common::run_ok(&["ip", "-n", &b.ns, "link", "set", "eth0", "down"]);
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let bb = b.clone();
+    let receiver = spawn_in_netns(&b.ns, move || {
+        block_on(T, async move {
+            let v4 = CarpSocket::open_v4(&bb.ifname, bb.ifindex).unwrap();
+            let v6 = CarpSocket::open_v6(&bb.ifname, bb.ifindex).unwrap();
+            ready_tx.send(()).unwrap();
+            go_rx.recv_timeout(READY).unwrap();
+            let mut buf = [0u8; 128];
+            let r4 = v4.recv(&mut buf).await.unwrap();
+            let r6 = v6.recv(&mut buf).await.unwrap();
+            (r4, r6)
+        })
+    });
+    ready_rx.recv_timeout(READY).expect("receiver ready");
+    for state in ["up", "down", "up"] {
+        common::run_ok(&["ip", "-n", &b.ns, "link", "set", "eth0", state]);
+    }
+    go_tx.send(()).unwrap();
+
+    let aa = a.clone();
+    block_on_in(&a.ns, T, move || async move {
+        let v4 = CarpSocket::open_v4(&aa.ifname, aa.ifindex).unwrap();
+        let v6 = CarpSocket::open_v6(&aa.ifname, aa.ifindex).unwrap();
+        // Carrier takes a moment to come back on the bridge port; resend.
+        for _ in 0..20 {
+            let _ = v4.send(None, CARP_GROUP_V4.into(), &payload(5)).await;
+            let _ = v6.send(None, CARP_GROUP_V6.into(), &payload(6)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let (r4, r6) = receiver.join().expect("receiver thread");
+    assert_eq!((r4.ttl, r4.len, r4.src), (255, 36, IpAddr::from(a.v4)));
+    assert_eq!(
+        (r6.ttl, r6.len, r6.src),
+        (255, 36, IpAddr::from(a.link_local))
+    );
+}
