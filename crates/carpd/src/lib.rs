@@ -1,3 +1,15 @@
 //! carpd: the Linux daemon around `carp-proto`.
+//!
+//! - [`config`]: the TOML file and ifconfig-style command line;
+//! - [`os`]: raw CARP sockets, rtnetlink, AF_PACKET (the only `unsafe` code);
+//! - [`daemon`]: the event loop owning the protocol core;
+//! - [`control`]: the Unix control socket used by `carpctl`;
+//! - [`hooks`]: supervised up/down scripts;
+//! - [`log`]: syslog-level logging to stderr.
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod hooks;
+pub mod lab;
+pub mod log;
 pub mod os;

@@ -1,1 +1,295 @@
-fn main() {}
+//! `carpctl`: query and steer a running carpd over its control socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use carpd::control::types::{Reply, Request, VhostView};
+
+/// Control a running carpd.
+#[derive(Debug, Parser)]
+#[command(name = "carpctl", version, about)]
+struct Cli {
+    /// Control socket of the daemon [default: /run/carpd/carpd.sock].
+    #[arg(long, global = true)]
+    control: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show every vhost: state, since when and why, timing, demotion, last master, counters.
+    Status {
+        /// Print the raw JSON reply.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the carpstats counters (as `netstat -s -p carp`).
+    Stats {
+        /// Print the raw JSON reply.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream state transitions with their causes until interrupted.
+    Watch,
+    /// Raise the demote counter of an interface group (default group `carp`, by 1).
+    Demote {
+        /// Interface group.
+        group: Option<String>,
+        /// Amount.
+        #[arg(default_value_t = 1)]
+        by: i32,
+    },
+    /// Lower the demote counter of an interface group (default group `carp`, by 1).
+    Undemote {
+        /// Interface group.
+        group: Option<String>,
+        /// Amount.
+        #[arg(default_value_t = 1)]
+        by: i32,
+    },
+    /// Force a vhost to MASTER or BACKUP.
+    State {
+        /// The vhid.
+        vhid: u8,
+        /// `master` or `backup`.
+        to: String,
+        /// The carpdev, if the vhid exists on several.
+        #[arg(long)]
+        carpdev: Option<String>,
+    },
+    /// Release the addresses and stay in INIT (all vhosts, or one).
+    Disable {
+        /// The vhid.
+        vhid: Option<u8>,
+        /// The carpdev, if the vhid exists on several.
+        #[arg(long)]
+        carpdev: Option<String>,
+    },
+    /// Undo `disable`.
+    Enable {
+        /// The vhid.
+        vhid: Option<u8>,
+        /// The carpdev, if the vhid exists on several.
+        #[arg(long)]
+        carpdev: Option<String>,
+    },
+    /// Re-read the configuration file.
+    Reload,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli.control.unwrap_or_else(carpd::control::default_path);
+    match execute(&path, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carpctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Connection {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Connection {
+    fn open(path: &std::path::Path) -> Result<Connection, String> {
+        let stream = UnixStream::connect(path).map_err(|e| {
+            format!(
+                "cannot connect to carpd at {}: {e} (is carpd running with this --control?)",
+                path.display()
+            )
+        })?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let writer = stream.try_clone().map_err(|e| e.to_string())?;
+        Ok(Connection {
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    fn send(&mut self, request: &Request) -> Result<(), String> {
+        let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| format!("cannot send request: {e}"))
+    }
+
+    fn receive(&mut self) -> Result<Reply, String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Err("carpd closed the connection".to_string()),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("unreadable reply: {e}")),
+            Err(e) => Err(format!("no reply from carpd: {e}")),
+        }
+    }
+
+    fn call(&mut self, request: &Request) -> Result<Reply, String> {
+        self.send(request)?;
+        let reply = self.receive()?;
+        if reply.ok {
+            Ok(reply)
+        } else {
+            Err(reply.error.unwrap_or_else(|| "request failed".into()))
+        }
+    }
+}
+
+fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
+    let mut conn = Connection::open(path)?;
+    match command {
+        Command::Status { json } => {
+            let reply = conn.call(&Request::Status)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reply).map_err(|e| e.to_string())?
+                );
+            } else {
+                print_status(
+                    reply.vhosts.as_deref().unwrap_or(&[]),
+                    reply.groups.as_deref().unwrap_or(&[]),
+                );
+            }
+        }
+        Command::Stats { json } => {
+            let reply = conn.call(&Request::Stats)?;
+            let stats = reply.stats.unwrap_or_default();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
+                );
+            } else {
+                print_stats(&stats);
+            }
+        }
+        Command::Watch => {
+            conn.send(&Request::Watch)?;
+            let _ = conn.reader.get_ref().set_read_timeout(None);
+            loop {
+                let reply = conn.receive()?;
+                if let Some(t) = reply.transition {
+                    println!(
+                        "{:>10.3}s {}@{} {} -> {} ({})",
+                        t.at_secs, t.vhid, t.carpdev, t.from, t.to, t.cause
+                    );
+                    let _ = std::io::stdout().flush();
+                } else if let Some(e) = reply.error {
+                    eprintln!("carpctl: {e}");
+                }
+            }
+        }
+        Command::Demote { group, by } => print_message(conn.call(&Request::Demote { group, by })?),
+        Command::Undemote { group, by } => {
+            print_message(conn.call(&Request::Demote { group, by: -by })?)
+        }
+        Command::State { vhid, to, carpdev } => {
+            print_message(conn.call(&Request::State { vhid, carpdev, to })?)
+        }
+        Command::Disable { vhid, carpdev } => print_message(conn.call(&Request::Enable {
+            vhid,
+            carpdev,
+            enabled: false,
+        })?),
+        Command::Enable { vhid, carpdev } => print_message(conn.call(&Request::Enable {
+            vhid,
+            carpdev,
+            enabled: true,
+        })?),
+        Command::Reload => print_message(conn.call(&Request::Reload)?),
+    }
+    Ok(())
+}
+
+fn print_message(reply: Reply) {
+    if let Some(m) = reply.message {
+        println!("{m}");
+    }
+}
+
+fn print_status(vhosts: &[VhostView], groups: &[(String, u8)]) {
+    println!(
+        "{:<10} {:>4} {:<7} {:>9}  {:<28} {:>7} {:>7} {:>6}  {:<16} addresses",
+        "carpdev", "vhid", "state", "since", "why", "advbase", "advskew", "demote", "last master"
+    );
+    for v in vhosts {
+        let skew = if v.effective_advskew == v.advskew {
+            v.advskew.to_string()
+        } else {
+            format!("{}>{}", v.advskew, v.effective_advskew)
+        };
+        println!(
+            "{:<10} {:>4} {:<7} {:>8.1}s  {:<28} {:>7} {:>7} {:>6}  {:<16} {}",
+            v.carpdev,
+            v.vhid,
+            v.state,
+            v.since_secs,
+            v.cause,
+            v.advbase,
+            skew,
+            v.demote,
+            v.last_master.as_deref().unwrap_or("-"),
+            v.addresses.join(" ")
+        );
+        let s = &v.stats;
+        println!(
+            "{:>15} in {} accepted {} dropped {} (badttl {} badlen {} badsum {} badver {} badauth {} replay {}) out {} errors {}",
+            "",
+            s.received(),
+            s.accepted,
+            s.dropped(),
+            s.bad_ttl,
+            s.bad_len,
+            s.bad_sum,
+            s.bad_ver,
+            s.bad_auth,
+            s.replay,
+            s.opackets + s.opackets6,
+            s.send_errors
+        );
+    }
+    let demoted: Vec<String> = groups
+        .iter()
+        .filter(|(_, d)| *d > 0)
+        .map(|(g, d)| format!("{g}={d}"))
+        .collect();
+    if !demoted.is_empty() {
+        println!("demoted groups: {}", demoted.join(" "));
+    }
+}
+
+fn print_stats(s: &carp_proto::Stats) {
+    let rows = [
+        (s.ipackets, "packets received (IPv4)"),
+        (s.ipackets6, "packets received (IPv6)"),
+        (s.bad_if, "packets discarded for bad interface"),
+        (s.bad_ttl, "packets discarded for wrong TTL"),
+        (s.bad_len, "packets shorter than header"),
+        (s.bad_sum, "discarded for bad checksums"),
+        (s.bad_ver, "discarded packets with a bad version"),
+        (s.bad_auth, "discarded for bad authentication"),
+        (s.bad_vhid, "discarded for unknown vhid"),
+        (s.replay, "discarded as our own (loop or replay)"),
+        (s.accepted, "accepted"),
+        (s.odd_header, "accepted with unusual type or authlen"),
+        (s.opackets, "packets sent (IPv4)"),
+        (s.opackets6, "packets sent (IPv6)"),
+        (s.send_errors, "send errors"),
+        (s.preempt, "transitions to master"),
+        (s.transitions, "state transitions"),
+    ];
+    println!("carp:");
+    for (n, what) in rows {
+        println!("\t{n} {what}");
+    }
+}

@@ -1,1 +1,155 @@
-fn main() {}
+//! `carpd`: the CARP daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use carpd::config::DaemonConfig;
+use carpd::daemon::{self, Signal};
+
+/// Common Address Redundancy Protocol daemon, wire-compatible with OpenBSD and FreeBSD carp(4).
+#[derive(Debug, Parser)]
+#[command(name = "carpd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon, configured by a file or by ifconfig-style words:
+    /// `carpdev eth0 vhid 1 advbase 1 advskew 100 pass secret 198.51.100.50/24`.
+    Run {
+        /// Take over from a master that advertises less often (net.inet.carp.preempt).
+        #[arg(long)]
+        preempt: bool,
+        /// Syslog level threshold 0-7 (net.inet.carp.log); 2 logs only transitions.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=7))]
+        log_level: Option<u8>,
+        /// Control socket path [default: /run/carpd/carpd.sock].
+        #[arg(long)]
+        control: Option<PathBuf>,
+        /// TOML configuration file (instead of words).
+        #[arg(long, conflicts_with = "words")]
+        config: Option<PathBuf>,
+        /// carpdev, vhid, advbase, advskew, pass, passfile, lladdr, group, peer, peer6,
+        /// up, down and addresses, as in ifconfig(8).
+        #[arg(num_args = 0.., allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// Build a small LAN of network namespaces, run carpd on it and show a failover.
+    Lab(carpd::lab::LabArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            preempt,
+            log_level,
+            control,
+            config,
+            words,
+        } => {
+            let config = match config {
+                Some(path) => DaemonConfig::load(&path).map(|mut c| {
+                    c.preempt |= preempt;
+                    c.log_level = log_level.unwrap_or(c.log_level);
+                    c.control = control.or(c.control);
+                    c
+                }),
+                None => DaemonConfig::from_command_line(
+                    preempt,
+                    log_level.unwrap_or(carpd::config::DEFAULT_LOG_LEVEL),
+                    control,
+                    &words,
+                ),
+            };
+            let config = match config {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("carpd: {}", error_chain(&e));
+                    return ExitCode::from(2);
+                }
+            };
+            if words_have_pass(&words) {
+                eprintln!(
+                    "carpd: warning: a pass on the command line is visible in ps; passfile is safer"
+                );
+            }
+            run(config)
+        }
+        Command::Lab(args) => match carpd::lab::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("carpd lab: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn words_have_pass(words: &[String]) -> bool {
+    words.iter().any(|w| w == "pass")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn run(config: DaemonConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carpd: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (tx, rx) = mpsc::channel(4);
+        if let Err(e) = forward_signals(tx) {
+            eprintln!("carpd: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        match daemon::run(config, rx).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("<3>carpd: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGTERM and SIGINT end the daemon (bow-out first); SIGHUP reloads.
+fn forward_signals(tx: mpsc::Sender<Signal>) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            let s = tokio::select! {
+                _ = term.recv() => Signal::Terminate,
+                _ = int.recv() => Signal::Terminate,
+                _ = hup.recv() => Signal::Reload,
+            };
+            if tx.send(s).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}

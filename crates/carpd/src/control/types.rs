@@ -1,0 +1,179 @@
+//! Requests and replies of the control socket, shared by `carpd` and `carpctl`.
+//!
+//! One JSON object per line in each direction. Every reply carries `ok`; a
+//! failed request has `ok: false` and an `error` sentence.
+
+use serde::{Deserialize, Serialize};
+
+use carp_proto::Stats;
+
+/// A request from `carpctl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Every vhost's state.
+    Status,
+    /// Host-wide counters.
+    Stats,
+    /// Stream state changes until the client goes away.
+    Watch,
+    /// Add `by` to the demote counter of `group` (default group `carp`).
+    Demote {
+        /// Interface group; `None` means `carp` (every vhost).
+        group: Option<String>,
+        /// Amount to add (negative to undemote).
+        by: i32,
+    },
+    /// Force a vhost's state.
+    State {
+        /// The vhid.
+        vhid: u8,
+        /// The carpdev, needed only if the vhid exists on several.
+        carpdev: Option<String>,
+        /// `master` or `backup`.
+        to: String,
+    },
+    /// Disable (`false`) or re-enable (`true`) one vhost, or all when `vhid` is `None`.
+    Enable {
+        /// The vhid, or all.
+        vhid: Option<u8>,
+        /// The carpdev, needed only if the vhid exists on several.
+        carpdev: Option<String>,
+        /// Enable or disable.
+        enabled: bool,
+    },
+    /// Re-read the configuration file (as SIGHUP).
+    Reload,
+}
+
+/// The state of one vhost as shown by `carpctl status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VhostView {
+    /// Parent interface.
+    pub carpdev: String,
+    /// vhid.
+    pub vhid: u8,
+    /// INIT, BACKUP or MASTER.
+    pub state: String,
+    /// Seconds since the state was entered.
+    pub since_secs: f64,
+    /// Why the state was entered.
+    pub cause: String,
+    /// Configured advbase.
+    pub advbase: u8,
+    /// Configured advskew.
+    pub advskew: u8,
+    /// advskew actually advertised (FreeBSD-style demotion applied).
+    pub effective_advskew: u8,
+    /// Demote byte advertised.
+    pub demote: u8,
+    /// `virtual` or `real`.
+    pub lladdr: String,
+    /// The virtual addresses with prefix lengths.
+    pub addresses: Vec<String>,
+    /// Source address of the last accepted advertisement from a peer.
+    pub last_master: Option<String>,
+    /// Seconds since that advertisement.
+    pub last_master_age_secs: Option<f64>,
+    /// This vhost's counters.
+    pub stats: Stats,
+}
+
+/// A state change as streamed by `watch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Parent interface.
+    pub carpdev: String,
+    /// vhid.
+    pub vhid: u8,
+    /// Previous state.
+    pub from: String,
+    /// New state.
+    pub to: String,
+    /// Why.
+    pub cause: String,
+    /// Seconds since the daemon started.
+    pub at_secs: f64,
+}
+
+/// A reply line.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Reply {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The reason it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A short human-readable result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// For `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhosts: Option<Vec<VhostView>>,
+    /// For `status`: the demote counter of every interface group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<(String, u8)>>,
+    /// For `stats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+    /// For `watch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+}
+
+impl Reply {
+    /// Return a success reply with a message.
+    pub fn done(message: impl Into<String>) -> Reply {
+        Reply {
+            ok: true,
+            message: Some(message.into()),
+            ..Reply::default()
+        }
+    }
+
+    /// Return a failure reply.
+    pub fn failed(error: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(error.into()),
+            ..Reply::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        let reqs = [
+            Request::Status,
+            Request::Demote {
+                group: Some("lan".into()),
+                by: 1,
+            },
+            Request::State {
+                vhid: 1,
+                carpdev: None,
+                to: "master".into(),
+            },
+        ];
+        for r in reqs {
+            let line = serde_json::to_string(&r).unwrap();
+            assert!(!line.contains('\n'));
+            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        }
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(),
+            Request::Status
+        );
+    }
+
+    #[test]
+    fn unknown_commands_and_fields_are_errors() {
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"status","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>("not json").is_err());
+    }
+}

@@ -1,0 +1,509 @@
+//! `carpd lab`: a demonstration LAN in network namespaces.
+//!
+//! Three carpd nodes and a client on one bridge, documentation addresses
+//! only (198.51.100.0/24, 2001:db8::/64). The client pings the virtual
+//! address every 10 ms while the lab crashes the master (kill -9), restarts
+//! it (preemption), and stops it cleanly (SIGTERM, bow-out), measuring the
+//! client's outage each time. Everything is removed again on exit, Ctrl-C
+//! included: namespaces and processes are owned by a guard whose `Drop`
+//! cleans up.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::control::types::{Reply, Request, VhostView};
+
+/// Options of `carpd lab`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabArgs {
+    /// advbase of the lab's vhost (seconds).
+    #[arg(long, default_value_t = 1)]
+    pub advbase: u8,
+    /// Keep the lab running at the end until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+const VIP: &str = "198.51.100.50";
+const VIP6: &str = "2001:db8::50";
+const NODES: [(&str, &str, u8); 3] = [
+    ("a", "198.51.100.11", 0),
+    ("b", "198.51.100.12", 50),
+    ("c", "198.51.100.13", 100),
+];
+const CLIENT: &str = "198.51.100.100";
+const PING_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Namespaces, processes and files of one lab; all removed on drop.
+struct Topology {
+    tag: String,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+    dir: PathBuf,
+}
+
+impl Topology {
+    fn ns(&self, name: &str) -> String {
+        format!("carplab-{}-{name}", self.tag)
+    }
+
+    fn build() -> anyhow::Result<Topology> {
+        let tag = std::process::id().to_string();
+        let dir = std::env::temp_dir().join(format!("carplab-{tag}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut topo = Topology {
+            tag,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        let sw = topo.ns("sw");
+        topo.add_ns(&sw)?;
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        let hosts: Vec<(&str, &str)> = NODES
+            .iter()
+            .map(|(n, a, _)| (*n, *a))
+            .chain([("client", CLIENT)])
+            .collect();
+        for (name, addr) in hosts {
+            let ns = topo.ns(name);
+            topo.add_ns(&ns)?;
+            let port = format!("p-{name}");
+            ip(&[
+                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ])?;
+            ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
+            for key in [
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ] {
+                run_cmd(Command::new("ip").args(["netns", "exec", &ns, "sysctl", "-qw", key]))?;
+            }
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            let last = addr.rsplit('.').next().unwrap_or("1");
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("2001:db8::{last}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(topo)
+    }
+
+    fn add_ns(&mut self, ns: &str) -> anyhow::Result<()> {
+        ip(&["netns", "add", ns])?;
+        self.namespaces.push(ns.to_string());
+        Ok(())
+    }
+
+    fn control(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.sock"))
+    }
+
+    fn start_carpd(&mut self, node: &str, advskew: u8, advbase: u8) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find the carpd executable")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{node}.log")))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(node)])
+            .arg(exe)
+            .args(["run", "--preempt", "--log-level", "6", "--control"])
+            .arg(self.control(node))
+            .args([
+                "carpdev",
+                "eth0",
+                "vhid",
+                "1",
+                "advbase",
+                &advbase.to_string(),
+            ])
+            .args(["advskew", &advskew.to_string(), "pass", "lab-secret"])
+            .args([format!("{VIP}/24"), format!("{VIP6}/64")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start carpd")?;
+        self.children.retain(|(n, _)| n != node);
+        self.children.push((node.to_string(), child));
+        Ok(())
+    }
+
+    fn signal(&mut self, node: &str, sig: nix::sys::signal::Signal) {
+        if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == node) {
+            // `ip netns exec` execs carpd, so the child's pid is carpd's.
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        for (_, child) in &mut self.children {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run_cmd(Command::new("ip").args(args))
+}
+
+/// Ask a node's carpd for its status; `None` while it is not answering.
+fn status(path: &Path) -> Option<Vec<VhostView>> {
+    let stream = UnixStream::connect(path).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut writer = stream.try_clone().ok()?;
+    let mut line = serde_json::to_string(&Request::Status).ok()?;
+    line.push('\n');
+    writer.write_all(line.as_bytes()).ok()?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).ok()?;
+    serde_json::from_str::<Reply>(&reply).ok()?.vhosts
+}
+
+/// The client's pinger: which probes were answered, by sequence number.
+struct Pinger {
+    child: Child,
+    answered: Arc<Mutex<Vec<(u64, bool)>>>,
+}
+
+impl Pinger {
+    fn start(ns: &str) -> anyhow::Result<Pinger> {
+        let interval = format!("{}", PING_INTERVAL.as_secs_f64());
+        let mut child = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ping", "-n", "-O", "-W", "0.2", "-i", &interval, VIP,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start ping (install iputils-ping)")?;
+        let stdout = child.stdout.take().context("ping has no stdout")?;
+        let answered = Arc::new(Mutex::new(Vec::new()));
+        let sink = answered.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Some(seq) = line
+                    .split("icmp_seq=")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                else {
+                    continue;
+                };
+                let Ok(seq) = seq.parse::<u64>() else {
+                    continue;
+                };
+                let ok = line.contains("bytes from");
+                if let Ok(mut v) = sink.lock() {
+                    v.push((seq, ok));
+                }
+            }
+        });
+        Ok(Pinger { child, answered })
+    }
+
+    fn mark(&self) -> u64 {
+        self.answered
+            .lock()
+            .map(|v| v.iter().map(|(s, _)| *s).max().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Return the longest run of unanswered probes after `from`, as a duration,
+    /// and the number of probes lost.
+    fn outage_since(&self, from: u64) -> (Duration, u64) {
+        let Ok(v) = self.answered.lock() else {
+            return (Duration::ZERO, 0);
+        };
+        let mut ok: Vec<u64> = v
+            .iter()
+            .filter(|(s, ok)| *ok && *s >= from)
+            .map(|(s, _)| *s)
+            .collect();
+        ok.sort_unstable();
+        ok.dedup();
+        let sent_last = v.iter().map(|(s, _)| *s).max().unwrap_or(from);
+        let mut longest = 0;
+        let mut prev = from.saturating_sub(1);
+        for s in ok.iter().copied().chain([sent_last + 1]) {
+            longest = longest.max(s.saturating_sub(prev + 1));
+            prev = s;
+        }
+        let lost = (from..=sent_last)
+            .filter(|s| ok.binary_search(s).is_err())
+            .count() as u64;
+        (
+            PING_INTERVAL * u32::try_from(longest).unwrap_or(u32::MAX),
+            lost,
+        )
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn check_interrupt() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted; cleaning up");
+    }
+    Ok(())
+}
+
+fn sleep(d: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        check_interrupt()?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Wait until exactly one live node is MASTER; return it and how long it took.
+fn wait_master(
+    topo: &Topology,
+    nodes: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<(String, Duration)> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        check_interrupt()?;
+        let masters: Vec<&str> = nodes
+            .iter()
+            .filter(|n| {
+                status(&topo.control(n)).is_some_and(|v| v.iter().any(|s| s.state == "MASTER"))
+            })
+            .copied()
+            .collect();
+        if masters.len() == 1 {
+            return Ok((masters[0].to_string(), start.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("no single MASTER among {nodes:?} after {timeout:?}")
+}
+
+fn show(topo: &Topology, nodes: &[&str]) {
+    for n in nodes {
+        match status(&topo.control(n)).as_deref() {
+            Some([v, ..]) => println!(
+                "    node {n}: {:<7} advskew {:>3}  since {:>5.1}s ({}), last master seen {}",
+                v.state,
+                v.advskew,
+                v.since_secs,
+                v.cause,
+                v.last_master.as_deref().unwrap_or("-")
+            ),
+            _ => println!("    node {n}: not running"),
+        }
+    }
+}
+
+/// Run the lab: build, demonstrate, summarise, clean up.
+pub fn run(args: LabArgs) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the lab creates network namespaces and needs root (try: sudo carpd lab)");
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let handler = nix::sys::signal::SigHandler::Handler(on_interrupt);
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGINT, handler);
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGTERM, handler);
+    }
+    println!("== carpd lab: 3 carpd nodes and a client on one bridge, in network namespaces");
+    let mut topo = Topology::build()?;
+    println!(
+        "   namespaces carplab-{}-{{sw,a,b,c,client}}, LAN 198.51.100.0/24 and 2001:db8::/64",
+        topo.tag
+    );
+    println!(
+        "   virtual addresses {VIP}/24 and {VIP6}/64 on vhid 1 (virtual MAC 00:00:5e:00:01:01)"
+    );
+    for (name, _, skew) in NODES {
+        topo.start_carpd(name, skew, args.advbase)?;
+        println!("   started carpd on node {name} (advskew {skew}, preempt on)");
+    }
+    let names: Vec<&str> = NODES.iter().map(|(n, _, _)| *n).collect();
+    let limit = Duration::from_secs(10 + 4 * u64::from(args.advbase));
+
+    println!("\n== 1. election");
+    let (master, took) = wait_master(&topo, &names, limit)?;
+    println!(
+        "   node {master} is MASTER after {:.2}s (master-down is 3 x advbase)",
+        took.as_secs_f64()
+    );
+    show(&topo, &names);
+
+    println!(
+        "\n== 2. the client pings {VIP} every {} ms",
+        PING_INTERVAL.as_millis()
+    );
+    let pinger = Pinger::start(&topo.ns("client"))?;
+    sleep(Duration::from_secs(2))?;
+    let (_, lost) = pinger.outage_since(1);
+    println!("   {} probes sent, {lost} lost", pinger.mark());
+
+    let mut summary = Vec::new();
+    println!("\n== 3. kill -9 the master (node {master}): a silent crash");
+    let mark = pinger.mark();
+    let t = Instant::now();
+    topo.signal(&master, nix::sys::signal::Signal::SIGKILL);
+    let rest: Vec<&str> = names.iter().copied().filter(|n| *n != master).collect();
+    let (new_master, _) = wait_master(&topo, &rest, limit)?;
+    let took = t.elapsed();
+    sleep(Duration::from_millis(500))?;
+    let (outage, lost) = pinger.outage_since(mark);
+    println!(
+        "   node {new_master} took over after {:.2}s; client outage {} ms ({lost} probes lost)",
+        took.as_secs_f64(),
+        outage.as_millis()
+    );
+    show(&topo, &names);
+    summary.push(("crash (kill -9)", outage, lost));
+
+    println!("\n== 4. restart node {master}: it preempts the slower master");
+    let mark = pinger.mark();
+    let skew = NODES
+        .iter()
+        .find(|(n, _, _)| *n == master)
+        .map_or(0, |n| n.2);
+    topo.start_carpd(&master, skew, args.advbase)?;
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        check_interrupt()?;
+        if status(&topo.control(&master)).is_some_and(|v| v.iter().any(|s| s.state == "MASTER")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (back, _) = wait_master(&topo, &names, limit)?;
+    sleep(Duration::from_millis(500))?;
+    let (outage, lost) = pinger.outage_since(mark);
+    println!(
+        "   node {back} is MASTER again; client outage {} ms ({lost} probes lost)",
+        outage.as_millis()
+    );
+    show(&topo, &names);
+    summary.push(("preemption", outage, lost));
+
+    println!("\n== 5. SIGTERM the master (node {back}): it bows out (advbase 255, advskew 255)");
+    let mark = pinger.mark();
+    let t = Instant::now();
+    topo.signal(&back, nix::sys::signal::Signal::SIGTERM);
+    let rest: Vec<&str> = names.iter().copied().filter(|n| *n != back).collect();
+    let (next, _) = wait_master(&topo, &rest, limit)?;
+    let took = t.elapsed();
+    sleep(Duration::from_millis(500))?;
+    let (outage, lost) = pinger.outage_since(mark);
+    println!(
+        "   node {next} took over after {:.3}s; client outage {} ms ({lost} probes lost)",
+        took.as_secs_f64(),
+        outage.as_millis()
+    );
+    show(&topo, &names);
+    summary.push(("planned stop (SIGTERM)", outage, lost));
+
+    println!(
+        "\n== summary (advbase {}s; protocol bound for a crash: 3 x interval of the next node)",
+        args.advbase
+    );
+    for (what, outage, lost) in &summary {
+        println!(
+            "   {what:<24} client outage {:>6} ms   probes lost {lost:>4}",
+            outage.as_millis()
+        );
+    }
+    if args.keep {
+        println!(
+            "\n   lab kept running; press Ctrl-C to remove it (logs in {})",
+            topo.dir.display()
+        );
+        while !INTERRUPTED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    drop(pinger);
+    drop(topo);
+    println!("\n== cleaned up: namespaces removed, daemons stopped");
+    Ok(())
+}
