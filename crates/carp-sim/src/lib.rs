@@ -19,7 +19,11 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod report;
+mod setup;
 mod sim;
 
 pub use report::{Tenure, Transition};
-pub use sim::{Checks, Event, NodeSpec, Sim, SimConfig, Violation, master_down_interval, vhost};
+pub use setup::{
+    Checks, Event, NodeSpec, SimConfig, Violation, master_down_interval, vhost, vhost46,
+};
+pub use sim::Sim;

@@ -7,7 +7,8 @@
 use carp_proto::config::interval;
 use carp_proto::{State, VhostId};
 
-use super::{Sim, master_down_interval};
+use super::Sim;
+use crate::setup::master_down_interval;
 
 impl Sim {
     pub(super) fn check(&mut self) {
