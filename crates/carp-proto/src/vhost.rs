@@ -336,8 +336,11 @@ impl Vhost {
                 addresses,
             });
             self.stats.preempt += 1;
-            self.send_advert(now, false, ctx, out);
+            // DEVIATION: OpenBSD advertises first, then sends the gratuitous ARP.
+            // Announcing first moves the switches to us before the old master,
+            // hearing our advertisement, drops the addresses.
             self.announce(out);
+            self.send_advert(now, false, ctx, out);
             // "Schedule a delayed ARP to deal w/ some L3 switches."
             self.delayed_arp = 2;
         }

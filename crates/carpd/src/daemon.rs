@@ -6,7 +6,7 @@
 //! requests and signals; after every input it drains `poll_action()` into
 //! OS calls. On shutdown the node bows out first, then the addresses go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +111,7 @@ pub async fn run(config: DaemonConfig, mut signals: mpsc::Receiver<Signal>) -> a
     for spec in &config.vhosts {
         if let Err(e) = d.add_vhost(spec.clone()).await {
             // Nothing half-started: release what was set up, then fail.
-            d.shutdown().await;
+            d.shutdown(None).await;
             let _ = std::fs::remove_file(&control_path);
             return Err(e);
         }
@@ -161,7 +161,7 @@ pub async fn run(config: DaemonConfig, mut signals: mpsc::Receiver<Signal>) -> a
         }
         d.drain().await;
     }
-    d.shutdown().await;
+    d.shutdown(Some(&mut rx)).await;
     let _ = std::fs::remove_file(&control_path);
     carplog!(Info, "stopped");
     Ok(())
@@ -743,9 +743,25 @@ impl Daemon {
         ))
     }
 
-    async fn shutdown(&mut self) {
+    async fn shutdown(&mut self, rx: Option<&mut mpsc::Receiver<Datagram>>) {
         let now = self.now();
         self.node.begin_shutdown(now);
+        let mut rest = Vec::new();
+        let mut bowed_out = BTreeSet::new();
+        while let Some(action) = self.node.poll_action() {
+            if let Action::Transmit { id, .. } = &action {
+                bowed_out.insert(*id);
+                self.perform(action).await;
+            } else {
+                rest.push(action);
+            }
+        }
+        if let Some(rx) = rx {
+            await_successor(rx, bowed_out).await;
+        }
+        for action in rest {
+            self.perform(action).await;
+        }
         self.drain().await;
         for r in self.vhosts.values() {
             if let Some(index) = r.macvlan {
@@ -759,6 +775,29 @@ impl Daemon {
             .collect();
         for q in queues {
             q.finish().await;
+        }
+    }
+}
+
+/// How long a bowed-out master keeps its addresses waiting for a successor.
+const BOW_OUT_GRACE: Duration = Duration::from_millis(250);
+
+/// Wait until every bowed-out vhost hears a successor's advertisement, or the grace ends.
+///
+/// DEVIATION: OpenBSD releases the addresses right after the bow-out. Keeping
+/// them until the successor's first advertisement (which it sends as it
+/// takes over, right after adding the addresses) closes the window in which
+/// neither host answers, so a planned switchover loses no traffic.
+async fn await_successor(rx: &mut mpsc::Receiver<Datagram>, mut waiting: BTreeSet<VhostId>) {
+    let deadline = tokio::time::Instant::now() + BOW_OUT_GRACE;
+    while !waiting.is_empty() {
+        let Ok(Some(d)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            return;
+        };
+        let b = &d.bytes;
+        let is_advert = b.len() >= 36 && b[0] >> 4 == 2 && !(b[2] == 255 && b[5] == 255);
+        if let (true, Some(vhid)) = (is_advert, Vhid::new(b.get(1).copied().unwrap_or(0))) {
+            waiting.remove(&VhostId { link: d.link, vhid });
         }
     }
 }

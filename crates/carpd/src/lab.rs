@@ -237,10 +237,17 @@ fn status(path: &Path) -> Option<Vec<VhostView>> {
     serde_json::from_str::<Reply>(&reply).ok()?.vhosts
 }
 
-/// The client's pinger: which probes were answered, by sequence number.
+/// The client's pinger: which probes were answered, by sequence number, and when.
 struct Pinger {
     child: Child,
-    answered: Arc<Mutex<Vec<(u64, bool)>>>,
+    probes: Arc<Mutex<Vec<Probe>>>,
+}
+
+#[derive(Clone, Copy)]
+struct Probe {
+    seq: u64,
+    /// Reception time (ping -D) of an answered probe.
+    answered_at: Option<f64>,
 }
 
 impl Pinger {
@@ -248,7 +255,7 @@ impl Pinger {
         let interval = format!("{}", PING_INTERVAL.as_secs_f64());
         let mut child = Command::new("ip")
             .args([
-                "netns", "exec", ns, "ping", "-n", "-O", "-W", "0.2", "-i", &interval, VIP,
+                "netns", "exec", ns, "ping", "-n", "-D", "-O", "-W", "0.2", "-i", &interval, VIP,
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -256,64 +263,87 @@ impl Pinger {
             .spawn()
             .context("cannot start ping (install iputils-ping)")?;
         let stdout = child.stdout.take().context("ping has no stdout")?;
-        let answered = Arc::new(Mutex::new(Vec::new()));
-        let sink = answered.clone();
+        let probes = Arc::new(Mutex::new(Vec::new()));
+        let sink = probes.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Some(seq) = line
-                    .split("icmp_seq=")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
-                else {
-                    continue;
-                };
-                let Ok(seq) = seq.parse::<u64>() else {
-                    continue;
-                };
-                let ok = line.contains("bytes from");
-                if let Ok(mut v) = sink.lock() {
-                    v.push((seq, ok));
+                if std::env::var_os("CARPD_LAB_PING_LOG").is_some() {
+                    eprintln!("ping: {line}");
+                }
+                if let Some(probe) = parse_ping_line(&line) {
+                    if let Ok(mut v) = sink.lock() {
+                        v.push(probe);
+                    }
                 }
             }
         });
-        Ok(Pinger { child, answered })
+        Ok(Pinger { child, probes })
     }
 
     fn mark(&self) -> u64 {
-        self.answered
+        self.probes
             .lock()
-            .map(|v| v.iter().map(|(s, _)| *s).max().unwrap_or(0))
+            .map(|v| v.iter().map(|p| p.seq).max().unwrap_or(0))
             .unwrap_or(0)
     }
 
-    /// Return the longest run of unanswered probes after `from`, as a duration,
-    /// and the number of probes lost.
+    /// Return the longest time without an answer after probe `from` (the gap
+    /// between two consecutive answers, less one probe interval) and the
+    /// number of probes lost.
     fn outage_since(&self, from: u64) -> (Duration, u64) {
-        let Ok(v) = self.answered.lock() else {
+        let Ok(v) = self.probes.lock() else {
             return (Duration::ZERO, 0);
         };
-        let mut ok: Vec<u64> = v
+        let mut answered: Vec<(u64, f64)> = v
             .iter()
-            .filter(|(s, ok)| *ok && *s >= from)
-            .map(|(s, _)| *s)
+            .filter_map(|p| p.answered_at.map(|t| (p.seq, t)))
             .collect();
-        ok.sort_unstable();
-        ok.dedup();
-        let sent_last = v.iter().map(|(s, _)| *s).max().unwrap_or(from);
-        let mut longest = 0;
-        let mut prev = from.saturating_sub(1);
-        for s in ok.iter().copied().chain([sent_last + 1]) {
-            longest = longest.max(s.saturating_sub(prev + 1));
-            prev = s;
+        answered.sort_by_key(|(s, _)| *s);
+        answered.dedup_by_key(|(s, _)| *s);
+        let baseline = answered.iter().rev().find(|(s, _)| *s < from).copied();
+        let after: Vec<(u64, f64)> = answered
+            .iter()
+            .filter(|(s, _)| *s >= from)
+            .copied()
+            .collect();
+        let mut longest = 0.0f64;
+        let mut prev = baseline.map(|(_, t)| t);
+        for (_, t) in &after {
+            if let Some(p) = prev {
+                longest = longest.max(t - p - PING_INTERVAL.as_secs_f64());
+            }
+            prev = Some(*t);
         }
+        let sent_last = v.iter().map(|p| p.seq).max().unwrap_or(from);
         let lost = (from..=sent_last)
-            .filter(|s| ok.binary_search(s).is_err())
+            .filter(|s| after.binary_search_by_key(s, |(q, _)| *q).is_err())
             .count() as u64;
-        (
-            PING_INTERVAL * u32::try_from(longest).unwrap_or(u32::MAX),
-            lost,
-        )
+        (Duration::from_secs_f64(longest.max(0.0)), lost)
     }
+}
+
+/// Parse a line of `ping -D -O`: `[1700000000.123456] 64 bytes from ...: icmp_seq=12 ...`
+/// or `[1700000000.123456] no answer yet for icmp_seq=13`.
+fn parse_ping_line(line: &str) -> Option<Probe> {
+    let seq = line
+        .split("icmp_seq=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stamp = line
+        .strip_prefix('[')?
+        .split(']')
+        .next()?
+        .parse::<f64>()
+        .ok();
+    let answered_at = if line.contains("bytes from") {
+        stamp
+    } else {
+        None
+    };
+    Some(Probe { seq, answered_at })
 }
 
 impl Drop for Pinger {
@@ -424,10 +454,12 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     println!("   {} probes sent, {lost} lost", pinger.mark());
 
     let mut summary = Vec::new();
-    println!("\n== 3. kill -9 the master (node {master}): a silent crash");
+    println!("\n== 3. the master (node {master}) dies: kill -9 and its link goes dark");
     let mark = pinger.mark();
     let t = Instant::now();
     topo.signal(&master, nix::sys::signal::Signal::SIGKILL);
+    // A killed process leaves its addresses behind; a dead host answers nothing.
+    ip(&["-n", &topo.ns(&master), "link", "set", "eth0", "down"])?;
     let rest: Vec<&str> = names.iter().copied().filter(|n| *n != master).collect();
     let (new_master, _) = wait_master(&topo, &rest, limit)?;
     let took = t.elapsed();
@@ -441,7 +473,8 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     show(&topo, &names);
     summary.push(("crash (kill -9)", outage, lost));
 
-    println!("\n== 4. restart node {master}: it preempts the slower master");
+    println!("\n== 4. node {master} comes back: carpd clears the stale address, then preempts");
+    ip(&["-n", &topo.ns(&master), "link", "set", "eth0", "up"])?;
     let mark = pinger.mark();
     let skew = NODES
         .iter()
