@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Run the whole test suite: formatting, lints, unit + simulation tests, and
+# (as root) the network-namespace integration tests with real carpd processes.
+# Installs what it needs (apt packages) when they are missing.
+#
+#   bash scripts/test-all.sh            # everything
+#   SKIP_NETNS=1 bash scripts/test-all.sh   # no root-only tests
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+failures=()
+step() { # step NAME COMMAND...
+    local name=$1; shift
+    echo "=== $name"
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "=== FAILED: $name"
+    fi
+}
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+install_packages() {
+    local missing=()
+    command -v ucarp >/dev/null || missing+=(ucarp)
+    command -v tshark >/dev/null || missing+=(tshark)
+    command -v tcpdump >/dev/null || missing+=(tcpdump)
+    command -v ping >/dev/null || missing+=(iputils-ping)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v python3 >/dev/null || missing+=(python3)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if ! is_root; then
+        echo "missing packages ${missing[*]} and not root: the netns tests will be skipped"
+        return 0
+    fi
+    echo "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+step "install packages" install_packages
+step "cargo fmt --check" cargo fmt --all --check
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "build" cargo build --workspace --all-targets --locked
+step "unit, property and simulation tests" cargo test --workspace --locked
+
+if is_root && [ -z "${SKIP_NETNS:-}" ]; then
+    # Integration tests with real carpd processes in network namespaces.
+    # Namespace names are unique per test, so two run in parallel.
+    step "network namespace tests" env CARPD_NETNS_TESTS=1 \
+        cargo test -p carpd --locked --test '*' -- --test-threads=2
+    left=$(ip netns list | grep -c '^carp' || true)
+    step "no namespaces left behind" test "$left" -eq 0
+else
+    echo "=== network namespace tests skipped (need root; SKIP_NETNS unset)"
+fi
+
+echo
+echo "steps: $passed passed, $failed failed"
+for f in "${failures[@]}"; do echo "  failed: $f"; done
+[ "$failed" -eq 0 ]
