@@ -718,10 +718,8 @@ impl Daemon {
                         .remove_vhost(now, id)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     self.drain().await;
-                    if let Some(r) = self.vhosts.remove(&id) {
-                        if let Some(index) = r.macvlan {
-                            let _ = self.netlink.delete_link(index).await;
-                        }
+                    if let Some(index) = self.vhosts.remove(&id).and_then(|r| r.macvlan) {
+                        let _ = self.netlink.delete_link(index).await;
                     }
                 }
             }

@@ -270,10 +270,8 @@ impl Pinger {
                 if std::env::var_os("CARPD_LAB_PING_LOG").is_some() {
                     eprintln!("ping: {line}");
                 }
-                if let Some(probe) = parse_ping_line(&line) {
-                    if let Ok(mut v) = sink.lock() {
-                        v.push(probe);
-                    }
+                if let (Some(probe), Ok(mut v)) = (parse_ping_line(&line), sink.lock()) {
+                    v.push(probe);
                 }
             }
         });

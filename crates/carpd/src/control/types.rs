@@ -173,7 +173,8 @@ mod test {
     #[test]
     fn unknown_commands_and_fields_are_errors() {
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
-        assert!(serde_json::from_str::<Request>(r#"{"cmd":"status","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"demote","by":1,"x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"demote","by":"lots"}"#).is_err());
         assert!(serde_json::from_str::<Request>("not json").is_err());
     }
 }
