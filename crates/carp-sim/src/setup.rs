@@ -5,7 +5,9 @@ use core::time::Duration;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use carp_proto::config::{MasterDownFormula, interval};
-use carp_proto::{AdvBase, AdvSkew, Instant, LinkId, NodeConfig, Passphrase, Vhid, VhostConfig};
+use carp_proto::{
+    AdvBase, AdvSkew, Family, Instant, LinkId, NodeConfig, Passphrase, Vhid, VhostConfig,
+};
 
 use crate::sim::link_suffix;
 
@@ -214,6 +216,22 @@ pub enum Event {
     Heal,
     /// Set the per-delivery loss probability.
     Loss(f64),
+    /// Drop (`blocked`) or stop dropping every advertisement of one address
+    /// family, e.g. a switch that filters IPv4 multicast but not IPv6.
+    Block {
+        /// IPv4 or IPv6.
+        family: Family,
+        /// Drop from now on (`true`) or deliver again (`false`).
+        blocked: bool,
+    },
+    /// Make a node's `Transmit`s fail locally with this probability (on top of
+    /// [`SimConfig::send_failure`]); 0 repairs it.
+    SendFailure {
+        /// The node.
+        node: usize,
+        /// Probability of failure per transmit.
+        probability: f64,
+    },
     /// Change a node's preempt setting (kept across restarts).
     Preempt {
         /// The node.
@@ -248,6 +266,16 @@ impl fmt::Display for Event {
             }
             Event::Heal => f.write_str("heal"),
             Event::Loss(p) => write!(f, "loss {:.1}%", p * 100.0),
+            Event::Block { family, blocked } => {
+                let fam = match family {
+                    Family::V4 => "ipv4",
+                    Family::V6 => "ipv6",
+                };
+                write!(f, "{} {fam}", if *blocked { "block" } else { "unblock" })
+            }
+            Event::SendFailure { node, probability } => {
+                write!(f, "n{node} send failures {:.1}%", probability * 100.0)
+            }
             Event::Preempt { node, preempt } => {
                 write!(f, "n{node} preempt {}", if *preempt { "on" } else { "off" })
             }

@@ -45,6 +45,8 @@ struct SimNode {
     /// Vhosts whose addresses are configured (AddAddresses minus RemoveAddresses).
     holds: BTreeSet<VhostId>,
     announces: u64,
+    /// Extra send-failure probability of this node ([`Event::SendFailure`]).
+    send_failure: f64,
 }
 
 /// Packet counters of the virtual segment.
@@ -79,6 +81,8 @@ pub struct Sim {
     /// When each live BACKUP was first seen with no reachable MASTER.
     orphan_since: BTreeMap<(usize, VhostId), Instant>,
     settle: Duration,
+    /// Families whose advertisements are all dropped ([`Event::Block`]).
+    blocked: BTreeSet<Family>,
     wire: Wire,
     violation: Option<Violation>,
 }
@@ -113,6 +117,7 @@ impl Sim {
             last_disturbance: Instant::ZERO,
             orphan_since: BTreeMap::new(),
             settle: Duration::ZERO,
+            blocked: BTreeSet::new(),
             wire: Wire::default(),
             violation: None,
         }
@@ -137,6 +142,7 @@ impl Sim {
             partition: 0,
             holds: BTreeSet::new(),
             announces: 0,
+            send_failure: 0.0,
         });
         self.mark_event();
         self.boot(n - 1);
@@ -202,6 +208,23 @@ impl Sim {
                     self.cfg.loss = p;
                 } else {
                     self.fail(format!("loss probability {p} is outside 0..=1"));
+                }
+            }
+            Event::Block { family, blocked } => {
+                if blocked {
+                    self.blocked.insert(family);
+                } else {
+                    self.blocked.remove(&family);
+                }
+            }
+            Event::SendFailure { node, probability } => {
+                let Some(i) = self.index(node) else { return };
+                if (0.0..=1.0).contains(&probability) {
+                    self.nodes[i].send_failure = probability;
+                } else {
+                    self.fail(format!(
+                        "send failure probability {probability} is outside 0..=1"
+                    ));
                 }
             }
             Event::Preempt { node, preempt } => {
@@ -513,8 +536,8 @@ impl Sim {
             };
             match action {
                 Action::Transmit { id, family, packet } => {
-                    let fail =
-                        self.cfg.send_failure > 0.0 && self.rng.random_bool(self.cfg.send_failure);
+                    let p = self.cfg.send_failure.max(self.nodes[i].send_failure);
+                    let fail = p > 0.0 && self.rng.random_bool(p);
                     if fail {
                         self.wire.send_failures += 1;
                         self.last_disturbance = self.now;
@@ -623,7 +646,9 @@ impl Sim {
             if !self.reaches(i, j, link) {
                 continue;
             }
-            if self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss) {
+            if self.blocked.contains(&family)
+                || (self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss))
+            {
                 self.wire.lost += 1;
                 self.last_disturbance = self.now;
                 continue;

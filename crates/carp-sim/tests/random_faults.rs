@@ -5,12 +5,13 @@
 //! or IPv4+IPv6 (two master-down timers) drawn per seed, 5 % duplicates. For
 //! 150 s a fault every 1-8 s, drawn from: crash, restart, graceful shutdown,
 //! partition into two random sides, heal, link down, link up, demote +1,
-//! demote -1, loss 5-25 %, loss off. Then every fault is undone (heal, loss
-//! off, links up, dead nodes restarted, demotions removed).
+//! demote -1, loss 5-25 %, loss off, block or unblock IPv4 or IPv6 adverts.
+//! Then every fault is undone (heal, loss off, unblock, links up, dead nodes
+//! restarted, demotions removed).
 //! Output: invariants (a)-(d) hold after every step, and 2 settle windows
 //! after the repair exactly one node is MASTER and holds the VIP.
 
-use carp_proto::{Instant, LinkId};
+use carp_proto::{Family, Instant, LinkId};
 use carp_sim::{Event, NodeSpec, Sim, SimConfig, Violation, vhost, vhost46};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -39,7 +40,7 @@ fn run_random(seed: u64) -> Result<Sim, Violation> {
     let mut demoted = [0i32; NODES];
     let mut at_ms: u64 = 5_000;
     while at_ms < FAULT_UNTIL_SECS * 1000 {
-        let kind = rng.random_range(0..11);
+        let kind = rng.random_range(0..13);
         // Pick a node the fault makes sense for, so that few draws are no-ops.
         let candidates: Vec<usize> = (1..=NODES)
             .filter(|&n| match kind {
@@ -79,7 +80,15 @@ fn run_random(seed: u64) -> Result<Sim, Violation> {
                 adj: if kind == 7 { 1 } else { -1 },
             }),
             9 => Some(Event::Loss(rng.random_range(0.05..0.25))),
-            _ => Some(Event::Loss(0.0)),
+            10 => Some(Event::Loss(0.0)),
+            _ => Some(Event::Block {
+                family: if rng.random_bool(0.5) {
+                    Family::V4
+                } else {
+                    Family::V6
+                },
+                blocked: kind == 11,
+            }),
         };
         if let Some(ev) = event {
             match &ev {
@@ -100,6 +109,15 @@ fn run_random(seed: u64) -> Result<Sim, Violation> {
     let repair = Instant::from_millis(at_ms);
     sim.schedule(repair, Event::Heal);
     sim.schedule(repair, Event::Loss(0.0));
+    for family in [Family::V4, Family::V6] {
+        sim.schedule(
+            repair,
+            Event::Block {
+                family,
+                blocked: false,
+            },
+        );
+    }
     for n in 1..=NODES {
         let i = n - 1;
         if !link_up[i] {
