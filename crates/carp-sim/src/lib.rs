@@ -15,6 +15,12 @@
 //! change or scenario event, e.g.
 //! `t=3.000000s n1 vhid=1 BACKUP->MASTER cause=master timed out`.
 //! The same seed gives a byte-identical trace.
+//!
+//! - `cargo run -p carp-sim -- [--seed N] [failover|bowout|demote|partition|linkdown]`
+//!   prints a readable election and failover with a summary;
+//! - `cargo test -p carp-sim` runs the scenarios in `tests/scenarios.rs` against
+//!   the golden traces in `tests/golden/` (`UPDATE_GOLDEN=1` rewrites them) and
+//!   20 random fault schedules (`CARP_SIM_SEEDS=N` for more).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

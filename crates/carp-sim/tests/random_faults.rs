@@ -5,9 +5,10 @@
 //! or IPv4+IPv6 (two master-down timers) drawn per seed, 5 % duplicates. For
 //! 150 s a fault every 1-8 s, drawn from: crash, restart, graceful shutdown,
 //! partition into two random sides, heal, link down, link up, demote +1,
-//! demote -1, loss 5-25 %, loss off, block or unblock IPv4 or IPv6 adverts.
-//! Then every fault is undone (heal, loss off, unblock, links up, dead nodes
-//! restarted, demotions removed).
+//! demote -1, loss 5-25 %, loss off, block or unblock IPv4 or IPv6 adverts,
+//! send failures 30-100 % on one node, send failures off.
+//! Then every fault is undone (heal, loss off, unblock, send failures off,
+//! links up, dead nodes restarted, demotions removed).
 //! Output: invariants (a)-(d) hold after every step, and 2 settle windows
 //! after the repair exactly one node is MASTER and holds the VIP.
 
@@ -40,7 +41,7 @@ fn run_random(seed: u64) -> Result<Sim, Violation> {
     let mut demoted = [0i32; NODES];
     let mut at_ms: u64 = 5_000;
     while at_ms < FAULT_UNTIL_SECS * 1000 {
-        let kind = rng.random_range(0..13);
+        let kind = rng.random_range(0..15);
         // Pick a node the fault makes sense for, so that few draws are no-ops.
         let candidates: Vec<usize> = (1..=NODES)
             .filter(|&n| match kind {
@@ -120,6 +121,13 @@ fn run_random(seed: u64) -> Result<Sim, Violation> {
     }
     for n in 1..=NODES {
         let i = n - 1;
+        sim.schedule(
+            repair,
+            Event::SendFailure {
+                node: n,
+                probability: 0.0,
+            },
+        );
         if !link_up[i] {
             sim.schedule(
                 repair,
