@@ -60,7 +60,7 @@ impl SimConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checks {
     /// (a) At most one MASTER per vhid among nodes that can reach each other,
-    /// once the network has been quiet for [`Sim::settle_window`].
+    /// once the network has been quiet for [`Sim::settle_window`](crate::Sim::settle_window).
     pub single_master: bool,
     /// (b) A live BACKUP that can reach no MASTER sees one (or becomes one)
     /// within its master-down interval + its advertisement interval + the
@@ -68,7 +68,7 @@ pub struct Checks {
     /// the last scenario event.
     pub liveness: bool,
     /// (c) No state change at all once the network has been quiet for
-    /// [`Sim::settle_window`].
+    /// [`Sim::settle_window`](crate::Sim::settle_window).
     pub no_flapping: bool,
     /// (d) After every drain, a node holds a vhost's addresses exactly when
     /// that vhost is MASTER (and a dead node holds none).
@@ -180,8 +180,8 @@ pub fn master_down_interval(cfg: &VhostConfig) -> Duration {
     }
 }
 
-/// A scenario input, applied at once ([`Sim::apply`]) or at a virtual time
-/// ([`Sim::schedule`]). Nodes are numbered from 1, as in the trace (`n1`).
+/// A scenario input, applied at once ([`Sim::apply`](crate::Sim::apply)) or at a virtual time
+/// ([`Sim::schedule`](crate::Sim::schedule)). Nodes are numbered from 1, as in the trace (`n1`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The node stops dead: no more processing, its timers and queued
