@@ -279,6 +279,11 @@ impl Daemon {
                 // parent would answer with its real MAC (Linux's weak host model).
                 set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_ignore"), "1");
                 set_sysctl(&format!("net/ipv4/conf/{name}/arp_ignore"), "1");
+                // Replies from a VIP leave through the parent (its route is as good
+                // as the macvlan's); with the default arp_announce 0 the parent's
+                // ARP request for the client then carries the VIP as sender IP and
+                // its real MAC, and the client re-points the VIP at that MAC.
+                set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_announce"), "2");
                 (index, name, mac, Some(index))
             }
         };
