@@ -14,6 +14,9 @@
 //! preempt = true                    # net.inet.carp.preempt, default false
 //! log_level = 2                     # net.inet.carp.log, syslog level 0..7
 //! control = "/run/carpd/carpd.sock"
+//! state_dir = "/var/lib/carpd"      # maintenance mode survives restarts here
+//! http = "127.0.0.1:8080"           # status page, JSON API, /metrics; off by default
+//! http_token = "long-random-text"   # allows changes over HTTP (Bearer); read-only without
 //!
 //! [[vhost]]
 //! carpdev = "eth0"
@@ -44,7 +47,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -63,6 +66,9 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default log level: `LOG_CRIT`, as OpenBSD's `net.inet.carp.log`.
 pub const DEFAULT_LOG_LEVEL: u8 = 2;
+
+/// The default directory of state kept across restarts and reboots.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/carpd";
 
 /// Which link-layer address the virtual addresses answer with.
 ///
@@ -206,6 +212,13 @@ pub struct DaemonConfig {
     pub log_level: u8,
     /// Path of the control socket, if one is wanted.
     pub control: Option<PathBuf>,
+    /// Directory of state kept across restarts (maintenance mode); `None` means
+    /// [`DEFAULT_STATE_DIR`].
+    pub state_dir: Option<PathBuf>,
+    /// Address of the HTTP status page, JSON API and metrics; off when `None`.
+    pub http: Option<SocketAddr>,
+    /// Bearer token allowing changes over HTTP; without one HTTP is read-only.
+    pub http_token: Option<String>,
     /// Every vhost, in configuration order; at least one.
     pub vhosts: Vec<VhostSpec>,
     /// Where this configuration came from.
@@ -313,6 +326,28 @@ impl DaemonConfig {
             Some(v) => in_range("log_level", &loc.one(v), 0, 7)?,
         };
         let control = file.control.map(|c| resolve(base, c.into_inner()));
+        let state_dir = file.state_dir.map(|c| resolve(base, c.into_inner()));
+        let http = match file.http {
+            None => None,
+            Some(v) => {
+                let v = loc.one(v);
+                Some(v.value.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        &v.at,
+                        "http expects an address and port like 127.0.0.1:8080",
+                    )
+                })?)
+            }
+        };
+        let http_token = match file.http_token {
+            Some(t) if t.get_ref().is_empty() => {
+                return Err(invalid(
+                    &loc.at(t.span().start),
+                    "http_token must not be empty",
+                ));
+            }
+            t => t.map(Spanned::into_inner),
+        };
         let drafts = file.vhost.into_iter().map(|v| v.into_draft(&loc)).collect();
         let vhosts = finish_all(drafts, base)?;
         if vhosts.is_empty() {
@@ -326,6 +361,9 @@ impl DaemonConfig {
             preempt: file.preempt,
             log_level,
             control,
+            state_dir,
+            http,
+            http_token,
             vhosts,
             source,
         })
@@ -380,6 +418,9 @@ impl DaemonConfig {
             preempt,
             log_level,
             control,
+            state_dir: None,
+            http: None,
+            http_token: None,
             vhosts,
             source,
         })
@@ -395,6 +436,9 @@ struct FileConfig {
     preempt: bool,
     log_level: Option<Spanned<i64>>,
     control: Option<Spanned<PathBuf>>,
+    state_dir: Option<Spanned<PathBuf>>,
+    http: Option<Spanned<String>>,
+    http_token: Option<Spanned<String>>,
     #[serde(default)]
     vhost: Vec<FileVhost>,
 }
@@ -1144,6 +1188,43 @@ master_down = "freebsd"
         assert_eq!(
             err,
             "carpd.toml:5:16: hook_timeout expects a positive duration like 10s or 500ms"
+        );
+    }
+
+    #[test]
+    fn http_and_state_dir_keys() {
+        let text = format!(
+            "state_dir = \"state\"\nhttp = \"127.0.0.1:8080\"\nhttp_token = \"t0k\"\n{}",
+            vhost("addresses = [\"198.51.100.50/24\"]")
+        );
+        let cfg = DaemonConfig::from_toml_str(&text, Path::new("/etc/carpd/carpd.toml")).unwrap();
+        assert_eq!(cfg.state_dir, Some(PathBuf::from("/etc/carpd/state")));
+        assert_eq!(cfg.http, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(cfg.http_token.as_deref(), Some("t0k"));
+        let bad = format!(
+            "http = \"localhost\"\n{}",
+            vhost("addresses = [\"198.51.100.50/24\"]")
+        );
+        assert_eq!(
+            file_err(&bad),
+            "carpd.toml:1:8: http expects an address and port like 127.0.0.1:8080"
+        );
+        let empty = format!(
+            "http_token = \"\"\n{}",
+            vhost("addresses = [\"198.51.100.50/24\"]")
+        );
+        assert_eq!(
+            file_err(&empty),
+            "carpd.toml:1:14: http_token must not be empty"
+        );
+        let cfg = DaemonConfig::from_toml_str(
+            &vhost("addresses = [\"198.51.100.50/24\"]"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            (cfg.state_dir, cfg.http, cfg.http_token),
+            (None, None, None)
         );
     }
 
