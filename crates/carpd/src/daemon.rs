@@ -24,6 +24,7 @@ use crate::control::types::{Reply, Request, Transition, VhostView};
 use crate::control::{self, Envelope};
 use crate::hooks::{HookQueue, HookRun};
 use crate::log::{self, Level};
+use crate::maintenance::{MAINTENANCE_DEMOTE, Maintenance};
 use crate::os::l2::{L2Sender, virtual_mac};
 use crate::os::netlink::{LinkEvent, LinkMonitor, Netlink};
 use crate::os::raw::{CARP_GROUP_V4, CARP_GROUP_V6, CarpSocket};
@@ -79,6 +80,7 @@ struct Daemon {
     vhosts: BTreeMap<VhostId, Realised>,
     rx_tx: mpsc::Sender<Datagram>,
     transitions: broadcast::Sender<Transition>,
+    maintenance: Maintenance,
 }
 
 /// Run the daemon until `signals` yields `Terminate` (or closes).
@@ -89,6 +91,12 @@ pub async fn run(config: DaemonConfig, mut signals: mpsc::Receiver<Signal>) -> a
     let (rx_tx, mut rx) = mpsc::channel::<Datagram>(1024);
     let (transitions, _) = broadcast::channel(256);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Envelope>(16);
+    let state_dir = config
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| crate::config::DEFAULT_STATE_DIR.into());
+    let maintenance = Maintenance::load(&state_dir)
+        .with_context(|| format!("cannot read maintenance state in {}", state_dir.display()))?;
 
     let control_path = config.control.clone().unwrap_or_else(control::default_path);
     let listener = control::bind(&control_path)
@@ -107,7 +115,19 @@ pub async fn run(config: DaemonConfig, mut signals: mpsc::Receiver<Signal>) -> a
         vhosts: BTreeMap::new(),
         rx_tx,
         transitions,
+        maintenance,
     };
+    if d.maintenance.is_on() {
+        // Before joining any vhid, so a maintained host never takes one over.
+        let now = d.now();
+        let group = carp_proto::node::DEFAULT_GROUP;
+        d.node.demote_group(now, group, MAINTENANCE_DEMOTE);
+        carplog!(
+            Warning,
+            "maintenance mode is on ({}): group {group} demoted by {MAINTENANCE_DEMOTE}",
+            d.maintenance.path().display()
+        );
+    }
     for spec in &config.vhosts {
         if let Err(e) = d.add_vhost(spec.clone()).await {
             // Nothing half-started: release what was set up, then fail.
@@ -585,6 +605,7 @@ impl Daemon {
                         .map(|(g, v)| (g.clone(), *v))
                         .collect(),
                 ),
+                maintenance: Some(self.maintenance.is_on()),
                 ..Reply::default()
             },
             Request::Stats => Reply {
@@ -643,6 +664,36 @@ impl Daemon {
                 Ok(msg) => Reply::done(msg),
                 Err(e) => Reply::failed(format!("{e:#}")),
             },
+            Request::Maintenance { on } => self.set_maintenance(now, on),
+        }
+    }
+
+    /// Persist maintenance mode first, then apply its demotion.
+    fn set_maintenance(&mut self, now: Instant, on: bool) -> Reply {
+        let word = if on { "on" } else { "off" };
+        match self.maintenance.set(on) {
+            Err(e) => Reply::failed(format!(
+                "cannot record maintenance mode in {}: {e}; nothing changed",
+                self.maintenance.path().display()
+            )),
+            Ok(false) => Reply::done(format!("maintenance mode is already {word}")),
+            Ok(true) => {
+                let group = carp_proto::node::DEFAULT_GROUP;
+                let by = if on {
+                    MAINTENANCE_DEMOTE
+                } else {
+                    -MAINTENANCE_DEMOTE
+                };
+                let value = self.node.demote_group(now, group, by);
+                carplog!(
+                    Warning,
+                    "maintenance mode {word}: group {group} demote {value}"
+                );
+                Reply::done(format!(
+                    "maintenance mode {word}: group {group} demoted to {value}{}",
+                    if on { "; MASTERs move to the peer" } else { "" }
+                ))
+            }
         }
     }
 

@@ -5,11 +5,13 @@
 //! - [`daemon`]: the event loop owning the protocol core;
 //! - [`control`]: the Unix control socket used by `carpctl`;
 //! - [`hooks`]: supervised up/down scripts;
-//! - [`log`]: syslog-level logging to stderr.
+//! - [`log`]: syslog-level logging to stderr;
+//! - [`maintenance`]: the persistent maintenance-mode demotion.
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod hooks;
 pub mod lab;
 pub mod log;
+pub mod maintenance;
 pub mod os;

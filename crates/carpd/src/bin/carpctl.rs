@@ -81,6 +81,21 @@ enum Command {
     },
     /// Re-read the configuration file.
     Reload,
+    /// Maintenance mode: `on` demotes every vhost by 128 so each MASTER moves to
+    /// the peer, and is remembered across carpd restarts and reboots; `off` undoes it.
+    Maintenance {
+        /// `on` or `off`.
+        mode: OnOff,
+    },
+}
+
+/// The argument of `maintenance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    /// Enter maintenance mode.
+    On,
+    /// Leave maintenance mode.
+    Off,
 }
 
 fn main() -> ExitCode {
@@ -159,6 +174,9 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
                     reply.vhosts.as_deref().unwrap_or(&[]),
                     reply.groups.as_deref().unwrap_or(&[]),
                 );
+                if reply.maintenance == Some(true) {
+                    println!("maintenance mode: on (carpctl maintenance off to end it)");
+                }
             }
         }
         Command::Stats { json } => {
@@ -207,6 +225,9 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
             enabled: true,
         })?),
         Command::Reload => print_message(conn.call(&Request::Reload)?),
+        Command::Maintenance { mode } => print_message(conn.call(&Request::Maintenance {
+            on: mode == OnOff::On,
+        })?),
     }
     Ok(())
 }

@@ -32,6 +32,17 @@ enum Command {
         /// Control socket path [default: /run/carpd/carpd.sock].
         #[arg(long)]
         control: Option<PathBuf>,
+        /// Directory of state kept across restarts, such as maintenance mode
+        /// [default: /var/lib/carpd].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Serve the status page, JSON API and Prometheus metrics on this address
+        /// (for example 127.0.0.1:8080); off by default.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+        /// Allow changes over HTTP to requests carrying `Authorization: Bearer TOKEN`.
+        #[arg(long)]
+        http_token: Option<String>,
         /// TOML configuration file (instead of words).
         #[arg(long, conflicts_with = "words")]
         config: Option<PathBuf>,
@@ -51,6 +62,9 @@ fn main() -> ExitCode {
             preempt,
             log_level,
             control,
+            state_dir,
+            http,
+            http_token,
             config,
             words,
         } => {
@@ -68,6 +82,12 @@ fn main() -> ExitCode {
                     &words,
                 ),
             };
+            let config = config.map(|mut c| {
+                c.state_dir = state_dir.or(c.state_dir);
+                c.http = http.or(c.http);
+                c.http_token = http_token.or(c.http_token);
+                c
+            });
             let config = match config {
                 Ok(c) => c,
                 Err(e) => {

@@ -44,6 +44,12 @@ pub enum Request {
     },
     /// Re-read the configuration file (as SIGHUP).
     Reload,
+    /// Turn maintenance mode on (demote group `carp` by 128, remembered across
+    /// restarts) or off.
+    Maintenance {
+        /// On or off.
+        on: bool,
+    },
 }
 
 /// The state of one vhost as shown by `carpctl status`.
@@ -113,6 +119,9 @@ pub struct Reply {
     /// For `status`: the demote counter of every interface group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<(String, u8)>>,
+    /// For `status`: whether maintenance mode is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<bool>,
     /// For `stats`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
@@ -158,6 +167,7 @@ mod test {
                 carpdev: None,
                 to: "master".into(),
             },
+            Request::Maintenance { on: true },
         ];
         for r in reqs {
             let line = serde_json::to_string(&r).unwrap();
@@ -176,5 +186,6 @@ mod test {
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"demote","by":1,"x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"demote","by":"lots"}"#).is_err());
         assert!(serde_json::from_str::<Request>("not json").is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"maintenance","on":"yes"}"#).is_err());
     }
 }
