@@ -18,10 +18,13 @@
 //! - every external command runs under a timeout.
 #![allow(dead_code)] // each test binary uses a different part of the lab
 
+pub mod daemon;
+
 use std::fs::File;
 use std::future::Future;
 use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -184,6 +187,10 @@ pub struct Lab {
     pub hosts: Vec<Host>,
     namespaces: Vec<String>,
     children: Mutex<Vec<Child>>,
+    /// Scratch directory for logs, sockets, scripts; removed on drop.
+    dir: tempfile::TempDir,
+    /// Number of LANs (bridges `br0`, `br1`, ...).
+    lans: usize,
 }
 
 impl Lab {
@@ -202,6 +209,11 @@ impl Lab {
             hosts: Vec::new(),
             namespaces: Vec::new(),
             children: Mutex::new(Vec::new()),
+            dir: tempfile::Builder::new()
+                .prefix("carpt-")
+                .tempdir()
+                .expect("temp dir"),
+            lans: 1,
         };
         let sw = lab.switch.clone();
         lab.add_ns(&sw);
@@ -314,6 +326,132 @@ impl Lab {
     /// Return host `i`.
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]
+    }
+
+    /// Return the namespace of host `i`.
+    pub fn ns(&self, i: usize) -> &str {
+        &self.hosts[i].ns
+    }
+
+    /// The lab's scratch directory (removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Return `name` inside the scratch directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Add another LAN: a bridge `brN` in the switch namespace and an
+    /// interface `ethN` in each of `hosts`, with 203.0.113.(10+i)/24 for
+    /// host `i` (only the second LAN; a third would reuse that range, so it
+    /// is refused). Returns the new interface name.
+    pub fn add_lan(&mut self, hosts: &[usize]) -> String {
+        assert_eq!(self.lans, 1, "one extra LAN at most");
+        let n = self.lans;
+        self.lans += 1;
+        let br = format!("br{n}");
+        let ifname = format!("eth{n}");
+        let sw = self.switch.clone();
+        run_ok(&[
+            "ip",
+            "-n",
+            &sw,
+            "link",
+            "add",
+            &br,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        run_ok(&["ip", "-n", &sw, "link", "set", &br, "up"]);
+        for &i in hosts {
+            let ns = self.hosts[i].ns.clone();
+            let port = format!("p{i}l{n}");
+            run_ok(&[
+                "ip", "-n", &ns, "link", "add", &ifname, "type", "veth", "peer", "name", &port,
+                "netns", &sw,
+            ]);
+            run_ok(&["ip", "-n", &sw, "link", "set", &port, "master", &br, "up"]);
+            run_ok(&["ip", "-n", &ns, "link", "set", &ifname, "up"]);
+            let addr = format!("203.0.113.{}/24", 10 + i);
+            run_ok(&["ip", "-n", &ns, "addr", "add", &addr, "dev", &ifname]);
+        }
+        ifname
+    }
+
+    /// Start a long-running `argv` inside `ns` with stdout and stderr
+    /// appended to `log`; it is killed when the lab drops. Returns its pid
+    /// (`ip netns exec` execs the program, so the pid is the program's).
+    pub fn spawn_logged(&self, ns: &str, argv: &[&str], log: &Path) -> u32 {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log fd"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {argv:?} in {ns}: {e}"));
+        let pid = child.id();
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(child);
+        pid
+    }
+
+    /// Send `sig` to spawned child `pid` (only children of this lab).
+    pub fn signal(&self, pid: u32, sig: nix::sys::signal::Signal) {
+        let children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            children.iter().any(|c| c.id() == pid),
+            "pid {pid} is not a child of this lab"
+        );
+        let raw = i32::try_from(pid).expect("pid fits i32");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), sig);
+    }
+
+    /// Return true if some interface in `ns` holds address `addr`.
+    pub fn has_addr(&self, ns: &str, addr: &str) -> bool {
+        let out = run_ok(&["ip", "-n", ns, "-j", "addr", "show"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j addr json");
+        v.as_array().into_iter().flatten().any(|link| {
+            link["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["local"].as_str() == Some(addr))
+        })
+    }
+
+    /// Return the neighbour entry's link-layer address for `addr` in `ns`.
+    pub fn neigh_lladdr(&self, ns: &str, addr: &str) -> Option<String> {
+        let out = run_ok(&["ip", "-n", ns, "-j", "neigh", "show", "to", addr]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v.as_array()?
+            .iter()
+            .find_map(|n| n["lladdr"].as_str().map(str::to_owned))
+    }
+
+    /// Set `ifname` in `ns` up or down (lab namespaces only).
+    pub fn link_set(&self, ns: &str, ifname: &str, up: bool) {
+        assert!(ns.starts_with(NS_PREFIX), "link change outside the lab");
+        run_ok(&[
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "set",
+            ifname,
+            if up { "up" } else { "down" },
+        ]);
     }
 
     /// Write a sysctl inside `ns` (never in the root namespace).
@@ -435,6 +573,9 @@ pub struct Addr {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if thread::panicking() {
+            self.dump_logs();
+        }
         let children =
             std::mem::take(&mut *self.children.lock().unwrap_or_else(|p| p.into_inner()));
         for mut c in children {
@@ -450,6 +591,25 @@ impl Drop for Lab {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+        }
+    }
+}
+
+impl Lab {
+    /// Print every `*.log` in the scratch directory (called when a test fails).
+    pub fn dump_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for p in logs {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            eprintln!("----- {} -----\n{text}", p.display());
         }
     }
 }
