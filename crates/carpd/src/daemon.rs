@@ -98,6 +98,18 @@ pub async fn run(config: DaemonConfig, mut signals: mpsc::Receiver<Signal>) -> a
     let maintenance = Maintenance::load(&state_dir)
         .with_context(|| format!("cannot read maintenance state in {}", state_dir.display()))?;
 
+    if let Some(addr) = config.http {
+        let http = crate::http::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+        let (to_daemon, token) = (ctl_tx.clone(), config.http_token.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(http, to_daemon, token).await {
+                carplog!(Err, "HTTP server stopped: {e}");
+            }
+        });
+        carplog!(Info, "status page on http://{addr}/");
+    }
     let control_path = config.control.clone().unwrap_or_else(control::default_path);
     let listener = control::bind(&control_path)
         .with_context(|| format!("cannot bind control socket {}", control_path.display()))?;

@@ -5,12 +5,14 @@
 //! - [`daemon`]: the event loop owning the protocol core;
 //! - [`control`]: the Unix control socket used by `carpctl`;
 //! - [`hooks`]: supervised up/down scripts;
+//! - [`http`]: the optional status page, JSON API and metrics;
 //! - [`log`]: syslog-level logging to stderr;
 //! - [`maintenance`]: the persistent maintenance-mode demotion.
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod hooks;
+pub mod http;
 pub mod lab;
 pub mod log;
 pub mod maintenance;
