@@ -238,7 +238,7 @@ fn failover_on_kill9() {
 /// 10 ms; SIGTERM to A. Output: A bows out (advbase 255 / advskew 255,
 /// spec 5.4), so B is MASTER within ~100 ms, far under one advert interval;
 /// A removes its VIP and exits 0; the client's longest gap between
-/// replies stays well under 1 s.
+/// replies stays under 250 ms (in practice one ping interval).
 #[test]
 fn bow_out_on_sigterm() {
     if skip() {
@@ -261,8 +261,11 @@ fn bow_out_on_sigterm() {
     let took = wait_state_fast(&b, 1, "MASTER", t0, Duration::from_secs(5));
     let code = lab.wait_exit(&a, Duration::from_secs(5));
     thread::sleep(Duration::from_millis(700));
+    // The window ends a little before ping is stopped, so the last reply
+    // is not missing just because it was still in flight.
+    let wall1 = wall_now() - 0.05;
     let replies = pinger.finish();
-    let outage = longest_gap(&replies, wall0 - 0.3, wall0 + 1.0);
+    let outage = longest_gap(&replies, wall0 - 0.3, wall1);
     println!("bow-out: B MASTER after {took:?}; client outage {outage:?}");
     assert!(
         took < Duration::from_millis(250),
@@ -272,7 +275,7 @@ fn bow_out_on_sigterm() {
     assert!(!lab.has_addr(&a.ns, VIP4), "A kept its VIP after exiting");
     assert!(lab.has_addr(&b.ns, VIP4));
     assert!(
-        outage < Duration::from_millis(500),
+        outage < Duration::from_millis(250),
         "client outage {outage:?} on a planned stop"
     );
 }
