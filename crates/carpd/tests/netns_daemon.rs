@@ -806,3 +806,96 @@ fn reload_keeps_command_line_overrides() {
     lab.kill(&a, Signal::SIGHUP);
     wait_log(&a, "reloaded: 1 unchanged");
 }
+
+/// Gratuitous ARPs for `vip` (sender = target = `vip`) from `mac` in a pcap.
+fn garps(pcap: &std::path::Path, vip: &str, mac: &str) -> usize {
+    let out = common::run_timeout(
+        std::process::Command::new("tcpdump")
+            .args(["-n", "-e", "-r"])
+            .arg(pcap),
+        common::CMD_TIMEOUT,
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("{mac} > ff:ff:ff:ff:ff:ff"))
+                && l.contains(&format!("who-has {vip} tell {vip}"))
+        })
+        .count()
+}
+
+/// Input: A (advskew 0) MASTER, B (advskew 100) BACKUP, vhid 4 with an
+/// IPv4 VIP; the client captures ARP; A is frozen with SIGSTOP (a silent
+/// death: no bow-out, VIP still configured), later thawed with SIGCONT.
+/// Output: B is MASTER within master-down + slack; the client sees B's
+/// gratuitous ARP from the virtual MAC 00:00:5e:00:01:04, and the delayed
+/// repeat two adverts later (spec 5.2/6); the client keeps reaching the
+/// VIP. After SIGCONT the two masters resolve to exactly one, the better
+/// A, and the VIP is held by A only.
+#[test]
+fn sigstop_failover_and_gratuitous_arp() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new("sigstop", 3);
+    let vip = v4(VIP4);
+    let a = lab.carpd(0, "a", &vhost(4, 0, &[&vip]));
+    let b = lab.carpd(1, "b", &vhost(4, 100, &[&vip]));
+    assert_eq!(wait_single_master(&[&a, &b], 4, ELECTION), 0);
+    let client = lab.ns(2).to_owned();
+    ping_ok(&lab, &client, VIP4);
+
+    let pcap = lab.path("arp.pcap");
+    let capture_log = lab.path("tcpdump.log");
+    let capture = lab.spawn_logged(
+        &client,
+        &[
+            "tcpdump",
+            "-U",
+            "-n",
+            "-i",
+            "eth0",
+            "-w",
+            pcap.to_str().expect("utf-8"),
+            "arp",
+        ],
+        &capture_log,
+    );
+    wait_for(
+        "tcpdump listening",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            std::fs::read_to_string(&capture_log)
+                .unwrap_or_default()
+                .contains("listening on")
+                .then_some(())
+        },
+    );
+
+    let t0 = Instant::now();
+    lab.kill(&a, Signal::SIGSTOP);
+    let bound = master_down(1, 100) + SLACK;
+    let took = wait_state_fast(&b, 4, "MASTER", t0, bound);
+    println!("SIGSTOP failover: B MASTER after {took:?} (bound {bound:?})");
+    assert!(lab.has_addr(&a.ns, VIP4), "a frozen carpd keeps its VIP");
+    let (n, when) = wait_for(
+        "the client sees B's gratuitous ARP and its delayed repeat",
+        Duration::from_secs(5),
+        Duration::from_millis(200),
+        || {
+            let n = garps(&pcap, VIP4, "00:00:5e:00:01:04");
+            (n >= 2).then_some(n)
+        },
+    );
+    println!("client saw {n} gratuitous ARPs within {:?}", took + when);
+    ping_ok(&lab, &client, VIP4);
+    lab.signal(capture, Signal::SIGTERM);
+
+    lab.kill(&a, Signal::SIGCONT);
+    // A resumes as MASTER and hears the slower B; B hears the better A and
+    // steps down: exactly one MASTER again.
+    assert_eq!(wait_single_master(&[&a, &b], 4, Duration::from_secs(5)), 0);
+    assert_vip_only_on(&lab, VIP4, &a, &[&a, &b]);
+    ping_ok(&lab, &client, VIP4);
+}
