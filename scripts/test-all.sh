@@ -33,6 +33,8 @@ install_packages() {
     command -v ping >/dev/null || missing+=(iputils-ping)
     command -v ip >/dev/null || missing+=(iproute2)
     command -v python3 >/dev/null || missing+=(python3)
+    # The status-page test drives a headless browser (netns_ops.rs).
+    command -v chromium >/dev/null || missing+=(chromium)
     [ ${#missing[@]} -eq 0 ] && return 0
     if ! is_root; then
         echo "missing packages ${missing[*]} and not root: the netns tests will be skipped"

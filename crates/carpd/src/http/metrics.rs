@@ -170,9 +170,9 @@ pub fn render(
             |s| s.transitions,
         ),
         (
-            "carp_vhost_received_packets",
-            "Advertisements received for the vhost",
-            |s| s.received(),
+            "carp_vhost_accepted_packets",
+            "Advertisements for the vhost that passed every check",
+            |s| s.accepted,
         ),
         (
             "carp_vhost_dropped_packets",

@@ -1,0 +1,731 @@
+//! Root-only tests of operating carpd (issue "Operating carpd"): maintenance
+//! mode across restarts, disable and forced state, carpctl errors, the HTTP
+//! API and `/metrics`, and the status page in a real headless browser.
+//!
+//! Run with `CARPD_NETNS_TESTS=1 cargo test -p carpd --test netns_ops --
+//! --test-threads=2`; without root or the variable every test prints
+//! "skipped" and passes. The browser test also needs Debian's `chromium`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use carp_proto::Stats;
+use common::daemon::{
+    CARPCTL, Carpd, carpctl, carpctl_ok, stats, view, wait_for, wait_single_master, wait_state,
+};
+use common::{Lab, in_netns, skip};
+use nix::sys::signal::Signal;
+
+const VIP4: &str = "192.0.2.50";
+const PASS: &str = "ops-secret";
+/// Bound for a first election (master-down of the worst node + slack).
+const ELECTION: Duration = Duration::from_secs(8);
+/// Where the status page listens inside a host's namespace.
+const HTTP: &str = "127.0.0.1:8080";
+
+/// Flags then ifconfig-style words for vhid 1 on eth0, advbase 1, with
+/// `--preempt` and a state directory in the lab.
+fn node(lab: &Lab, name: &str, advskew: u8, extra: &[&str]) -> Vec<String> {
+    let state = lab.path(&format!("{name}-state"));
+    let mut w: Vec<String> = vec![
+        "--preempt".into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+    ];
+    w.extend(extra.iter().map(|s| (*s).to_owned()));
+    for s in [
+        "carpdev",
+        "eth0",
+        "vhid",
+        "1",
+        "advbase",
+        "1",
+        "advskew",
+        &advskew.to_string(),
+        "pass",
+        PASS,
+        &format!("{VIP4}/24"),
+    ] {
+        w.push(s.to_owned());
+    }
+    w
+}
+
+/// Assert that `d`'s vhid 1 stays in `want` for `period` (polled).
+fn stays(d: &Carpd, want: &str, period: Duration) {
+    let end = std::time::Instant::now() + period;
+    while std::time::Instant::now() < end {
+        assert_eq!(view(d, 1).state, want, "{} left {want}", d.name);
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Input: A (advskew 0) and B (advskew 100), both --preempt, A MASTER.
+/// `carpctl maintenance on` on A; then A is restarted (SIGTERM, start);
+/// then `maintenance off`.
+/// Output: B takes over at once and A shows demote 128 and "maintenance
+/// mode: on"; the flag file exists; the restarted A stays BACKUP (demoted,
+/// so its preempt does not take the vhid back) for longer than its
+/// master-down interval; after `off` A preempts back and the file is gone.
+#[test]
+fn maintenance_moves_master_and_survives_restart() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new("maint", 2);
+    let mut a = lab.carpd(0, "a", &node(&lab, "a", 0, &[]));
+    let b = lab.carpd(1, "b", &node(&lab, "b", 100, &[]));
+    assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 0);
+
+    let out = carpctl_ok(&a, &["maintenance", "on"]);
+    assert!(out.contains("maintenance mode on"), "{out}");
+    wait_state(&b, 1, "MASTER", Duration::from_secs(3));
+    wait_state(&a, 1, "BACKUP", Duration::from_secs(3));
+    assert_eq!(view(&a, 1).demote, 128);
+    assert!(carpctl_ok(&a, &["status"]).contains("maintenance mode: on"));
+    let flag = lab.path("a-state").join("maintenance");
+    assert!(flag.exists(), "{} missing", flag.display());
+    let again = carpctl_ok(&a, &["maintenance", "on"]);
+    assert!(again.contains("already on"), "{again}");
+    assert_eq!(
+        view(&a, 1).demote,
+        128,
+        "a second `on` must not demote twice"
+    );
+
+    lab.kill(&a, Signal::SIGTERM);
+    assert_eq!(lab.wait_exit(&a, Duration::from_secs(5)), Some(0));
+    lab.start(&mut a);
+    assert_eq!(view(&a, 1).demote, 128, "demoted before joining");
+    // Master-down of A is 3 s; without the flag its preempt would win by then.
+    stays(&a, "BACKUP", Duration::from_secs(5));
+    assert_eq!(view(&b, 1).state, "MASTER");
+    assert!(lab.has_addr(&b.ns, VIP4) && !lab.has_addr(&a.ns, VIP4));
+
+    let out = carpctl_ok(&a, &["maintenance", "off"]);
+    assert!(out.contains("maintenance mode off"), "{out}");
+    assert!(!flag.exists());
+    wait_state(&a, 1, "MASTER", Duration::from_secs(5));
+    wait_state(&b, 1, "BACKUP", Duration::from_secs(3));
+    assert_eq!(view(&a, 1).demote, 0);
+}
+
+/// Input: A (advskew 0) MASTER, B (advskew 100) BACKUP, no preempt on B.
+/// `carpctl disable` / `enable` on A, then `state 1 master`, `state 1 backup`.
+/// Output: disable puts A in INIT and removes the VIP from A while B takes
+/// over; enable brings A back as BACKUP; forcing A to MASTER moves the VIP to
+/// A and B steps down (A advertises more often); forcing A to BACKUP
+/// steps it down with cause "user requested".
+#[test]
+fn disable_releases_addresses_and_forced_state() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new("disable", 2);
+    let a = lab.carpd(0, "a", &node(&lab, "a", 0, &[])[1..]);
+    let b = lab.carpd(1, "b", &node(&lab, "b", 100, &[])[1..]);
+    assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 0);
+    assert!(lab.has_addr(&a.ns, VIP4));
+
+    carpctl_ok(&a, &["disable"]);
+    wait_state(&a, 1, "INIT", Duration::from_secs(2));
+    wait_for(
+        "VIP released by A",
+        Duration::from_secs(2),
+        Duration::from_millis(50),
+        || (!lab.has_addr(&a.ns, VIP4)).then_some(()),
+    );
+    wait_state(&b, 1, "MASTER", Duration::from_secs(5));
+    assert!(lab.has_addr(&b.ns, VIP4));
+
+    carpctl_ok(&a, &["enable", "1"]);
+    wait_state(&a, 1, "BACKUP", Duration::from_secs(2));
+    stays(&a, "BACKUP", Duration::from_secs(4));
+
+    let out = carpctl_ok(&a, &["state", "1", "master"]);
+    assert!(out.contains("forced to MASTER"), "{out}");
+    wait_state(&b, 1, "BACKUP", Duration::from_secs(3));
+    assert_eq!(view(&a, 1).state, "MASTER");
+    assert!(lab.has_addr(&a.ns, VIP4) && !lab.has_addr(&b.ns, VIP4));
+
+    // As in OpenBSD, a forced BACKUP re-arms its master-down timer: the best
+    // node steps aside now and takes the vhid back unless someone advertises.
+    carpctl_ok(&a, &["state", "1", "backup"]);
+    let v = view(&a, 1);
+    assert_eq!(
+        (v.state.as_str(), v.cause.as_str()),
+        ("BACKUP", "user requested")
+    );
+    assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 0);
+}
+
+/// Input: one carpd with vhid 1; carpctl requests naming vhid 9, a bad
+/// state, an unknown group; carpctl against a missing socket and a stale one.
+/// Output: each exits non-zero with a sentence on stderr saying what is wrong.
+#[test]
+fn carpctl_errors_are_clear() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new("ctlerr", 1);
+    let a = lab.carpd(0, "a", &node(&lab, "a", 0, &[]));
+    let cases: [(&[&str], &str); 5] = [
+        (&["state", "9", "master"], "no vhid 9 is configured"),
+        (&["disable", "9"], "no vhid 9 is configured"),
+        (
+            &["state", "1", "sideways"],
+            "state must be master or backup",
+        ),
+        (&["demote", "nosuchgroup"], "no interface group nosuchgroup"),
+        (&["state", "0", "master"], "vhid must be 1..255"),
+    ];
+    for (args, want) in cases {
+        let out = carpctl(&a, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "carpctl {args:?} succeeded");
+        assert!(
+            err.contains(want),
+            "carpctl {args:?}: {err:?} lacks {want:?}"
+        );
+    }
+
+    let missing = lab.path("nobody.sock");
+    let stale = lab.path("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind stale socket"));
+    for sock in [&missing, &stale] {
+        for verb in [
+            &["status"][..],
+            &["stats"],
+            &["maintenance", "on"],
+            &["watch"],
+        ] {
+            let out = common::run_timeout(
+                std::process::Command::new(CARPCTL)
+                    .arg("--control")
+                    .arg(sock)
+                    .args(verb),
+                Duration::from_secs(5),
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{verb:?} on {}", sock.display());
+            assert!(
+                err.contains("cannot connect to carpd at") && err.contains("is carpd running"),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// A GET (or POST) over HTTP/1.1 from inside `ns`; returns (status, body).
+fn http(ns: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: carpd\r\nConnection: close\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        auth.map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default(),
+        body.len()
+    );
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect(HTTP).expect("connect to carpd HTTP");
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        s.write_all(request.as_bytes()).expect("send HTTP request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read HTTP reply");
+        let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        (code, body)
+    })
+}
+
+/// Undo HTTP/1.1 chunked transfer coding.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// One sample of the text exposition format: name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parse the Prometheus / OpenMetrics text format strictly enough for our
+/// output: `# HELP`/`# TYPE`/`# EOF` lines, `name{k="v",...} value`, label
+/// values with `\\`, `\"` and `\n` escapes. Panics on anything else.
+fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        assert!(!saw_eof, "text after # EOF: {line:?}");
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line.starts_with("# UNIT ")
+        {
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "odd line {line:?}"
+        );
+        let name_end = line.find(['{', ' ']).expect("name ends");
+        let name = &line[..name_end];
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name {name:?}"
+        );
+        let mut labels = BTreeMap::new();
+        let mut rest = &line[name_end..];
+        if let Some(r) = rest.strip_prefix('{') {
+            let mut chars = r.char_indices();
+            let mut key = String::new();
+            loop {
+                let (i, c) = chars.next().expect("labels end");
+                match c {
+                    '}' => {
+                        rest = &r[i + 1..];
+                        break;
+                    }
+                    ',' => {}
+                    '=' => {
+                        assert_eq!(chars.next().map(|x| x.1), Some('"'), "quote in {line:?}");
+                        let mut value = String::new();
+                        loop {
+                            match chars.next().expect("value ends").1 {
+                                '"' => break,
+                                '\\' => match chars.next().expect("escape").1 {
+                                    'n' => value.push('\n'),
+                                    c => value.push(c),
+                                },
+                                c => value.push(c),
+                            }
+                        }
+                        labels.insert(std::mem::take(&mut key), value);
+                    }
+                    c => key.push(c),
+                }
+            }
+        }
+        let value: f64 = rest
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("value in {line:?}"));
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    assert!(saw_eof, "no # EOF");
+    samples
+}
+
+/// The value of `name` with exactly `labels`.
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    samples
+        .iter()
+        .find(|s| s.name == name && s.labels == want)
+        .unwrap_or_else(|| panic!("no {name}{labels:?}"))
+        .value
+}
+
+/// Input: A (advskew 0, --http) and B (advskew 100), plus C on vhid 1 with a
+/// wrong password (its adverts fail HMAC at A: `bad_auth`); B sends a few
+/// more after A's maintenance turns it MASTER. `/metrics`, `/api/stats` and
+/// `carpctl stats --json` are read back to back until two stats agree.
+/// Output: every carpstats counter in `/metrics` equals `carpctl stats`
+/// (the drop reasons one by one, bad_auth > 0), `/api/stats` equals it too,
+/// per-vhost state is 1 (BACKUP) under labels carpdev/vhid, group carp's
+/// demotion is 128 and the maintenance gauge is 1; changes over HTTP are
+/// refused with 403 and a JSON sentence (no token configured).
+#[test]
+fn metrics_equal_carpctl_stats() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new("metrics", 3);
+    let a = lab.carpd(0, "a", &node(&lab, "a", 0, &["--http", HTTP]));
+    let b = lab.carpd(1, "b", &node(&lab, "b", 100, &[]));
+    assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 0);
+    let mut wrong = node(&lab, "c", 200, &[]);
+    let pass = wrong.iter().position(|w| w == PASS).expect("pass word");
+    wrong[pass] = "another-secret".into();
+    let _c = lab.carpd(2, "c", &wrong);
+    carpctl_ok(&a, &["maintenance", "on"]);
+    wait_state(&a, 1, "BACKUP", Duration::from_secs(3));
+    let (samples, api, want) = wait_for(
+        "stats stable across one /metrics scrape",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let before = stats(&a);
+            let (code, text) = http(&a.ns, "GET", "/metrics", None, "");
+            let (code2, api) = http(&a.ns, "GET", "/api/stats", None, "");
+            let after = stats(&a);
+            assert_eq!((code, code2), (200, 200), "{text}");
+            let api: Stats = serde_json::from_str(&api).expect("/api/stats parses");
+            (before == after && before.bad_auth > 0 && before.accepted > 3)
+                .then(|| (parse_metrics(&text), api, before))
+        },
+    )
+    .0;
+    assert_eq!(api, want, "/api/stats differs from carpctl stats --json");
+    let m = |name: &str, labels: &[(&str, &str)]| sample(&samples, name, labels) as u64;
+    let host = [
+        (
+            "carp_received_packets_total",
+            ("family", "ipv4"),
+            want.ipackets,
+        ),
+        (
+            "carp_received_packets_total",
+            ("family", "ipv6"),
+            want.ipackets6,
+        ),
+        ("carp_sent_packets_total", ("family", "ipv4"), want.opackets),
+        (
+            "carp_sent_packets_total",
+            ("family", "ipv6"),
+            want.opackets6,
+        ),
+        (
+            "carp_dropped_packets_total",
+            ("reason", "bad_if"),
+            want.bad_if,
+        ),
+        (
+            "carp_dropped_packets_total",
+            ("reason", "bad_ttl"),
+            want.bad_ttl,
+        ),
+        (
+            "carp_dropped_packets_total",
+            ("reason", "bad_len"),
+            want.bad_len,
+        ),
+        (
+            "carp_dropped_packets_total",
+            ("reason", "bad_sum"),
+            want.bad_sum,
+        ),
+        (
+            "carp_dropped_packets_total",
+            ("reason", "bad_vhid"),
+            want.bad_vhid,
+        ),
+        (
+            "carp_dropped_packets_total",
+            ("reason", "bad_ver"),
+            want.bad_ver,
+        ),
+        (
+            "carp_dropped_packets_total",
+            ("reason", "bad_auth"),
+            want.bad_auth,
+        ),
+        (
+            "carp_dropped_packets_total",
+            ("reason", "replay"),
+            want.replay,
+        ),
+    ];
+    for (name, (k, v), value) in host {
+        assert_eq!(m(name, &[(k, v)]), value, "{name}{{{k}={v}}}");
+    }
+    for (name, value) in [
+        ("carp_accepted_packets_total", want.accepted),
+        ("carp_odd_header_packets_total", want.odd_header),
+        ("carp_send_errors_total", want.send_errors),
+        ("carp_preempt_total", want.preempt),
+        ("carp_transitions_total", want.transitions),
+    ] {
+        assert_eq!(m(name, &[]), value, "{name}");
+    }
+    let labels = [("carpdev", "eth0"), ("vhid", "1")];
+    assert_eq!(m("carp_vhost_state", &labels), 1, "BACKUP is 1");
+    assert_eq!(m("carp_vhost_demote", &labels), 128);
+    assert!(m("carp_vhost_transitions_total", &labels) >= 3);
+    assert_eq!(m("carp_group_demote", &[("group", "carp")]), 128);
+    assert_eq!(m("carp_maintenance", &[]), 1);
+
+    let (code, body) = http(&a.ns, "POST", "/api/maintenance", None, r#"{"on":false}"#);
+    assert_eq!(code, 403, "{body}");
+    let err: serde_json::Value = serde_json::from_str(&body).expect("JSON error");
+    assert_eq!(err["ok"], false);
+    assert!(err["error"].as_str().unwrap_or("").contains("--http-token"));
+    assert_eq!(
+        view(&a, 1).state,
+        "BACKUP",
+        "a refused change changed nothing"
+    );
+}
+
+// ===== the status page in a headless browser =====
+
+/// The chromium binary, if installed.
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// A chromium driven over `--remote-debugging-pipe` (DevTools protocol,
+/// NUL-terminated JSON on fds 3 and 4, here two FIFOs), running headless
+/// inside a lab namespace.
+struct Browser {
+    to: std::fs::File,
+    from: std::io::BufReader<std::fs::File>,
+    next_id: u64,
+    session: Option<String>,
+}
+
+impl Browser {
+    fn launch(lab: &Lab, ns: &str, exe: &Path) -> Browser {
+        let dir = lab.path("chromium");
+        std::fs::create_dir_all(&dir).expect("profile dir");
+        let (cmd_fifo, out_fifo) = (lab.path("cdp-in"), lab.path("cdp-out"));
+        for f in [&cmd_fifo, &out_fifo] {
+            nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .expect("mkfifo");
+        }
+        let script = format!(
+            "exec ip netns exec {ns} {} --headless --no-sandbox --disable-gpu \
+             --disable-background-networking --disable-component-update --disable-sync \
+             --no-first-run --disable-dev-shm-usage --window-size=1200,500 \
+             --user-data-dir={} --remote-debugging-pipe about:blank 3<{} 4>{}",
+            exe.display(),
+            dir.display(),
+            cmd_fifo.display(),
+            out_fifo.display()
+        );
+        let log = lab.path("chromium.log");
+        lab.spawn_logged(ns, &["sh", "-c", &script], &log);
+        // Opening a FIFO blocks until the other end opens: same order as the shell.
+        let to = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&cmd_fifo)
+            .expect("open DevTools command pipe");
+        let from = std::fs::File::open(&out_fifo).expect("open DevTools output pipe");
+        Browser {
+            to,
+            from: std::io::BufReader::new(from),
+            next_id: 1,
+            session: None,
+        }
+    }
+
+    /// Send one DevTools command and return its `result`.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::BufRead;
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut msg = serde_json::json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = &self.session {
+            msg["sessionId"] = serde_json::json!(s);
+        }
+        let mut bytes = serde_json::to_vec(&msg).expect("encode");
+        bytes.push(0);
+        self.to.write_all(&bytes).expect("write to chromium");
+        loop {
+            let mut buf = Vec::new();
+            let n = self
+                .from
+                .read_until(0, &mut buf)
+                .expect("read from chromium");
+            assert!(n > 0, "chromium closed the DevTools pipe");
+            buf.pop();
+            let reply: serde_json::Value = serde_json::from_slice(&buf).expect("DevTools JSON");
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluate `js` in the page and return its value.
+    fn eval(&mut self, js: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": js, "returnByValue": true, "awaitPromise": true }),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// The text a person sees in the page.
+    fn text(&mut self) -> String {
+        self.eval("document.body.innerText")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The text of the vhid-1 row's state badge.
+    fn badge(&mut self) -> String {
+        self.eval("(document.querySelector('tr[data-vhid=\"1\"] .badge') || {}).textContent || ''")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn wait_badge(&mut self, want: &str, timeout: Duration) {
+        let mut last = String::new();
+        let end = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < end {
+            last = self.badge();
+            if last == want {
+                return;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        panic!("badge still {last:?}, not {want:?}; page:\n{}", self.text());
+    }
+
+    fn screenshot(&mut self, to: &Path) {
+        let r = self.call(
+            "Page.captureScreenshot",
+            serde_json::json!({ "format": "png" }),
+        );
+        let png = base64_decode(r["data"].as_str().expect("screenshot data"));
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::write(to, png).expect("write screenshot");
+    }
+}
+
+/// Decode standard base64 (what DevTools returns for screenshots).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("bad base64 {c}"),
+        }
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= value(*c) << (18 - 6 * i);
+        }
+        let take = chunk.len() - 1;
+        out.extend_from_slice(&n.to_be_bytes()[1..=take]);
+    }
+    out
+}
+
+/// Where screenshots are kept: `target/test-artifacts/`.
+fn artifact(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    dir.join(name)
+}
+
+/// Input: A (advskew 0, `--http` with a token) and B (advskew 100); headless
+/// chromium inside A's namespace opens A's status page once. Then
+/// `carpctl maintenance on` on A; then the page's own "Leave maintenance
+/// mode" button is clicked with the token typed in.
+/// Output: the page shows the row `eth0@1` with the VIP and a green MASTER
+/// badge; after maintenance the same page (a marker set in it survives, so
+/// no reload) shows BACKUP, the maintenance banner and a higher update
+/// count; the button (shown because a token is configured) ends maintenance
+/// and the badge returns to MASTER. Screenshots land in target/test-artifacts/.
+#[test]
+fn status_page_updates_live_in_a_browser() {
+    if skip() {
+        return;
+    }
+    let Some(exe) = chromium() else {
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let lab = Lab::new("browser", 2);
+    let a = lab.carpd(
+        0,
+        "a",
+        &node(&lab, "a", 0, &["--http", HTTP, "--http-token", "tok3n"]),
+    );
+    let b = lab.carpd(1, "b", &node(&lab, "b", 100, &[]));
+    assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 0);
+
+    let mut br = Browser::launch(&lab, &a.ns, &exe);
+    let target = br.call(
+        "Target.createTarget",
+        serde_json::json!({ "url": format!("http://{HTTP}/") }),
+    );
+    let attached = br.call(
+        "Target.attachToTarget",
+        serde_json::json!({ "targetId": target["targetId"], "flatten": true }),
+    );
+    br.session = attached["sessionId"].as_str().map(str::to_owned);
+    br.wait_badge("MASTER", Duration::from_secs(10));
+    let text = br.text();
+    assert!(
+        text.contains("eth0@1") && text.contains(&format!("{VIP4}/24")),
+        "{text}"
+    );
+    let colour = br.eval(
+        "getComputedStyle(document.querySelector('tr[data-vhid=\"1\"] .badge')).backgroundColor",
+    );
+    assert_eq!(colour, "rgb(46, 125, 50)", "MASTER badge is green");
+    assert_eq!(
+        br.eval("getComputedStyle(document.getElementById('actions')).display"),
+        "block"
+    );
+    br.eval("window.loadedOnce = 42");
+    let polls_before = br.eval("Number(document.getElementById('polls').textContent)");
+    br.screenshot(&artifact("status-page-master.png"));
+
+    carpctl_ok(&a, &["maintenance", "on"]);
+    br.wait_badge("BACKUP", Duration::from_secs(5));
+    let text = br.text();
+    assert!(text.contains("Maintenance mode is on"), "{text}");
+    assert_eq!(br.eval("window.loadedOnce"), 42, "the page was reloaded");
+    let polls_after = br.eval("Number(document.getElementById('polls').textContent)");
+    assert!(
+        polls_after.as_u64() > polls_before.as_u64(),
+        "{polls_before} -> {polls_after}"
+    );
+    br.screenshot(&artifact("status-page-maintenance.png"));
+
+    br.eval(
+        "document.getElementById('token').value = 'tok3n'; \
+         document.getElementById('maint-off').click(); true",
+    );
+    br.wait_badge("MASTER", Duration::from_secs(8));
+    assert_eq!(view(&a, 1).demote, 0);
+    assert_eq!(br.eval("window.loadedOnce"), 42, "the page was reloaded");
+    let _ = br.call("Browser.close", serde_json::json!({}));
+}
