@@ -28,6 +28,7 @@ use crate::maintenance::{MAINTENANCE_DEMOTE, Maintenance};
 use crate::os::l2::{L2Sender, virtual_mac};
 use crate::os::netlink::{LinkEvent, LinkMonitor, Netlink};
 use crate::os::raw::{CARP_GROUP_V4, CARP_GROUP_V6, CarpSocket};
+use crate::systemd;
 
 /// What the binary (or a test) tells the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +156,8 @@ pub async fn run(config: DaemonConfig, mut signals: mpsc::Receiver<Signal>) -> a
         control_path.display()
     );
     d.drain().await;
+    systemd::ready(&format!("{} vhost(s)", d.vhosts.len()));
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
 
     loop {
         let deadline = d.node.poll_timeout().map(|t| d.to_tokio(t));
@@ -190,13 +193,25 @@ pub async fn run(config: DaemonConfig, mut signals: mpsc::Receiver<Signal>) -> a
                 Some(Signal::Reload) => d.reload().await,
                 Some(Signal::Terminate) | None => break,
             },
+            // From the loop itself: a stuck loop stops the pings.
+            _ = tick(watchdog.as_mut()) => systemd::watchdog(),
         }
         d.drain().await;
     }
+    systemd::stopping();
     d.shutdown(Some(&mut rx)).await;
     let _ = std::fs::remove_file(&control_path);
     carplog!(Info, "stopped");
     Ok(())
+}
+
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

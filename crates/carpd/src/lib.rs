@@ -7,7 +7,8 @@
 //! - [`hooks`]: supervised up/down scripts;
 //! - [`http`]: the optional status page, JSON API and metrics;
 //! - [`log`]: syslog-level logging to stderr;
-//! - [`maintenance`]: the persistent maintenance-mode demotion.
+//! - [`maintenance`]: the persistent maintenance-mode demotion;
+//! - [`systemd`]: `Type=notify` readiness and watchdog pings.
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -17,3 +18,4 @@ pub mod lab;
 pub mod log;
 pub mod maintenance;
 pub mod os;
+pub mod systemd;

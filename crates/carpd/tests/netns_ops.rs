@@ -489,6 +489,65 @@ fn metrics_equal_carpctl_stats() {
     );
 }
 
+/// Input: carpd started as systemd would start a `Type=notify` service with
+/// `WatchdogSec=`: `NOTIFY_SOCKET` names a datagram socket of the test and
+/// `WATCHDOG_USEC=400000`; later SIGTERM.
+/// Output: READY=1 arrives only once the control socket answers with the
+/// vhost set up; WATCHDOG=1 pings follow every ~200 ms (half the interval);
+/// STOPPING=1 arrives after SIGTERM and carpd exits 0.
+#[test]
+fn systemd_ready_watchdog_and_stopping() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new("sdnotify", 1);
+    let notify = lab.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let control = lab.path("a.sock");
+    let mut argv: Vec<String> = vec![
+        "env".into(),
+        format!("NOTIFY_SOCKET={}", notify.display()),
+        "WATCHDOG_USEC=400000".into(),
+        common::daemon::CARPD.into(),
+        "run".into(),
+        "--control".into(),
+        control.display().to_string(),
+    ];
+    argv.extend(node(&lab, "a", 0, &[]));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let pid = lab.spawn_logged(lab.ns(0), &argv, &lab.path("a.log"));
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+    let reply = common::daemon::query(&control, &carpd::control::types::Request::Status)
+        .expect("control socket answers at READY");
+    assert_eq!(reply.vhosts.map(|v| v.len()), Some(1));
+    let start = std::time::Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        if recv().lines().any(|l| l == "WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1200), "3 pings took {took:?}");
+    lab.signal(pid, Signal::SIGTERM);
+    let stopping = (0..20)
+        .map(|_| recv())
+        .find(|m| !m.contains("WATCHDOG=1"))
+        .expect("a message besides watchdog pings");
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let out = lab
+        .wait_child(pid, Duration::from_secs(5))
+        .expect("carpd exits after SIGTERM");
+    assert_eq!(out.status.code(), Some(0));
+}
+
 // ===== the status page in a headless browser =====
 
 /// The chromium binary, if installed.
