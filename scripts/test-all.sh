@@ -58,6 +58,8 @@ if is_root && [ -z "${SKIP_NETNS:-}" ]; then
         cargo test -p carpd --locked --test '*' -- --test-threads=2
     left=$(ip netns list | grep -c '^carp' || true)
     step "no namespaces left behind" test "$left" -eq 0
+    # The Debian package: build, install, man pages, systemd-analyze verify, remove.
+    step "debian package" bash scripts/test-package.sh
 else
     echo "=== network namespace tests skipped (need root; SKIP_NETNS unset)"
 fi

@@ -1,5 +1,6 @@
 //! carpd: the Linux daemon around `carp-proto`.
 //!
+//! - [`assets`]: man pages and shell completions from the clap definitions;
 //! - [`config`]: the TOML file and ifconfig-style command line;
 //! - [`os`]: raw CARP sockets, rtnetlink, AF_PACKET (the only `unsafe` code);
 //! - [`daemon`]: the event loop owning the protocol core;
@@ -9,6 +10,7 @@
 //! - [`log`]: syslog-level logging to stderr;
 //! - [`maintenance`]: the persistent maintenance-mode demotion;
 //! - [`systemd`]: `Type=notify` readiness and watchdog pings.
+pub mod assets;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use carpd::control::types::{Reply, Request, VhostView};
 
@@ -87,6 +87,12 @@ enum Command {
         /// `on` or `off`.
         mode: OnOff,
     },
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Assets {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 /// The argument of `maintenance`.
@@ -100,6 +106,15 @@ enum OnOff {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Assets { dir } = &cli.command {
+        return match carpd::assets::write(Cli::command(), dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("carpctl: cannot write assets to {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let path = cli.control.unwrap_or_else(carpd::control::default_path);
     match execute(&path, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,6 +240,7 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
             enabled: true,
         })?),
         Command::Reload => print_message(conn.call(&Request::Reload)?),
+        Command::Assets { .. } => return Err("assets needs no daemon".to_string()),
         Command::Maintenance { mode } => print_message(conn.call(&Request::Maintenance {
             on: mode == OnOff::On,
         })?),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -53,6 +53,12 @@ enum Command {
     },
     /// Build a small LAN of network namespaces, run carpd on it and show a failover.
     Lab(carpd::lab::LabArgs),
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Assets {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +108,13 @@ fn main() -> ExitCode {
             }
             run(config)
         }
+        Command::Assets { dir } => match carpd::assets::write(Cli::command(), &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("carpd: cannot write assets to {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Lab(args) => match carpd::lab::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
