@@ -1545,3 +1545,32 @@ master_down = "freebsd"
         );
     }
 }
+
+/// Settings given as `carpd run` flags, which win over the file on start and on every reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--preempt` (can only turn preemption on).
+    pub preempt: bool,
+    /// `--log-level`.
+    pub log_level: Option<u8>,
+    /// `--control`.
+    pub control: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--http`.
+    pub http: Option<SocketAddr>,
+    /// `--http-token`.
+    pub http_token: Option<String>,
+}
+
+impl Overrides {
+    /// Apply the flags to a configuration read from a file or the command line.
+    pub fn apply(&self, config: &mut DaemonConfig) {
+        config.preempt |= self.preempt;
+        config.log_level = self.log_level.unwrap_or(config.log_level);
+        config.control = self.control.clone().or(config.control.take());
+        config.state_dir = self.state_dir.clone().or(config.state_dir.take());
+        config.http = self.http.or(config.http);
+        config.http_token = self.http_token.clone().or(config.http_token.take());
+    }
+}

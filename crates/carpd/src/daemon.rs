@@ -19,7 +19,7 @@ use carp_proto::{
 use tokio::sync::{broadcast, mpsc};
 
 use crate::carplog;
-use crate::config::{ConfigSource, DaemonConfig, Lladdr, VhostSpec};
+use crate::config::{ConfigSource, DaemonConfig, Lladdr, Overrides, VhostSpec};
 use crate::control::types::{Reply, Request, Transition, VhostView};
 use crate::control::{self, Envelope};
 use crate::hooks::{HookQueue, HookRun};
@@ -82,10 +82,16 @@ struct Daemon {
     rx_tx: mpsc::Sender<Datagram>,
     transitions: broadcast::Sender<Transition>,
     maintenance: Maintenance,
+    /// Command-line flags re-applied on every reload.
+    overrides: Overrides,
 }
 
 /// Run the daemon until `signals` yields `Terminate` (or closes).
-pub async fn run(config: DaemonConfig, mut signals: mpsc::Receiver<Signal>) -> anyhow::Result<()> {
+pub async fn run(
+    config: DaemonConfig,
+    overrides: Overrides,
+    mut signals: mpsc::Receiver<Signal>,
+) -> anyhow::Result<()> {
     log::set_threshold(config.log_level);
     let netlink = Netlink::connect().await.context("cannot open rtnetlink")?;
     let mut monitor = LinkMonitor::open().context("cannot monitor links")?;
@@ -129,6 +135,7 @@ pub async fn run(config: DaemonConfig, mut signals: mpsc::Receiver<Signal>) -> a
         rx_tx,
         transitions,
         maintenance,
+        overrides,
     };
     if d.maintenance.is_on() {
         // Before joining any vhid, so a maintained host never takes one over.
@@ -763,7 +770,8 @@ impl Daemon {
         let ConfigSource::File(path) = self.config.source.clone() else {
             bail!("started from the command line: nothing to reload");
         };
-        let new = DaemonConfig::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut new = DaemonConfig::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.overrides.apply(&mut new);
         let now = self.now();
         self.node.set_config(NodeConfig {
             preempt: new.preempt,

@@ -310,7 +310,10 @@ fn preemption_on_off() {
     let t0 = Instant::now();
     lab.start(&mut a);
     let took = wait_state_fast(&a, 1, "MASTER", t0, Duration::from_secs(4));
-    println!("preempt: A MASTER {took:?} after start");
+    println!(
+        "preempt: A MASTER {took:?} after start ({})",
+        view(&a, 1).cause
+    );
     wait_state(&b, 1, "BACKUP", Duration::from_secs(3));
     assert_vip_only_on(&lab, VIP4, &a, &[&a, &b]);
 }
@@ -769,8 +772,6 @@ fn carpctl_errors() {
 /// after the reload: A (preempt) takes the master role back from the
 /// slower B after undemote, and a SIGHUP reload is logged at level 6.
 #[test]
-#[ignore = "bug: a reload replaces --preempt and --log-level given on the command line \
-            with the file's values (daemon::reload_inner uses DaemonConfig::load only)"]
 fn reload_keeps_command_line_overrides() {
     if skip() {
         return;

@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use carpd::config::DaemonConfig;
+use carpd::config::{DaemonConfig, Overrides};
 use carpd::daemon::{self, Signal};
 
 /// Common Address Redundancy Protocol daemon, wire-compatible with OpenBSD and FreeBSD carp(4).
@@ -53,6 +53,9 @@ enum Command {
     },
     /// Build a small LAN of network namespaces, run carpd on it and show a failover.
     Lab(carpd::lab::LabArgs),
+    /// Run one vhid from a ucarp(8) command line (drop-in; see docs/operations.md
+    /// for the differences).
+    Ucarp(carpd::ucarp::UcarpArgs),
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     Assets {
@@ -74,24 +77,25 @@ fn main() -> ExitCode {
             config,
             words,
         } => {
+            let overrides = Overrides {
+                preempt,
+                log_level,
+                control: control.clone(),
+                state_dir,
+                http,
+                http_token,
+            };
             let config = match config {
-                Some(path) => DaemonConfig::load(&path).map(|mut c| {
-                    c.preempt |= preempt;
-                    c.log_level = log_level.unwrap_or(c.log_level);
-                    c.control = control.or(c.control);
-                    c
-                }),
+                Some(path) => DaemonConfig::load(&path),
                 None => DaemonConfig::from_command_line(
                     preempt,
                     log_level.unwrap_or(carpd::config::DEFAULT_LOG_LEVEL),
                     control,
                     &words,
                 ),
-            };
-            let config = config.map(|mut c| {
-                c.state_dir = state_dir.or(c.state_dir);
-                c.http = http.or(c.http);
-                c.http_token = http_token.or(c.http_token);
+            }
+            .map(|mut c| {
+                overrides.apply(&mut c);
                 c
             });
             let config = match config {
@@ -106,13 +110,20 @@ fn main() -> ExitCode {
                     "carpd: warning: a pass on the command line is visible in ps; passfile is safer"
                 );
             }
-            run(config)
+            run(config, overrides)
         }
         Command::Assets { dir } => match carpd::assets::write(Cli::command(), &dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("carpd: cannot write assets to {}: {e}", dir.display());
                 ExitCode::FAILURE
+            }
+        },
+        Command::Ucarp(args) => match args.into_config() {
+            Ok(config) => run(config),
+            Err(e) => {
+                eprintln!("carpd ucarp: {e}");
+                ExitCode::from(2)
             }
         },
         Command::Lab(args) => match carpd::lab::run(args) {
@@ -140,7 +151,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn run(config: DaemonConfig) -> ExitCode {
+fn run(config: DaemonConfig, overrides: Overrides) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,7 +168,7 @@ fn run(config: DaemonConfig) -> ExitCode {
             eprintln!("carpd: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        match daemon::run(config, rx).await {
+        match daemon::run(config, overrides, rx).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("<3>carpd: {e:#}");
