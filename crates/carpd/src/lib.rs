@@ -9,7 +9,8 @@
 //! - [`http`]: the optional status page, JSON API and metrics;
 //! - [`log`]: syslog-level logging to stderr;
 //! - [`maintenance`]: the persistent maintenance-mode demotion;
-//! - [`systemd`]: `Type=notify` readiness and watchdog pings.
+//! - [`systemd`]: `Type=notify` readiness and watchdog pings;
+//! - [`ucarp`]: `carpd ucarp`, the drop-in for ucarp command lines.
 pub mod assets;
 pub mod config;
 pub mod control;
@@ -21,3 +22,4 @@ pub mod log;
 pub mod maintenance;
 pub mod os;
 pub mod systemd;
+pub mod ucarp;

@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Ucarp(args) => match args.into_config() {
-            Ok(config) => run(config),
+            Ok(config) => run(config, Overrides::default()),
             Err(e) => {
                 eprintln!("carpd ucarp: {e}");
                 ExitCode::from(2)
