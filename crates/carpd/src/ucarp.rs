@@ -92,6 +92,9 @@ pub struct UcarpArgs {
     /// Use broadcast advertisements (not supported).
     #[arg(short = 'M', long = "nomcast")]
     nomcast: bool,
+    /// carpd's own: the control socket [default: /run/carpd/ucarp-IFACE-VHID.sock].
+    #[arg(long = "control")]
+    control: Option<PathBuf>,
 }
 
 impl UcarpArgs {
@@ -148,8 +151,9 @@ impl UcarpArgs {
         }
         words.push(format!("{}/32", self.addr));
         let log_level = if self.debug { 7 } else { 6 };
-        let control =
-            PathBuf::from(DEFAULT_DIR).join(format!("ucarp-{}-{}.sock", self.interface, self.vhid));
+        let control = self.control.clone().unwrap_or_else(|| {
+            PathBuf::from(DEFAULT_DIR).join(format!("ucarp-{}-{}.sock", self.interface, self.vhid))
+        });
         DaemonConfig::from_command_line(self.preempt, log_level, Some(control), &words)
             .map_err(|e: ConfigFileError| e.to_string())
     }

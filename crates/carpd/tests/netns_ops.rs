@@ -548,6 +548,112 @@ fn systemd_ready_watchdog_and_stopping() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// Write a ucarp-style script that logs its arguments to `<name>.args` and
+/// adds or removes `$2/24` on `$1`, as ucarp users' vip-up/vip-down do.
+fn ucarp_script(lab: &Lab, name: &str, verb: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = lab.path(&format!("{name}.sh"));
+    let args = lab.path(&format!("{name}.args"));
+    let body = format!(
+        "#!/bin/sh\necho \"$1 $2\" >> {}\nip addr {verb} \"$2/24\" dev \"$1\" 2>/dev/null\nexit 0\n",
+        args.display()
+    );
+    std::fs::write(&script, body).expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (script, args)
+}
+
+/// Input: `carpd ucarp` with a ucarp command line (advskew 0, -P, -u/-d/-z
+/// scripts) on host A and Debian's real `ucarp` (advskew 100, same kind of
+/// scripts) on host B, vhid 7, advbase 1. Later carpd gets SIGTERM.
+/// Output: carpd is MASTER, holds the VIP and ran its up script with ucarp's
+/// arguments `eth0 192.0.2.50`; ucarp stays BACKUP (its up script never
+/// ran). After SIGTERM carpd ran its down script (same arguments) and
+/// released the VIP, and ucarp took over: its up script ran and B holds it.
+#[test]
+fn ucarp_drop_in_against_real_ucarp() {
+    if skip() {
+        return;
+    }
+    if !Path::new("/usr/sbin/ucarp").exists() {
+        eprintln!("skipped: ucarp is not installed (apt-get install ucarp)");
+        return;
+    }
+    let lab = Lab::new("ucarpdi", 2);
+    let (a, b) = (lab.host(0).clone(), lab.host(1).clone());
+    let (a_up, a_up_args) = ucarp_script(&lab, "a-up", "add");
+    let (a_down, a_down_args) = ucarp_script(&lab, "a-down", "del");
+    let (b_up, b_up_args) = ucarp_script(&lab, "b-up", "add");
+    let (b_down, _) = ucarp_script(&lab, "b-down", "del");
+    let ucarp_line = |src: &str, skew: &str, up: &Path, down: &Path| -> Vec<String> {
+        [
+            "-i", "eth0", "-s", src, "-v", "7", "-p", PASS, "-a", VIP4, "-b", "1", "-k", skew,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([
+            format!("--upscript={}", up.display()),
+            format!("--downscript={}", down.display()),
+            "-z".to_owned(),
+        ])
+        .collect()
+    };
+    let sock = lab.path("a.sock");
+    let mut argv = vec![
+        common::daemon::CARPD.to_owned(),
+        "ucarp".to_owned(),
+        "--control".to_owned(),
+        sock.display().to_string(),
+        "-P".to_owned(),
+    ];
+    argv.extend(ucarp_line(&a.v4.to_string(), "0", &a_up, &a_down));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let carpd_pid = lab.spawn_logged(&a.ns, &argv, &lab.path("a.log"));
+    let mut uargv = vec!["ucarp".to_owned()];
+    uargv.extend(ucarp_line(&b.v4.to_string(), "100", &b_up, &b_down));
+    let uargv: Vec<&str> = uargv.iter().map(String::as_str).collect();
+    lab.spawn_logged(&b.ns, &uargv, &lab.path("ucarp.log"));
+
+    let state = || {
+        common::daemon::query(&sock, &carpd::control::types::Request::Status)
+            .and_then(|r| r.vhosts)
+            .and_then(|v| v.first().map(|v| v.state.clone()))
+    };
+    wait_for(
+        "carpd ucarp MASTER",
+        ELECTION,
+        Duration::from_millis(100),
+        || (state().as_deref() == Some("MASTER")).then_some(()),
+    );
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let once = format!("eth0 {VIP4}\n");
+    wait_for(
+        "carpd's up script ran",
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        || (read(&a_up_args) == once).then_some(()),
+    );
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(state().as_deref(), Some("MASTER"), "ucarp took over");
+    assert!(lab.has_addr(&a.ns, VIP4));
+    assert!(!lab.has_addr(&b.ns, VIP4), "ucarp holds the VIP too");
+    assert_eq!(read(&b_up_args), "", "ucarp became MASTER");
+
+    lab.signal(carpd_pid, Signal::SIGTERM);
+    let out = lab
+        .wait_child(carpd_pid, Duration::from_secs(10))
+        .expect("carpd ucarp exits after SIGTERM");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(read(&a_down_args), once, "carpd's down script");
+    assert!(!lab.has_addr(&a.ns, VIP4), "A kept the VIP");
+    wait_for(
+        "ucarp MASTER with the VIP",
+        Duration::from_secs(6),
+        Duration::from_millis(100),
+        || (read(&b_up_args) == once && lab.has_addr(&b.ns, VIP4)).then_some(()),
+    );
+}
+
 // ===== the status page in a headless browser =====
 
 /// The chromium binary, if installed.
