@@ -25,6 +25,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
 
+cargo fmt --check
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s "$sanitizer"
 

@@ -5,6 +5,7 @@
 #
 #   bash scripts/test-all.sh            # everything
 #   SKIP_NETNS=1 bash scripts/test-all.sh   # no root-only tests
+#   SKIP_FUZZ=1 bash scripts/test-all.sh    # no fuzzing (FUZZ_SECONDS=N: N s per target)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,10 @@ step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build" cargo build --workspace --all-targets --locked
 step "unit, property and simulation tests" cargo test --workspace --locked
+# cargo-fuzz targets, briefly (scripts/fuzz-ci.sh 3600 is the long run).
+if [ -z "${SKIP_FUZZ:-}" ]; then
+    step "fuzz (${FUZZ_SECONDS:-20} s per target)" bash scripts/fuzz-ci.sh "${FUZZ_SECONDS:-20}"
+fi
 
 if is_root && [ -z "${SKIP_NETNS:-}" ]; then
     # Integration tests with real carpd processes in network namespaces.
