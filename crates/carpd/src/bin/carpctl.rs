@@ -280,14 +280,11 @@ fn print_status(vhosts: &[VhostView], groups: &[(String, u8)]) {
         );
         let s = &v.stats;
         println!(
-            "{:>15} in {} accepted {} dropped {} (badttl {} badlen {} badsum {} badver {} badauth {} replay {}) out {} errors {}",
+            // Drops before the vhid is known (TTL, length, checksum) are host-wide: `carpctl stats`.
+            "{:>15} accepted {} rejected {} (badver {} badauth {} replay {}) sent {} send errors {}",
             "",
-            s.received(),
             s.accepted,
-            s.dropped(),
-            s.bad_ttl,
-            s.bad_len,
-            s.bad_sum,
+            s.bad_ver + s.bad_auth + s.replay,
             s.bad_ver,
             s.bad_auth,
             s.replay,
