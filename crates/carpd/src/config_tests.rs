@@ -1,0 +1,543 @@
+//! Tests of the configuration front ends (file and command-line words).
+
+use super::*;
+
+const EXAMPLE: &str = r#"preempt = true
+log_level = 2
+control = "/run/carpd/x.sock"
+
+[[vhost]]
+carpdev = "eth0"
+vhid = 1
+advbase = 1
+advskew = 100
+pass = "secret"
+addresses = ["198.51.100.50/24", "2001:db8::50/64"]
+lladdr = "real"
+groups = ["lan"]
+up = "/etc/carpd/up"
+down = "/etc/carpd/down"
+hook_timeout = "5s"
+peer = "192.0.2.2"
+peer6 = "2001:db8::2"
+master_down = "freebsd"
+"#;
+
+fn words(line: &str) -> Vec<String> {
+    line.split_whitespace().map(String::from).collect()
+}
+
+fn file_err(text: &str) -> String {
+    match DaemonConfig::from_toml_str(text, Path::new("carpd.toml")) {
+        Ok(c) => panic!("accepted: {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn words_err(line: &str) -> String {
+    match DaemonConfig::from_ifconfig_words(&words(line)) {
+        Ok(v) => panic!("accepted: {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn vhost(body: &str) -> String {
+    format!("[[vhost]]\ncarpdev = \"eth0\"\nvhid = 1\n{body}\n")
+}
+
+fn addr(s: &str) -> VirtualAddress {
+    s.parse().unwrap()
+}
+
+#[test]
+fn toml_example_parses() {
+    let cfg = DaemonConfig::from_toml_str(EXAMPLE, Path::new("/etc/carpd.toml")).unwrap();
+    assert!(cfg.preempt);
+    assert_eq!(cfg.log_level, 2);
+    assert_eq!(cfg.control, Some(PathBuf::from("/run/carpd/x.sock")));
+    assert_eq!(cfg.source, ConfigSource::File("/etc/carpd.toml".into()));
+    let v = &cfg.vhosts[0];
+    assert_eq!(v.carpdev, "eth0");
+    assert_eq!(v.lladdr, Lladdr::Real);
+    assert_eq!(
+        v.addresses,
+        [addr("198.51.100.50/24"), addr("2001:db8::50/64")]
+    );
+    assert_eq!(v.addresses[0].addr, IpAddr::from([198, 51, 100, 50]));
+    assert_eq!(v.addresses[0].prefix_len, 24);
+    assert_eq!(v.hooks.up, Some(PathBuf::from("/etc/carpd/up")));
+    assert_eq!(v.hooks.down, Some(PathBuf::from("/etc/carpd/down")));
+    assert_eq!(v.hooks.timeout, Duration::from_secs(5));
+    assert_eq!(v.peer, Some(Ipv4Addr::new(192, 0, 2, 2)));
+    assert_eq!(v.peer6, Some("2001:db8::2".parse().unwrap()));
+    let p = &v.proto;
+    assert_eq!(p.vhid, Vhid::new(1).unwrap());
+    assert_eq!((p.advbase, p.advskew), (AdvBase(1), AdvSkew(100)));
+    assert_eq!(p.passphrase.as_bytes(), b"secret");
+    assert_eq!(p.ipv4, [Ipv4Addr::new(198, 51, 100, 50)]);
+    assert_eq!(p.ipv6, ["2001:db8::50".parse::<Ipv6Addr>().unwrap()]);
+    assert_eq!(p.groups, ["lan"]);
+    assert_eq!(p.master_down, MasterDownFormula::Freebsd);
+}
+
+#[test]
+fn words_example_parses() {
+    let line = "carpdev eth0 vhid 1 advbase 1 advskew 100 pass secret \
+                198.51.100.50/24 2001:db8::50/64";
+    let v = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].carpdev, "eth0");
+    assert_eq!(
+        v[0].addresses,
+        [addr("198.51.100.50/24"), addr("2001:db8::50/64")]
+    );
+    assert_eq!(v[0].proto.vhid.get(), 1);
+    assert_eq!(
+        (v[0].proto.advbase, v[0].proto.advskew),
+        (AdvBase(1), AdvSkew(100))
+    );
+    assert_eq!(v[0].proto.passphrase.as_bytes(), b"secret");
+}
+
+#[test]
+fn words_and_file_give_the_same_vhost() {
+    let line = "carpdev eth0 vhid 1 advbase 1 advskew 100 pass secret \
+                198.51.100.50/24 2001:db8::50/64 lladdr real group lan up /etc/carpd/up \
+                down /etc/carpd/down hook-timeout 5s peer 192.0.2.2 peer6 2001:db8::2 \
+                master-down freebsd";
+    let from_words = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
+    let from_file = DaemonConfig::from_toml_str(EXAMPLE, Path::new("c.toml")).unwrap();
+    assert_eq!(from_words, from_file.vhosts);
+}
+
+#[test]
+fn second_vhid_starts_a_vhost_inheriting_carpdev() {
+    let line = "carpdev eth0 vhid 1 198.51.100.50/24 vhid 2 198.51.100.51/24";
+    let v = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!((v[0].carpdev.as_str(), v[0].proto.vhid.get()), ("eth0", 1));
+    assert_eq!((v[1].carpdev.as_str(), v[1].proto.vhid.get()), ("eth0", 2));
+    assert_eq!(v[1].addresses, [addr("198.51.100.51/24")]);
+}
+
+#[test]
+fn second_carpdev_starts_a_vhost() {
+    let line = "carpdev eth0 vhid 1 192.0.2.1 carpdev eth1 advskew 5 vhid 1 192.0.2.2";
+    let v = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
+    assert_eq!(
+        (v[0].carpdev.as_str(), v[0].proto.advskew),
+        ("eth0", AdvSkew(0))
+    );
+    assert_eq!(
+        (v[1].carpdev.as_str(), v[1].proto.advskew),
+        ("eth1", AdvSkew(5))
+    );
+    // An inherited carpdev is overridden, not a new vhost.
+    let line = "carpdev eth0 vhid 1 192.0.2.1 vhid 2 carpdev eth1 192.0.2.2";
+    let v = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
+    assert_eq!((v[1].carpdev.as_str(), v[1].proto.vhid.get()), ("eth1", 2));
+}
+
+#[test]
+fn defaults() {
+    let cfg = DaemonConfig::from_toml_str(
+        &vhost("addresses = [\"192.0.2.1\", \"2001:db8::1\"]"),
+        Path::new("c.toml"),
+    )
+    .unwrap();
+    assert!(!cfg.preempt);
+    assert_eq!(cfg.log_level, DEFAULT_LOG_LEVEL);
+    assert_eq!(cfg.control, None);
+    let v = &cfg.vhosts[0];
+    assert_eq!(v.lladdr, Lladdr::Virtual);
+    assert_eq!(
+        v.hooks,
+        Hooks {
+            up: None,
+            down: None,
+            timeout: Duration::from_secs(10)
+        }
+    );
+    assert_eq!((v.peer, v.peer6), (None, None));
+    assert_eq!((v.proto.advbase, v.proto.advskew), (AdvBase(1), AdvSkew(0)));
+    assert!(v.proto.passphrase.as_bytes().is_empty());
+    assert_eq!(v.proto.master_down, MasterDownFormula::Openbsd);
+    assert_eq!(v.addresses, [addr("192.0.2.1/32"), addr("2001:db8::1/128")]);
+    let w = DaemonConfig::from_ifconfig_words(&words("carpdev eth0 vhid 1 192.0.2.1 2001:db8::1"));
+    assert_eq!(w.unwrap(), cfg.vhosts);
+}
+
+#[test]
+fn hook_timeout_accepts_seconds_and_suffixes() {
+    for (value, want) in [
+        ("7", 7000),
+        ("\"7\"", 7000),
+        ("\"7s\"", 7000),
+        ("\"250ms\"", 250),
+    ] {
+        let text = vhost(&format!(
+            "addresses = [\"192.0.2.1\"]\nhook_timeout = {value}"
+        ));
+        let cfg = DaemonConfig::from_toml_str(&text, Path::new("c.toml")).unwrap();
+        assert_eq!(
+            cfg.vhosts[0].hooks.timeout,
+            Duration::from_millis(want),
+            "{value}"
+        );
+    }
+    let err = file_err(&vhost("addresses = [\"192.0.2.1\"]\nhook_timeout = 0"));
+    assert_eq!(
+        err,
+        "carpd.toml:5:16: hook_timeout expects a positive duration like 10s or 500ms"
+    );
+}
+
+#[test]
+fn http_and_state_dir_keys() {
+    let text = format!(
+        "state_dir = \"state\"\nhttp = \"127.0.0.1:8080\"\nhttp_token = \"t0k\"\n{}",
+        vhost("addresses = [\"198.51.100.50/24\"]")
+    );
+    let cfg = DaemonConfig::from_toml_str(&text, Path::new("/etc/carpd/carpd.toml")).unwrap();
+    assert_eq!(cfg.state_dir, Some(PathBuf::from("/etc/carpd/state")));
+    assert_eq!(cfg.http, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(cfg.http_token.as_deref(), Some("t0k"));
+    let bad = format!(
+        "http = \"localhost\"\n{}",
+        vhost("addresses = [\"198.51.100.50/24\"]")
+    );
+    assert_eq!(
+        file_err(&bad),
+        "carpd.toml:1:8: http expects an address and port like 127.0.0.1:8080"
+    );
+    let empty = format!(
+        "http_token = \"\"\n{}",
+        vhost("addresses = [\"198.51.100.50/24\"]")
+    );
+    assert_eq!(
+        file_err(&empty),
+        "carpd.toml:1:14: http_token must not be empty"
+    );
+    let cfg = DaemonConfig::from_toml_str(
+        &vhost("addresses = [\"198.51.100.50/24\"]"),
+        Path::new("c.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        (cfg.state_dir, cfg.http, cfg.http_token),
+        (None, None, None)
+    );
+}
+
+#[test]
+fn file_errors_name_line_and_column() {
+    let cases = [
+        (
+            "advskew = 255",
+            "carpd.toml:4:11: advskew 255 is out of range 0..254",
+        ),
+        (
+            "advbase = 256",
+            "carpd.toml:4:11: advbase 256 is out of range 0..255",
+        ),
+        (
+            "pass = \"123456789012345678901\"",
+            "carpd.toml:4:8: passphrase is 21 bytes, at most 20 are allowed",
+        ),
+        (
+            "lladdr = \"fake\"",
+            "carpd.toml:4:10: lladdr expects virtual or real",
+        ),
+        (
+            "master_down = \"linux\"",
+            "carpd.toml:4:15: master_down expects openbsd or freebsd",
+        ),
+        (
+            "peer = \"2001:db8::1\"",
+            "carpd.toml:4:8: peer expects an IPv4 address",
+        ),
+        (
+            "groups = [\"lan0\"]",
+            "carpd.toml:4:11: group expects a name of 1..15 bytes that does not end in a digit",
+        ),
+        (
+            "colour = \"red\"",
+            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `hook_timeout`, `peer`, `peer6`, `master_down`",
+        ),
+        (
+            "advskew = \"x\"",
+            "carpd.toml:4:11: invalid type: string \"x\", expected i64",
+        ),
+    ];
+    for (line, want) in cases {
+        let text = vhost(&format!("{line}\naddresses = [\"192.0.2.1\"]"));
+        assert_eq!(file_err(&text), want, "{line}");
+    }
+}
+
+#[test]
+fn file_vhid_zero_and_missing_addresses() {
+    let err = file_err("[[vhost]]\ncarpdev = \"eth0\"\nvhid = 0\naddresses = [\"192.0.2.1\"]\n");
+    assert_eq!(err, "carpd.toml:3:8: vhid 0 is out of range 1..255");
+    let err = file_err(&vhost(""));
+    assert_eq!(
+        err,
+        "carpd.toml:3:8: vhid 1 has no addresses (give addresses)"
+    );
+    assert_eq!(
+        file_err("preempt = true\n"),
+        "carpd.toml: no [[vhost]] table, nothing to run"
+    );
+    assert_eq!(
+        file_err("log_level = 8\n"),
+        "carpd.toml:1:13: log_level 8 is out of range 0..7"
+    );
+}
+
+#[test]
+fn file_bad_cidr() {
+    let err = file_err(&vhost("addresses = [\"192.0.2.1/24\", \"192.0.2.2/33\"]"));
+    assert_eq!(
+        err,
+        "carpd.toml:4:30: expected an address or CIDR like 198.51.100.50/24, not \"192.0.2.2/33\""
+    );
+    let err = file_err(&vhost("addresses = [\"0.0.0.0/8\"]"));
+    assert_eq!(err, "carpd.toml:4:14: 0.0.0.0 cannot be a virtual address");
+}
+
+#[test]
+fn file_syntax_error_has_position() {
+    let err = file_err("preempt = true\n[[vhost]\n");
+    assert!(err.starts_with("carpd.toml:2:"), "{err}");
+}
+
+#[test]
+fn duplicate_vhid_on_same_carpdev_is_refused() {
+    let text = format!(
+        "{}{}",
+        vhost("addresses = [\"192.0.2.1\"]"),
+        vhost("addresses = [\"192.0.2.2\"]")
+    );
+    assert_eq!(
+        file_err(&text),
+        "carpd.toml:7:8: vhid 1 on eth0 is already configured at carpd.toml:3:8"
+    );
+    let err = words_err("carpdev eth0 vhid 1 192.0.2.1 vhid 1 192.0.2.2");
+    assert_eq!(
+        err,
+        "word 7 (\"1\"): vhid 1 on eth0 is already configured at word 4 (\"1\")"
+    );
+    // The same vhid on another carpdev is a different virtual router.
+    let line = "carpdev eth0 vhid 1 192.0.2.1 carpdev eth1 vhid 1 192.0.2.2";
+    assert_eq!(
+        DaemonConfig::from_ifconfig_words(&words(line))
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn duplicate_address_is_refused() {
+    let err = words_err("carpdev eth0 vhid 1 192.0.2.1 vhid 2 192.0.2.1/24");
+    assert_eq!(
+        err,
+        "word 8 (\"192.0.2.1/24\"): address 192.0.2.1 is already configured for vhid 1 on eth0 at word 5 (\"192.0.2.1\")"
+    );
+    let err = words_err("carpdev eth0 vhid 1 192.0.2.1 192.0.2.1");
+    assert!(
+        err.starts_with("word 6 (\"192.0.2.1\"): address 192.0.2.1 is already"),
+        "{err}"
+    );
+    let line = "carpdev eth0 vhid 1 fe80::1 carpdev eth1 vhid 1 fe80::1";
+    assert!(DaemonConfig::from_ifconfig_words(&words(line)).is_ok());
+}
+
+#[test]
+fn word_errors_name_the_word() {
+    let cases = [
+        (
+            "vhid 1 advbase abc",
+            "word 4 (\"abc\"): advbase expects a number 0..255",
+        ),
+        (
+            "carpdev eth0 vhid 1 advskew 255 192.0.2.1",
+            "word 6 (\"255\"): advskew 255 is out of range 0..254",
+        ),
+        (
+            "carpdev eth0 vhid 0 192.0.2.1",
+            "word 4 (\"0\"): vhid 0 is out of range 1..255",
+        ),
+        (
+            "carpdev eth0 vhid 1 192.0.2.1 pass",
+            "word 6 (\"pass\"): pass expects a passphrase, got nothing",
+        ),
+        (
+            "carpdev eth0 vhid 1 192.0.2.1/40",
+            "word 5 (\"192.0.2.1/40\"): expected an address or CIDR like 198.51.100.50/24 or 2001:db8::50/64",
+        ),
+        (
+            "carpdev eth0 vhid 1",
+            "word 4 (\"1\"): vhid 1 has no addresses (give an address)",
+        ),
+        ("vhid 1 192.0.2.1", "word 2 (\"1\"): vhid 1 has no carpdev"),
+        (
+            "carpdev eth0 192.0.2.1",
+            "word 1 (\"carpdev\"): this vhost has no vhid",
+        ),
+        (
+            "carpdev eth0 carpdev eth1 vhid 1",
+            "word 4 (\"eth1\"): carpdev is already given at word 2 (\"eth0\")",
+        ),
+        (
+            "carpdev eth0 vhid 1 192.0.2.1 advskew 1 advskew 2",
+            "word 9 (\"2\"): advskew is already given at word 7 (\"1\")",
+        ),
+        (
+            "carpdev eth0 vhid 1 192.0.2.1 pass a passfile /k",
+            "word 9 (\"/k\"): pass and passfile are mutually exclusive",
+        ),
+        (
+            "carpdev eth0 vhid 1 192.0.2.1 hook-timeout soon",
+            "word 7 (\"soon\"): hook-timeout expects a positive duration like 10s or 500ms",
+        ),
+        (
+            "carpdev eth0 vhid 1 192.0.2.1 peer6 192.0.2.9",
+            "word 7 (\"192.0.2.9\"): peer6 expects an IPv6 address",
+        ),
+        (
+            "carpdev eth0/x vhid 1 192.0.2.1",
+            "word 2 (\"eth0/x\"): carpdev expects an interface name of 1..15 bytes without /, : or spaces",
+        ),
+    ];
+    for (line, want) in cases {
+        assert_eq!(words_err(line), want, "{line}");
+    }
+}
+
+#[test]
+fn unknown_word_lists_the_keywords() {
+    let err = words_err("carpdev eth0 vhid 1 preempt 192.0.2.1");
+    assert_eq!(
+        err,
+        format!("word 5 (\"preempt\"): unknown keyword, expected one of {KEYWORDS} or an address")
+    );
+    assert!(err.contains("carpdev, vhid, advbase, advskew, pass, passfile, lladdr, group"));
+}
+
+#[test]
+fn command_line_config_needs_a_vhost() {
+    assert!(DaemonConfig::from_ifconfig_words(&[]).unwrap().is_empty());
+    let err = DaemonConfig::from_command_line(false, 2, None, &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "command line: no vhid given, nothing to run"
+    );
+    let err = DaemonConfig::from_command_line(false, 8, None, &words("x")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "command line: log level 8 is out of range 0..7"
+    );
+    let cfg = DaemonConfig::from_command_line(true, 3, None, &words("carpdev e vhid 9 192.0.2.1"));
+    let cfg = cfg.unwrap();
+    assert_eq!(
+        (cfg.preempt, cfg.log_level, cfg.source),
+        (true, 3, ConfigSource::CommandLine)
+    );
+}
+
+fn write_passfile(dir: &Path, content: &[u8], mode: u32) -> PathBuf {
+    let path = dir.join("carpd.key");
+    fs::write(&path, content).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[test]
+fn passfile_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = write_passfile(dir.path(), b"secret\n", 0o644);
+    let text = vhost("passfile = \"carpd.key\"\naddresses = [\"192.0.2.1\"]");
+    let conf = dir.path().join("carpd.toml");
+    fs::write(&conf, &text).unwrap();
+    let err = DaemonConfig::load(&conf).unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::PassfileMode { mode: 0o644, file, .. } if *file == key)
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:4:12: passfile {} has mode 0644, group and others must have no access (chmod 600)",
+            conf.display(),
+            key.display()
+        )
+    );
+    let line = format!("carpdev eth0 vhid 1 192.0.2.1 passfile {}", key.display());
+    assert!(words_err(&line).contains("has mode 0644"));
+}
+
+#[test]
+fn passfile_strips_one_newline_relative_to_config_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    write_passfile(dir.path(), b"secret\n\n", 0o600);
+    let conf = dir.path().join("carpd.toml");
+    fs::write(
+        &conf,
+        vhost("passfile = \"carpd.key\"\naddresses = [\"192.0.2.1\"]"),
+    )
+    .unwrap();
+    let cfg = DaemonConfig::load(&conf).unwrap();
+    assert_eq!(cfg.vhosts[0].proto.passphrase.as_bytes(), b"secret\n");
+}
+
+#[test]
+fn passfile_problems_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = write_passfile(dir.path(), &[b'x'; 21], 0o400);
+    let line = format!("carpdev eth0 vhid 1 192.0.2.1 passfile {}", key.display());
+    let err = words_err(&line);
+    assert!(
+        err.ends_with(&format!(
+            "passfile {}: passphrase is 21 bytes, at most 20 are allowed",
+            key.display()
+        )),
+        "{err}"
+    );
+    let missing = dir.path().join("none");
+    let line = format!(
+        "carpdev eth0 vhid 1 192.0.2.1 passfile {}",
+        missing.display()
+    );
+    let err = DaemonConfig::from_ifconfig_words(&words(&line)).unwrap_err();
+    assert!(matches!(&err, ConfigFileError::PassfileRead { file, .. } if *file == missing));
+    assert!(std::error::Error::source(&err).is_some());
+    let err = DaemonConfig::from_toml_str(&text_with_both(), Path::new("c.toml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "c.toml:5:12: pass and passfile are mutually exclusive"
+    );
+}
+
+fn text_with_both() -> String {
+    vhost("pass = \"a\"\npassfile = \"/k\"\naddresses = [\"192.0.2.1\"]")
+}
+
+#[test]
+fn load_of_missing_file_names_it() {
+    let err = DaemonConfig::load(Path::new("/nonexistent/carpd.toml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot read config file /nonexistent/carpd.toml"
+    );
+}
+
+#[test]
+fn columns_count_characters() {
+    let text = "# é\n[[vhost]]\ncarpdev = \"eth0\"\nvhid = 1\naddresses = [\"192.0.2.1\"]\n\
+                groups = [\"é\", \"lan9\"]\n";
+    assert!(
+        file_err(text).starts_with("carpd.toml:6:16: group"),
+        "{}",
+        file_err(text)
+    );
+}
