@@ -1011,6 +1011,8 @@ pub struct Overrides {
     pub http: Option<SocketAddr>,
     /// `--http-token`.
     pub http_token: Option<String>,
+    /// `--user`: run as this user after set-up (not part of [`DaemonConfig`]).
+    pub user: Option<String>,
 }
 
 impl Overrides {

@@ -27,6 +27,7 @@ use crate::log::{self, Level};
 use crate::maintenance::{MAINTENANCE_DEMOTE, Maintenance};
 use crate::os::l2::{L2Sender, virtual_mac};
 use crate::os::netlink::{LinkEvent, LinkMonitor, Netlink};
+use crate::os::privs;
 use crate::os::raw::{CARP_GROUP_V4, CARP_GROUP_V6, CarpSocket};
 use crate::systemd;
 
@@ -93,6 +94,10 @@ pub async fn run(
     mut signals: mpsc::Receiver<Signal>,
 ) -> anyhow::Result<()> {
     log::set_threshold(config.log_level);
+    let user = match &overrides.user {
+        Some(name) => Some(privs::lookup_user(name)?),
+        None => None,
+    };
     let netlink = Netlink::connect().await.context("cannot open rtnetlink")?;
     let mut monitor = LinkMonitor::open().context("cannot monitor links")?;
     let (rx_tx, mut rx) = mpsc::channel::<Datagram>(1024);
@@ -156,11 +161,32 @@ pub async fn run(
             return Err(e);
         }
     }
+    // Set-up is done: keep CAP_NET_ADMIN and CAP_NET_RAW only.
+    let dropped = match privs::drop_privileges(user.as_ref(), &state_dir) {
+        Ok(dropped) => dropped,
+        Err(e) => {
+            d.shutdown(None).await;
+            let _ = std::fs::remove_file(&control_path);
+            return Err(anyhow::Error::new(e).context("cannot drop privileges"));
+        }
+    };
+    if !dropped.bounding_left.is_empty() {
+        carplog!(
+            Warning,
+            "no CAP_SETPCAP: the bounding set keeps {} (set CapabilityBoundingSet=)",
+            dropped.bounding_left.len()
+        );
+    }
     carplog!(
         Info,
-        "started with {} vhost(s), control socket {}",
+        "started with {} vhost(s), control socket {}, capabilities {:?}{}",
         d.vhosts.len(),
-        control_path.display()
+        control_path.display(),
+        dropped.kept,
+        dropped
+            .user
+            .map(|u| format!(", user {u}"))
+            .unwrap_or_default()
     );
     d.drain().await;
     systemd::ready(&format!("{} vhost(s)", d.vhosts.len()));

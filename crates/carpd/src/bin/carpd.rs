@@ -43,6 +43,10 @@ enum Command {
         /// Allow changes over HTTP to requests carrying `Authorization: Bearer TOKEN`.
         #[arg(long)]
         http_token: Option<String>,
+        /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW
+        /// (every other capability is dropped with or without it).
+        #[arg(long)]
+        user: Option<String>,
         /// TOML configuration file (instead of words).
         #[arg(long, conflicts_with = "words")]
         config: Option<PathBuf>,
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             state_dir,
             http,
             http_token,
+            user,
             config,
             words,
         } => {
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
                 state_dir,
                 http,
                 http_token,
+                user,
             };
             let config = match config {
                 Some(path) => DaemonConfig::load(&path),

@@ -10,6 +10,8 @@
 //!   link/address event monitor.
 //! - [`l2`]: gratuitous ARP and unsolicited neighbour advertisements built
 //!   with `etherparse` and sent through AF_PACKET.
+//! - [`privs`]: dropping every capability but CAP_NET_ADMIN and CAP_NET_RAW,
+//!   optionally switching user.
 //!
 //! Invariants: no function panics on kernel input; every failure is an
 //! [`OsError`] that names the operation and the interface. `unsafe` code lives
@@ -19,6 +21,7 @@ use std::io;
 
 pub mod l2;
 pub mod netlink;
+pub mod privs;
 pub mod raw;
 mod sys;
 
