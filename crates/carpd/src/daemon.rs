@@ -19,7 +19,7 @@ use carp_proto::{
 use tokio::sync::{broadcast, mpsc};
 
 use crate::carplog;
-use crate::config::{ConfigSource, DaemonConfig, Lladdr, Overrides, VhostSpec};
+use crate::config::{ConfigSource, DaemonConfig, Lladdr, Overrides, VhostSpec, VirtualAddress};
 use crate::control::types::{Reply, Request, Transition, VhostView};
 use crate::control::{self, Envelope};
 use crate::hooks::{HookQueue, HookRun};
@@ -29,6 +29,7 @@ use crate::os::l2::{L2Sender, virtual_mac};
 use crate::os::netlink::{LinkEvent, LinkMonitor, Netlink};
 use crate::os::privs;
 use crate::os::raw::{CARP_GROUP_V4, CARP_GROUP_V6, CarpSocket};
+use crate::owned::{Owned, OwnedAddress};
 use crate::systemd;
 
 /// What the binary (or a test) tells the loop.
@@ -83,6 +84,8 @@ struct Daemon {
     rx_tx: mpsc::Sender<Datagram>,
     transitions: broadcast::Sender<Transition>,
     maintenance: Maintenance,
+    /// The addresses this run has configured, for the next run's hygiene.
+    owned: Owned,
     /// Command-line flags re-applied on every reload.
     overrides: Overrides,
 }
@@ -126,6 +129,7 @@ pub async fn run(
     let listener = control::bind(&control_path)
         .with_context(|| format!("cannot bind control socket {}", control_path.display()))?;
     tokio::spawn(control::serve(listener, ctl_tx, transitions.clone()));
+    let (owned, leftovers) = Owned::open(&state_dir, &control_path);
 
     let mut d = Daemon {
         node: Node::new(NodeConfig {
@@ -140,8 +144,12 @@ pub async fn run(
         rx_tx,
         transitions,
         maintenance,
+        owned,
         overrides,
     };
+    // Before joining: a previous run that did not stop cleanly may have left
+    // addresses behind, also ones no longer in the configuration.
+    d.remove_leftovers(leftovers).await;
     if d.maintenance.is_on() {
         // Before joining any vhid, so a maintained host never takes one over.
         let now = d.now();
@@ -395,6 +403,36 @@ impl Daemon {
         Ok(())
     }
 
+    /// Remove the addresses a previous run recorded and did not release.
+    async fn remove_leftovers(&mut self, leftovers: Vec<OwnedAddress>) {
+        for a in &leftovers {
+            // A vanished interface took its addresses with it.
+            let Ok(link) = self.netlink.link_by_name(&a.ifname).await else {
+                continue;
+            };
+            if let Ok(()) = self
+                .netlink
+                .del_address(link.index, a.addr, a.prefix_len)
+                .await
+            {
+                carplog!(
+                    Warning,
+                    "removed {}/{} from {}, left by a previous run that did not stop cleanly",
+                    a.addr,
+                    a.prefix_len,
+                    a.ifname
+                );
+            }
+        }
+        if let Err(e) = self.owned.save() {
+            carplog!(
+                Warning,
+                "cannot record addresses in {}: {e}",
+                self.owned.path().display()
+            );
+        }
+    }
+
     // ===== actions =====
 
     /// Perform every queued action; actions may queue more (send results).
@@ -415,6 +453,19 @@ impl Daemon {
                 let Some(r) = self.vhosts.get(&id) else {
                     return;
                 };
+                let record = r
+                    .spec
+                    .addresses
+                    .iter()
+                    .filter(|v| addresses.contains(&v.addr))
+                    .map(|v| owned_address(r, v));
+                if let Err(e) = self.owned.hold(record) {
+                    carplog!(
+                        Warning,
+                        "cannot record addresses in {}: {e}",
+                        self.owned.path().display()
+                    );
+                }
                 for va in r
                     .spec
                     .addresses
@@ -440,12 +491,23 @@ impl Daemon {
                     .iter()
                     .filter(|v| addresses.contains(&v.addr))
                 {
-                    if let Err(e) = self
+                    let result = self
                         .netlink
                         .del_address(r.addr_index, va.addr, va.prefix_len)
-                        .await
-                    {
+                        .await;
+                    if let Err(e) = &result {
                         carplog!(Err, "{}: cannot remove {va}: {e}", self.label(id));
+                    }
+                    // Gone (or never there): forget it; otherwise the next start retries.
+                    let errno = result.as_ref().err().and_then(|e| e.raw_os_error());
+                    let gone =
+                        result.is_ok() || matches!(errno, Some(libc::EADDRNOTAVAIL | libc::ENODEV));
+                    if gone && let Err(e) = self.owned.release([&owned_address(r, va)]) {
+                        carplog!(
+                            Warning,
+                            "cannot record addresses in {}: {e}",
+                            self.owned.path().display()
+                        );
                     }
                 }
             }
@@ -942,6 +1004,14 @@ fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>)
             }
         }
     });
+}
+
+fn owned_address(r: &Realised, va: &VirtualAddress) -> OwnedAddress {
+    OwnedAddress {
+        ifname: r.addr_ifname.clone(),
+        addr: va.addr,
+        prefix_len: va.prefix_len,
+    }
 }
 
 /// Return the name of the macvlan of `vhid` on interface `parent` (at most 15 bytes).

@@ -9,6 +9,7 @@
 //! - [`http`]: the optional status page, JSON API and metrics;
 //! - [`log`]: syslog-level logging to stderr;
 //! - [`maintenance`]: the persistent maintenance-mode demotion;
+//! - [`owned`]: the record of configured addresses, for start-up hygiene after a crash;
 //! - [`systemd`]: `Type=notify` readiness and watchdog pings;
 //! - [`ucarp`]: `carpd ucarp`, the drop-in for ucarp command lines.
 pub mod assets;
@@ -21,5 +22,6 @@ pub mod lab;
 pub mod log;
 pub mod maintenance;
 pub mod os;
+pub mod owned;
 pub mod systemd;
 pub mod ucarp;
