@@ -255,6 +255,19 @@ async fn tick(interval: Option<&mut tokio::time::Interval>) {
     }
 }
 
+/// The core's time at `at`: microseconds since `start` on tokio's clock, which
+/// is std's monotonic `Instant` (CLOCK_MONOTONIC) and never follows the wall clock.
+/// Nothing else feeds the core a time.
+fn core_time(start: tokio::time::Instant, at: tokio::time::Instant) -> Instant {
+    let us = u64::try_from(at.saturating_duration_since(start).as_micros()).unwrap_or(u64::MAX);
+    Instant::from_micros(us)
+}
+
+/// The tokio deadline of the core's time `t`.
+fn tokio_time(start: tokio::time::Instant, t: Instant) -> tokio::time::Instant {
+    start + Duration::from_micros(t.as_micros())
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -265,12 +278,11 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 impl Daemon {
     /// The core's time: microseconds on the monotonic clock since start.
     fn now(&self) -> Instant {
-        let us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        Instant::from_micros(us)
+        core_time(self.start, tokio::time::Instant::now())
     }
 
     fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
-        self.start + Duration::from_micros(t.as_micros())
+        tokio_time(self.start, t)
     }
 
     // ===== set-up =====
@@ -1036,3 +1048,7 @@ fn read_sysctl(key: &str) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
 }
+
+#[cfg(test)]
+#[path = "daemon_clock_tests.rs"]
+mod clock_tests;
