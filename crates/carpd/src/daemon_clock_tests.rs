@@ -59,7 +59,9 @@ async fn timers_follow_the_monotonic_clock_not_real_time() {
     while adverts.len() < 4 {
         while let Some(action) = node.poll_action() {
             match action {
-                Action::StateChanged { to, .. } if to == State::Master => {
+                Action::StateChanged {
+                    to: State::Master, ..
+                } => {
                     master_at = Some(core_time(start, tokio::time::Instant::now()));
                 }
                 Action::Transmit { id, .. } => {
