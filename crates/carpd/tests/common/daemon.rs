@@ -62,6 +62,13 @@ impl Lab {
     pub fn start(&self, d: &mut Carpd) {
         let sock = d.sock.to_str().expect("utf-8 path").to_owned();
         let mut argv = vec![CARPD, "run", "--log-level", "7", "--control", &sock];
+        // State (maintenance flag, address record) stays in the lab, not in
+        // the machine's /var/lib/carpd, unless the test chose a directory.
+        let state = self.path(&format!("{}-state", d.name));
+        let state = state.to_str().expect("utf-8 path").to_owned();
+        if !d.args.iter().any(|a| a == "--state-dir") {
+            argv.extend(["--state-dir", state.as_str()]);
+        }
         argv.extend(d.args.iter().map(String::as_str));
         let _ = std::fs::remove_file(&d.sock);
         d.pid = self.spawn_logged(&d.ns, &argv, &d.log);
