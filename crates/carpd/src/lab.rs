@@ -141,6 +141,9 @@ impl Topology {
             .arg(exe)
             .args(["run", "--preempt", "--log-level", "6", "--control"])
             .arg(self.control(node))
+            // The lab's own state (address record, maintenance flag), not the host's.
+            .arg("--state-dir")
+            .arg(self.dir.join(format!("{node}-state")))
             .args([
                 "carpdev",
                 "eth0",
