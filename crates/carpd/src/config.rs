@@ -925,7 +925,15 @@ fn read_passfile(at: &Location, file: &Path) -> Result<Passphrase, ConfigFileErr
         file: file.into(),
         source,
     };
-    let mut f = fs::File::open(file).map_err(read_err)?;
+    // A FIFO or device would block or never end, and a reload runs in the
+    // daemon loop: look before opening, and read at most 64 KiB.
+    if !fs::metadata(file).map_err(read_err)?.is_file() {
+        return Err(invalid(
+            at,
+            format!("passfile {} is not a regular file", file.display()),
+        ));
+    }
+    let f = fs::File::open(file).map_err(read_err)?;
     let mode = f.metadata().map_err(read_err)?.permissions().mode();
     if mode & 0o077 != 0 {
         let mode = mode & 0o7777;
@@ -936,7 +944,9 @@ fn read_passfile(at: &Location, file: &Path) -> Result<Passphrase, ConfigFileErr
         });
     }
     let mut content = Vec::new();
-    f.read_to_end(&mut content).map_err(read_err)?;
+    f.take(64 * 1024)
+        .read_to_end(&mut content)
+        .map_err(read_err)?;
     if content.last() == Some(&b'\n') {
         content.pop();
     }

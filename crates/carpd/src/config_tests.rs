@@ -491,6 +491,26 @@ fn passfile_strips_one_newline_relative_to_config_dir() {
 }
 
 #[test]
+fn passfile_must_be_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("carpd.key");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let line = format!("carpdev eth0 vhid 1 192.0.2.1 passfile {}", fifo.display());
+    // Opening a FIFO without a writer blocks: a hang is the failure here.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(words_err(&line)).unwrap());
+    let err = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("reading a FIFO passfile blocked");
+    assert!(err.ends_with("is not a regular file"), "{err}");
+    let err = words_err("carpdev eth0 vhid 1 192.0.2.1 passfile /dev/zero");
+    assert!(
+        err.ends_with("passfile /dev/zero is not a regular file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn passfile_problems_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let key = write_passfile(dir.path(), &[b'x'; 21], 0o400);
