@@ -37,14 +37,18 @@ for t in $targets; do
     if ! cargo fuzz run -s "$sanitizer" "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 2>"corpus/$t.log"; then
         tail -n 40 "corpus/$t.log"
-        failed+=("$t")
+        if ls "artifacts/$t"/* >/dev/null 2>&1; then
+            failed+=("$t (crash)")
+        else
+            failed+=("$t (did not run, see above)")
+        fi
     else
         grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "corpus/$t.log" || true
     fi
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
-    echo "fuzz targets with crashes: ${failed[*]} (reproducers in fuzz/artifacts/)"
+    echo "fuzz targets failed: ${failed[*]}; reproducers of crashes are in fuzz/artifacts/"
     exit 1
 fi
 echo "fuzz: no crashes in ${seconds}s per target"
