@@ -217,12 +217,24 @@ fn master_steps_down_on_equal_timing_and_demote() {
 }
 
 #[test]
-fn master_ignores_slower_master() {
+fn master_keeps_role_and_reannounces_against_slower_master() {
     let mut node = node_with(true, 0);
-    make_master(&mut node);
+    let t = make_master(&mut node);
     node.handle_datagram(at(5000), meta(), &peer_advert(100, 0));
-    assert!(drain(&mut node).is_empty());
+    let actions = drain(&mut node);
     assert_eq!(node.state(id(1)), Some(State::Master));
+    // After a healed partition the switches must learn the virtual MAC here again.
+    assert_eq!(announces(&actions), 1, "{actions:?}");
+    assert!(transmits(&actions).is_empty());
+    // ...and once more two advertisements later.
+    let mut later = Vec::new();
+    for k in 1..=2 {
+        let next = node.poll_timeout().unwrap();
+        assert!(next > t);
+        node.handle_timeout(next);
+        later.push((k, announces(&drain(&mut node))));
+    }
+    assert_eq!(later, vec![(1, 0), (2, 1)]);
 }
 
 #[test]

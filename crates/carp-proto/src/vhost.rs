@@ -158,11 +158,18 @@ impl Vhost {
         };
         match self.state {
             State::Init => {}
-            State::Master => {
-                if let Some(cause) = election::master_yields_to(ours, theirs) {
-                    self.transition(now, State::Backup, cause, ctx, out);
+            State::Master => match election::master_yields_to(ours, theirs) {
+                Some(cause) => self.transition(now, State::Backup, cause, ctx, out),
+                None => {
+                    // DEVIATION: a second master exists (a healed partition). The
+                    // kernels send nothing here, since their advertisements carry
+                    // the virtual MAC and move the switches back by themselves;
+                    // carpd's leave with the real MAC, so it re-announces now and
+                    // two advertisements later, as ucarp does ("reasserting control").
+                    self.announce(out);
+                    self.delayed_arp = 2;
                 }
-            }
+            },
             State::Backup => match election::backup_takes_over(ours, theirs, ctx.preempt) {
                 Some(cause) => self.master_down(now, cause, ctx, out),
                 // Only the family the advertisement came in on is restarted (spec 4.3).
