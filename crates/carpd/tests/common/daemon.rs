@@ -172,6 +172,21 @@ pub fn query(sock: &std::path::Path, request: &Request) -> Option<Reply> {
     serde_json::from_str(&reply).ok()
 }
 
+/// Like [`query`], but give up after `timeout` (a SIGSTOPped daemon accepts
+/// the connection and never answers; a poller must not hang on it for 2 s).
+pub fn query_within(sock: &std::path::Path, request: &Request, timeout: Duration) -> Option<Reply> {
+    let stream = UnixStream::connect(sock).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let mut writer = stream.try_clone().ok()?;
+    let mut line = serde_json::to_string(request).ok()?;
+    line.push('\n');
+    writer.write_all(line.as_bytes()).ok()?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).ok()?;
+    serde_json::from_str(&reply).ok()
+}
+
 /// The state of `vhid` straight from the control socket.
 pub fn fast_state(d: &Carpd, vhid: u8) -> Option<String> {
     query(&d.sock, &Request::Status)?
