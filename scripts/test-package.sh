@@ -19,7 +19,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 
-if dpkg -s carpd >/dev/null 2>&1; then
+if [ "$(dpkg-query -W -f='${Status}' carpd 2>/dev/null)" = "install ok installed" ]; then
     echo "test-package: a carpd package is already installed; refusing to replace it"
     exit 1
 fi
@@ -32,7 +32,7 @@ rm -rf "$target/release/assets"
 deb=$(cargo deb -p carpd --no-build --locked | tail -n 1)
 echo "built $deb"
 
-cleanup() { dpkg -r carpd >/dev/null 2>&1 || true; }
+cleanup() { dpkg -P carpd >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 dpkg -i "$deb"
 
@@ -67,7 +67,7 @@ if echo "$out" | grep -q 'carpd.service'; then
     fail "systemd-analyze verify printed warnings about the unit"
 fi
 
-dpkg -r carpd >/dev/null
+dpkg -P carpd >/dev/null
 trap - EXIT
 command -v carpd >/dev/null && fail "carpd still installed after dpkg -r"
 echo "ok: dpkg -r carpd"
