@@ -25,7 +25,10 @@ use crate::control::{self, Envelope};
 use crate::hooks::{HookQueue, HookRun};
 use crate::log::{self, Level};
 use crate::maintenance::{MAINTENANCE_DEMOTE, Maintenance};
-use crate::os::l2::{L2Sender, virtual_mac};
+use crate::os::l2::{
+    ETH_P_IP, ETH_P_IPV6, L2Sender, carp_advert_frame_v4, carp_advert_frame_v6, multicast_mac,
+    virtual_mac,
+};
 use crate::os::netlink::{LinkEvent, LinkMonitor, Netlink};
 use crate::os::privs;
 use crate::os::raw::{CARP_GROUP_V4, CARP_GROUP_V6, CarpSocket};
@@ -50,6 +53,8 @@ struct Carpdev {
     l2: L2Sender,
     /// Source of IPv4 advertisements: the first non-virtual IPv4 address.
     src4: Option<Ipv4Addr>,
+    /// Source of IPv6 advertisements sent as frames: the link-local address.
+    src6: Option<Ipv6Addr>,
 }
 
 /// One vhost as realised on Linux.
@@ -298,6 +303,7 @@ impl Daemon {
             let l2 =
                 L2Sender::open(info.index).with_context(|| format!("{name}: packet socket"))?;
             let src4 = self.source_v4(info.index, None).await;
+            let src6 = self.source_v6(info.index).await;
             self.carpdevs.insert(
                 link,
                 Carpdev {
@@ -307,6 +313,7 @@ impl Daemon {
                     sock6: None,
                     l2,
                     src4,
+                    src6,
                 },
             );
             let now = self.now();
@@ -352,6 +359,16 @@ impl Daemon {
         };
         addrs.into_iter().find_map(|(a, _)| match a {
             IpAddr::V4(v4) if !is_vip(&a) => Some(v4),
+            _ => None,
+        })
+    }
+
+    /// The first link-local IPv6 address of `index` (the source the kernel
+    /// would choose for ff02::12).
+    async fn source_v6(&self, index: u32) -> Option<Ipv6Addr> {
+        let addrs = self.netlink.addresses(index).await.ok()?;
+        addrs.into_iter().find_map(|(a, _)| match a {
+            IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(v6),
             _ => None,
         })
     }
@@ -557,6 +574,35 @@ impl Daemon {
                 IpAddr::V6(r.spec.peer6.unwrap_or(CARP_GROUP_V6)),
             ),
         };
+        if r.spec.lladdr == Lladdr::Virtual && dst.is_multicast() {
+            // Like the kernels: multicast advertisements leave from the virtual
+            // MAC, so every advertisement refreshes the switches' MAC tables.
+            let frame = match dst {
+                IpAddr::V4(g) => {
+                    let src = dev.src4.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    carp_advert_frame_v4(r.mac, src, g, packet)
+                }
+                IpAddr::V6(g) => {
+                    let Some(src) = dev.src6 else {
+                        carplog!(
+                            Warning,
+                            "{}: no link-local address to send from",
+                            self.label(id)
+                        );
+                        return false;
+                    };
+                    carp_advert_frame_v6(r.mac, src, g, packet)
+                }
+            };
+            let ethertype = if dst.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
+            return match dev.l2.send(&frame, ethertype, multicast_mac(dst)) {
+                Ok(()) => true,
+                Err(e) => {
+                    carplog!(Warning, "{}: send to {dst} failed: {e}", self.label(id));
+                    false
+                }
+            };
+        }
         let Some(sock) = sock else { return false };
         match sock.send(src, dst, packet).await {
             Ok(()) => true,
@@ -696,8 +742,10 @@ impl Daemon {
     async fn refresh_sources(&mut self, index: u32) {
         if self.carpdevs.contains_key(&LinkId(index)) {
             let src4 = self.source_v4(index, None).await;
+            let src6 = self.source_v6(index).await;
             if let Some(dev) = self.carpdevs.get_mut(&LinkId(index)) {
                 dev.src4 = src4;
+                dev.src6 = src6;
             }
         }
     }

@@ -215,7 +215,7 @@ fn netlink_addresses_idempotent() {
 }
 
 /// Input: ensure_macvlan with 00:00:5e:00:01:07, again, then with :08.
-/// Output: same index on reuse; up, private, right MAC, no fe80 address;
+/// Output: same index on reuse; up, bridge mode, right MAC, no fe80 address;
 /// a MAC change replaces the link; delete_link is idempotent.
 #[test]
 fn netlink_macvlan_vmac() {
@@ -252,7 +252,7 @@ fn netlink_macvlan_vmac() {
         "{j}"
     );
     let details = lab.exec_ok(&a.ns, &["ip", "-d", "link", "show", "vm7"]);
-    assert!(details.contains("macvlan mode private"), "{details}");
+    assert!(details.contains("macvlan mode bridge"), "{details}");
     assert!(details.contains("addrgenmode none"), "{details}");
     let addrs = lab.addrs(&a.ns, "vm7");
     assert!(

@@ -15,7 +15,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use etherparse::icmpv6::NeighborAdvertisementHeader;
-use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv6Type, PacketBuilder};
+use etherparse::{
+    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, Icmpv6Type, IpDscp,
+    IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder,
+};
 use nix::sys::socket::{MsgFlags, sendto};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -65,6 +68,84 @@ pub fn gratuitous_arp_frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     builder
         .write_to_vec(&mut frame)
         .expect("writing to a Vec cannot fail");
+    frame
+}
+
+/// EtherType of IPv4.
+pub const ETH_P_IP: u16 = 0x0800;
+/// IP protocol number of CARP.
+const IPPROTO_CARP: u8 = 112;
+
+/// Return the Ethernet multicast address of an IPv4 group (RFC 1112) or IPv6 group (RFC 2464).
+pub fn multicast_mac(group: std::net::IpAddr) -> [u8; 6] {
+    match group {
+        std::net::IpAddr::V4(g) => {
+            let o = g.octets();
+            [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+        }
+        std::net::IpAddr::V6(g) => {
+            let o = g.octets();
+            [0x33, 0x33, o[12], o[13], o[14], o[15]]
+        }
+    }
+}
+
+/// Build the Ethernet frame of an IPv4 CARP advertisement to a multicast `group`.
+///
+/// The kernels send advertisements from the virtual MAC, which keeps the
+/// switches' MAC tables pointing at the MASTER every interval (spec 1.1);
+/// a raw IP socket would use the parent's MAC. TTL 255, DF, TOS 0x10
+/// (`IPTOS_LOWDELAY`, as OpenBSD), IP id 0.
+pub fn carp_advert_frame_v4(mac: [u8; 6], src: Ipv4Addr, group: Ipv4Addr, carp: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(carp.len())
+        .unwrap_or(u16::MAX)
+        .min(u16::MAX - 20);
+    // Invariant: `len` is clamped below the maximum payload `new` accepts.
+    let mut ip = Ipv4Header::new(
+        len,
+        255,
+        IpNumber(IPPROTO_CARP),
+        src.octets(),
+        group.octets(),
+    )
+    .expect("payload length clamped");
+    ip.dont_fragment = true;
+    // TOS 0x10 is DSCP 4, ECN 0. Invariant: 4 < 64.
+    ip.dscp = IpDscp::try_new(4).expect("4 is a valid DSCP");
+    ip.header_checksum = ip.calc_header_checksum();
+    let eth = Ethernet2Header {
+        source: mac,
+        destination: multicast_mac(std::net::IpAddr::V4(group)),
+        ether_type: EtherType::IPV4,
+    };
+    let mut frame = Vec::with_capacity(14 + 20 + carp.len());
+    frame.extend_from_slice(&eth.to_bytes());
+    frame.extend_from_slice(&ip.to_bytes());
+    frame.extend_from_slice(&carp[..usize::from(len)]);
+    frame
+}
+
+/// Build the Ethernet frame of an IPv6 CARP advertisement to a multicast `group`, hop limit 255.
+pub fn carp_advert_frame_v6(mac: [u8; 6], src: Ipv6Addr, group: Ipv6Addr, carp: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(carp.len()).unwrap_or(u16::MAX);
+    let ip = Ipv6Header {
+        traffic_class: 0,
+        flow_label: Ipv6FlowLabel::ZERO,
+        payload_length: len,
+        next_header: IpNumber(IPPROTO_CARP),
+        hop_limit: 255,
+        source: src.octets(),
+        destination: group.octets(),
+    };
+    let eth = Ethernet2Header {
+        source: mac,
+        destination: multicast_mac(std::net::IpAddr::V6(group)),
+        ether_type: EtherType::IPV6,
+    };
+    let mut frame = Vec::with_capacity(14 + 40 + carp.len());
+    frame.extend_from_slice(&eth.to_bytes());
+    frame.extend_from_slice(&ip.to_bytes());
+    frame.extend_from_slice(&carp[..usize::from(len)]);
     frame
 }
 
@@ -160,6 +241,51 @@ impl L2Sender {
 
 #[cfg(test)]
 mod test {
+    #[test]
+    fn carp_advert_frames_parse_back() {
+        use etherparse::{NetHeaders, PacketHeaders};
+        let carp = [0x21u8; 36];
+        let mac = virtual_mac(7);
+        let f4 = carp_advert_frame_v4(
+            mac,
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(224, 0, 0, 18),
+            &carp,
+        );
+        let h = PacketHeaders::from_ethernet_slice(&f4).unwrap();
+        let eth = h.link.unwrap().ethernet2().unwrap();
+        assert_eq!(
+            (eth.source, eth.destination),
+            (mac, [1, 0, 0x5e, 0, 0, 0x12])
+        );
+        let Some(NetHeaders::Ipv4(ip, _)) = h.net else {
+            panic!("not IPv4")
+        };
+        assert_eq!(
+            (ip.time_to_live, ip.protocol.0, ip.dont_fragment),
+            (255, 112, true)
+        );
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        assert_eq!(f4.len(), 14 + 20 + 36);
+        assert_eq!(&f4[34..], &carp);
+        let f6 = carp_advert_frame_v6(
+            mac,
+            "fe80::1".parse().unwrap(),
+            "ff02::12".parse().unwrap(),
+            &carp,
+        );
+        let h = PacketHeaders::from_ethernet_slice(&f6).unwrap();
+        let eth = h.link.unwrap().ethernet2().unwrap();
+        assert_eq!(eth.destination, [0x33, 0x33, 0, 0, 0, 0x12]);
+        let Some(NetHeaders::Ipv6(ip, _)) = h.net else {
+            panic!("not IPv6")
+        };
+        assert_eq!(
+            (ip.hop_limit, ip.next_header.0, ip.payload_length),
+            (255, 112, 36)
+        );
+    }
+
     use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 
     use super::*;

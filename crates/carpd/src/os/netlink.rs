@@ -207,8 +207,15 @@ impl Netlink {
         }
     }
 
-    /// Make sure a private-mode macvlan `name` on `parent` with MAC `mac`
+    /// Make sure a bridge-mode macvlan `name` on `parent` with MAC `mac`
     /// exists and is up, and return its index.
+    ///
+    /// Bridge mode, not private: the MASTER sends its advertisements from the
+    /// virtual MAC, and every BACKUP has a macvlan with that same MAC. In
+    /// private mode the kernel hands a multicast frame whose source MAC is a
+    /// local macvlan's to that macvlan alone (as if it were our own frame
+    /// coming back), so the parent's CARP socket would never see the
+    /// MASTER's advertisements. Bridge mode delivers them to the parent.
     ///
     /// An existing macvlan with that name is reused when parent, mode and
     /// MAC match, and replaced otherwise; a non-macvlan link with that name
@@ -251,7 +258,7 @@ impl Netlink {
             Err(OsError::LinkNotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        let msg = LinkMacVlan::new(name, parent, MacVlanMode::Private)
+        let msg = LinkMacVlan::new(name, parent, MacVlanMode::Bridge)
             .address(mac.to_vec())
             .build();
         self.handle
@@ -319,11 +326,11 @@ async fn raw_link(
     }
 }
 
-/// `Some(true)` if `msg` is a private macvlan on `parent` with `mac`,
+/// `Some(true)` if `msg` is a bridge-mode macvlan on `parent` with `mac`,
 /// `Some(false)` if it is some other macvlan, `None` if it is no macvlan.
 fn macvlan_matches(msg: &LinkMessage, parent: u32, mac: [u8; 6]) -> Option<bool> {
     let mut is_macvlan = false;
-    let mut private = false;
+    let mut bridge_mode = false;
     let mut link = None;
     let mut address = None;
     for attr in &msg.attributes {
@@ -333,7 +340,7 @@ fn macvlan_matches(msg: &LinkMessage, parent: u32, mac: [u8; 6]) -> Option<bool>
                     match info {
                         NlLinkInfo::Kind(InfoKind::MacVlan) => is_macvlan = true,
                         NlLinkInfo::Data(InfoData::MacVlan(data)) => {
-                            private = data.contains(&InfoMacVlan::Mode(MacVlanMode::Private));
+                            bridge_mode = data.contains(&InfoMacVlan::Mode(MacVlanMode::Bridge));
                         }
                         _ => {}
                     }
@@ -344,7 +351,7 @@ fn macvlan_matches(msg: &LinkMessage, parent: u32, mac: [u8; 6]) -> Option<bool>
             _ => {}
         }
     }
-    is_macvlan.then_some(private && link == Some(parent) && address == Some(&mac[..]))
+    is_macvlan.then_some(bridge_mode && link == Some(parent) && address == Some(&mac[..]))
 }
 
 fn link_info(msg: &LinkMessage) -> LinkInfo {
