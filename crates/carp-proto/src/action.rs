@@ -156,6 +156,8 @@ pub enum Action {
         /// The 36 CARP bytes.
         #[serde(with = "serde_bytes36")]
         packet: [u8; CARP_HEADER_LEN],
+        /// A unicast destination instead of the group (the farewell to a new master).
+        to: Option<IpAddr>,
     },
     /// Configure these virtual addresses (on entering MASTER).
     AddAddresses {

@@ -37,6 +37,12 @@ pub(crate) fn master_yields_to(ours: Standing, theirs: Standing) -> Option<Cause
     }
 }
 
+/// Return true if `a` wins against `b` outright: less demoted, or equally
+/// demoted and advertising more often.
+pub(crate) fn strictly_better(a: Standing, b: Standing) -> bool {
+    a.demote < b.demote || (a.demote == b.demote && a.ticks() < b.ticks())
+}
+
 /// As BACKUP, return why to take over on hearing `theirs`, or `None` to keep waiting.
 ///
 /// OpenBSD, checked in this order:

@@ -217,6 +217,31 @@ fn master_steps_down_on_equal_timing_and_demote() {
 }
 
 #[test]
+fn master_yielding_to_a_better_master_says_farewell_to_it_only() {
+    let mut node = node_with(false, 100);
+    make_master(&mut node);
+    node.handle_datagram(at(5000), meta(), &peer_advert(0, 0));
+    let actions = drain(&mut node);
+    assert!(matches!(actions[0], Action::StateChanged { to: State::Backup, .. }));
+    let farewells: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transmit { to, packet, .. } => Some((*to, packet[2])),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(farewells, vec![(Some(PEER), 100)], "one unicast advert with our own advskew");
+}
+
+#[test]
+fn master_yielding_on_equal_timing_sends_no_farewell() {
+    let mut node = node_with(false, 0);
+    make_master(&mut node);
+    node.handle_datagram(at(5000), meta(), &peer_advert(0, 0));
+    assert!(transmits(&drain(&mut node)).is_empty(), "it would make the peer yield too");
+}
+
+#[test]
 fn master_keeps_role_and_reannounces_against_slower_master() {
     let mut node = node_with(true, 0);
     let t = make_master(&mut node);

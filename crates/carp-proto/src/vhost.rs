@@ -159,7 +159,12 @@ impl Vhost {
         match self.state {
             State::Init => {}
             State::Master => match election::master_yields_to(ours, theirs) {
-                Some(cause) => self.transition(now, State::Backup, cause, ctx, out),
+                Some(cause) => {
+                    self.transition(now, State::Backup, cause, ctx, out);
+                    if election::strictly_better(theirs, ours) {
+                        self.farewell(src, ctx, out);
+                    }
+                }
                 None => {
                     // DEVIATION: a second master exists (a healed partition). The
                     // kernels send nothing here, since their advertisements carry
@@ -394,14 +399,14 @@ impl Vhost {
         self.timers.set(timer, now + d);
     }
 
-    /// OpenBSD `carp_send_ad`: one advertisement per family that has addresses.
-    fn send_advert(&mut self, now: Instant, bow_out: bool, ctx: &Context, out: &mut Outbox) {
+    /// The advertisement this vhost sends now (a bow-out one if `bow_out`).
+    fn advert(&self, bow_out: bool, ctx: &Context) -> Repr {
         let (advbase, advskew) = if bow_out {
             (255, 255)
         } else {
             (self.config.advbase.0, self.effective_advskew(ctx).0)
         };
-        let repr = Repr {
+        Repr {
             version: VERSION,
             kind: TYPE_ADVERTISEMENT,
             vhid: self.config.vhid.get(),
@@ -411,7 +416,12 @@ impl Vhost {
             advbase,
             counter: self.cookie,
             md: self.auth.generate(&self.cookie),
-        };
+        }
+    }
+
+    /// OpenBSD `carp_send_ad`: one advertisement per family that has addresses.
+    fn send_advert(&mut self, now: Instant, bow_out: bool, ctx: &Context, out: &mut Outbox) {
+        let repr = self.advert(bow_out, ctx);
         let packet = repr.to_bytes();
         for family in self.families() {
             match family {
@@ -422,6 +432,7 @@ impl Vhost {
                 id: self.id,
                 family,
                 packet,
+                to: None,
             });
         }
         if bow_out {
@@ -440,6 +451,29 @@ impl Vhost {
         }
         let at = now + interval(self.config.advbase, self.effective_advskew(ctx));
         self.timers.set(Timer::Advertise, at);
+    }
+
+    /// Tell a better master we just yielded to that we were MASTER too.
+    ///
+    /// DEVIATION: after a healed partition the loser may hear the winner first
+    /// and yield silently; the winner then never learns that the network saw
+    /// another master, and does not re-announce. ucarp sends one more
+    /// advertisement before stepping down; carpd sends it to the winner only
+    /// (unicast), so backups that preempt do not see a slower master and churn.
+    /// The winner, hearing a worse master, re-announces.
+    fn farewell(&mut self, winner: IpAddr, ctx: &Context, out: &mut Outbox) {
+        let packet = self.advert(false, ctx).to_bytes();
+        let family = Family::of(&winner);
+        match family {
+            Family::V4 => self.stats.opackets += 1,
+            Family::V6 => self.stats.opackets6 += 1,
+        }
+        out.actions.push_back(Action::Transmit {
+            id: self.id,
+            family,
+            packet,
+            to: Some(winner),
+        });
     }
 
     fn announce(&self, out: &mut Outbox) {

@@ -535,14 +535,19 @@ impl Sim {
                 return;
             };
             match action {
-                Action::Transmit { id, family, packet } => {
+                Action::Transmit {
+                    id,
+                    family,
+                    packet,
+                    to,
+                } => {
                     let p = self.cfg.send_failure.max(self.nodes[i].send_failure);
                     let fail = p > 0.0 && self.rng.random_bool(p);
                     if fail {
                         self.wire.send_failures += 1;
                         self.last_disturbance = self.now;
                     } else {
-                        self.fan_out(i, id.link, family, packet);
+                        self.fan_out(i, id.link, family, packet, to);
                     }
                     if let Some(nd) = self.nodes[i].node.as_mut() {
                         nd.handle_send_result(self.now, id, !fail);
@@ -633,7 +638,16 @@ impl Sim {
             && self.reaches(a, b, link)
     }
 
-    fn fan_out(&mut self, i: usize, link: LinkId, family: Family, packet: [u8; CARP_HEADER_LEN]) {
+    /// Deliver `packet` to every node that `i` reaches on `link`, or only to
+    /// the node with address `to` when it is unicast.
+    fn fan_out(
+        &mut self,
+        i: usize,
+        link: LinkId,
+        family: Family,
+        packet: [u8; CARP_HEADER_LEN],
+        to: Option<IpAddr>,
+    ) {
         if self.nodes[i].links_down.contains(&link) {
             return;
         }
@@ -644,6 +658,12 @@ impl Sim {
         self.wire.sent += 1;
         for j in 0..self.nodes.len() {
             if !self.reaches(i, j, link) {
+                continue;
+            }
+            let addressed = to.is_none_or(|dst| {
+                dst == IpAddr::V4(self.nodes[j].v4) || dst == IpAddr::V6(self.nodes[j].v6)
+            });
+            if !addressed {
                 continue;
             }
             if self.blocked.contains(&family)

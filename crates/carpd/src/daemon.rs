@@ -473,8 +473,13 @@ impl Daemon {
 
     async fn perform(&mut self, action: Action) {
         match action {
-            Action::Transmit { id, family, packet } => {
-                let ok = self.transmit(id, family, &packet).await;
+            Action::Transmit {
+                id,
+                family,
+                packet,
+                to,
+            } => {
+                let ok = self.transmit(id, family, &packet, to).await;
                 let now = self.now();
                 self.node.handle_send_result(now, id, ok);
             }
@@ -558,7 +563,13 @@ impl Daemon {
         }
     }
 
-    async fn transmit(&self, id: VhostId, family: Family, packet: &[u8]) -> bool {
+    async fn transmit(
+        &self,
+        id: VhostId,
+        family: Family,
+        packet: &[u8],
+        to: Option<IpAddr>,
+    ) -> bool {
         let (Some(dev), Some(r)) = (self.carpdevs.get(&id.link), self.vhosts.get(&id)) else {
             return false;
         };
@@ -566,12 +577,12 @@ impl Daemon {
             Family::V4 => (
                 &dev.sock4,
                 dev.src4.map(IpAddr::V4),
-                IpAddr::V4(r.spec.peer.unwrap_or(CARP_GROUP_V4)),
+                to.unwrap_or(IpAddr::V4(r.spec.peer.unwrap_or(CARP_GROUP_V4))),
             ),
             Family::V6 => (
                 &dev.sock6,
                 None,
-                IpAddr::V6(r.spec.peer6.unwrap_or(CARP_GROUP_V6)),
+                to.unwrap_or(IpAddr::V6(r.spec.peer6.unwrap_or(CARP_GROUP_V6))),
             ),
         };
         if r.spec.lladdr == Lladdr::Virtual && dst.is_multicast() {
