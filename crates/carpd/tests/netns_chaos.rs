@@ -40,10 +40,7 @@
 //!    stalled master, ...), the last gratuitous ARP for the VIP on the wire
 //!    comes from the surviving MASTER, after the heal, and the client sees it;
 //!    otherwise the switch keeps sending the virtual MAC to the node that
-//!    yielded. This one is a KNOWN FAILURE of carp-proto (a MASTER that
-//!    hears a less preferred MASTER stays MASTER without re-announcing): it
-//!    is printed but does not fail the test unless
-//!    `CARPD_SOAK_STRICT_GARP=1`;
+//!    yielded (`CARPD_SOAK_LENIENT_GARP=1` only prints these, for bisecting);
 //! 6. after every fault the lab settles (one MASTER, node A, the only holder
 //!    of the VIP, the others BACKUP) within 15 s.
 //!
@@ -52,7 +49,7 @@
 //! CARPD_SOAK_SECS=300 CARPD_NETNS_TESTS=1 cargo test -p carpd --test netns_chaos -- --nocapture
 //! CARPD_SOAK_SECS=3600 ...            # the long run
 //! CARPD_SOAK_SEED=42 ...              # replay a schedule (the seed is printed)
-//! CARPD_SOAK_STRICT_GARP=1 ...        # criterion 5 fails the test
+//! CARPD_SOAK_LENIENT_GARP=1 ...       # criterion 5 is only printed
 //! CARPD_SOAK_ARTIFACTS=/tmp/soak ...  # keep the daemons' logs and the ARP captures
 //! ```
 
@@ -916,7 +913,7 @@ fn chaos_soak() {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
-    let strict_garp = std::env::var("CARPD_SOAK_STRICT_GARP").is_ok_and(|v| v == "1");
+    let strict_garp = !std::env::var("CARPD_SOAK_LENIENT_GARP").is_ok_and(|v| v == "1");
     println!("chaos soak: {soak} s, seed {seed} (replay with CARPD_SOAK_SEED={seed})");
 
     let lab = Lab::new("chaos", 4);
@@ -1281,7 +1278,7 @@ fn chaos_soak() {
     );
     if !known.is_empty() {
         println!(
-            "\nKNOWN FAILURE (carp-proto, criterion 5: no re-announcement when a dual MASTER resolves), {} of {heals_checked} heals:",
+            "\ncriterion 5 (no re-announcement when a dual MASTER resolves) failed after {} of {heals_checked} heals:",
             known.len()
         );
         for k in &known {
@@ -1290,7 +1287,7 @@ fn chaos_soak() {
         if strict_garp {
             failures.extend(known);
         } else {
-            println!("  (not failing the test: set CARPD_SOAK_STRICT_GARP=1 to make it fail)");
+            println!("  (not failing the test: CARPD_SOAK_LENIENT_GARP=1)");
         }
     }
     if let Ok(dir) = std::env::var("CARPD_SOAK_ARTIFACTS") {
