@@ -424,16 +424,7 @@ impl Vhost {
         let repr = self.advert(bow_out, ctx);
         let packet = repr.to_bytes();
         for family in self.families() {
-            match family {
-                Family::V4 => self.stats.opackets += 1,
-                Family::V6 => self.stats.opackets6 += 1,
-            }
-            out.actions.push_back(Action::Transmit {
-                id: self.id,
-                family,
-                packet,
-                to: None,
-            });
+            self.transmit(family, packet, None, out);
         }
         if bow_out {
             // The advertise timer is not re-armed after a bow-out.
@@ -463,7 +454,11 @@ impl Vhost {
     /// The winner, hearing a worse master, re-announces.
     fn farewell(&mut self, winner: IpAddr, ctx: &Context, out: &mut Outbox) {
         let packet = self.advert(false, ctx).to_bytes();
-        let family = Family::of(&winner);
+        self.transmit(Family::of(&winner), packet, Some(winner), out);
+    }
+
+    /// Queue one advertisement and count it (`carps_opackets` / `carps_opackets6`).
+    fn transmit(&mut self, family: Family, packet: [u8; 36], to: Option<IpAddr>, out: &mut Outbox) {
         match family {
             Family::V4 => self.stats.opackets += 1,
             Family::V6 => self.stats.opackets6 += 1,
@@ -472,7 +467,7 @@ impl Vhost {
             id: self.id,
             family,
             packet,
-            to: Some(winner),
+            to,
         });
     }
 
