@@ -152,9 +152,11 @@ def main():
         print(table(["", "link down to decision ms", "decision to all installed ms", "decision to all IPv4 answer ms",
                      "decision to all IPv6 answer ms", "decision to all 2000 answer ms", "never answered"], body))
         c, k = find(rows, impl="carpd"), find(rows, impl="keepalived")
+        rnd = (c or {}).get("probe_round_s")
+        rnd = rnd.get("median") if isinstance(rnd, dict) else rnd
         print(f"Ratio carpd/keepalived, decision to all reachable: "
               f"{ratio(med(c, 'all_reachable_after_decision_s'), med(k, 'all_reachable_after_decision_s'))}; "
-              f"the client probes each address every {rows[0].get('probe_round_s', c and c.get('probe_round_s'))} s "
+              f"the client probes each address every {rnd} s "
               f"at best, which bounds the resolution.\n" if c and k else "")
     if "packet" in sc and "rows" in sc["packet"]:
         print("### 7. Packet path (`cargo bench -p carp-proto --bench packet`)\n")

@@ -30,7 +30,7 @@ fn stat(v: &Value, key: &str, scale: f64) -> Option<Stat> {
 
 fn colour(impl_name: &str) -> RGBColor {
     match impl_name {
-        n if n.starts_with("carpd") && n.contains("freebsd") => RGBColor(120, 170, 230),
+        n if n.starts_with("carpd") && (n.contains("freebsd") || n.contains("fast")) => RGBColor(120, 170, 230),
         n if n.starts_with("carpd") => RGBColor(31, 100, 180),
         n if n.starts_with("keepalived") => RGBColor(230, 120, 30),
         n if n.starts_with("ucarp") => RGBColor(60, 160, 60),
