@@ -69,6 +69,9 @@ if is_root && [ -z "${SKIP_NETNS:-}" ]; then
     left=$(comm -13 <(echo "$before") <(ip netns list | cut -d' ' -f1 | sort) | grep '^carpt-' || true)
     [ -z "$left" ] || echo "left behind:" $left
     step "no namespaces left behind" test -z "$left"
+    # The README's main command, on the debug build: election, crash failover,
+    # preemption and bow-out in namespaces; fails if any step finds no single MASTER.
+    step "carpd lab (the README demo)" timeout 300 target/debug/carpd lab
     # The Debian package: build, install, man pages, systemd-analyze verify, remove.
     step "debian package" bash scripts/test-package.sh
 else
