@@ -222,7 +222,13 @@ fn master_yielding_to_a_better_master_says_farewell_to_it_only() {
     make_master(&mut node);
     node.handle_datagram(at(5000), meta(), &peer_advert(0, 0));
     let actions = drain(&mut node);
-    assert!(matches!(actions[0], Action::StateChanged { to: State::Backup, .. }));
+    assert!(matches!(
+        actions[0],
+        Action::StateChanged {
+            to: State::Backup,
+            ..
+        }
+    ));
     let farewells: Vec<_> = actions
         .iter()
         .filter_map(|a| match a {
@@ -230,7 +236,11 @@ fn master_yielding_to_a_better_master_says_farewell_to_it_only() {
             _ => None,
         })
         .collect();
-    assert_eq!(farewells, vec![(Some(PEER), 100)], "one unicast advert with our own advskew");
+    assert_eq!(
+        farewells,
+        vec![(Some(PEER), 100)],
+        "one unicast advert with our own advskew"
+    );
 }
 
 #[test]
@@ -238,7 +248,10 @@ fn master_yielding_on_equal_timing_sends_no_farewell() {
     let mut node = node_with(false, 0);
     make_master(&mut node);
     node.handle_datagram(at(5000), meta(), &peer_advert(0, 0));
-    assert!(transmits(&drain(&mut node)).is_empty(), "it would make the peer yield too");
+    assert!(
+        transmits(&drain(&mut node)).is_empty(),
+        "it would make the peer yield too"
+    );
 }
 
 #[test]
