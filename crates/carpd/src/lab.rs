@@ -474,14 +474,24 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     show(&topo, &names);
     summary.push(("crash (kill -9)", outage, lost));
 
-    println!("\n== 4. node {master} comes back: carpd clears the stale address, then preempts");
-    ip(&["-n", &topo.ns(&master), "link", "set", "eth0", "up"])?;
+    println!("\n== 4. node {master} boots again: carpd clears the stale address, then preempts");
     let mark = pinger.mark();
     let skew = NODES
         .iter()
         .find(|(n, _, _)| *n == master)
         .map_or(0, |n| n.2);
+    // As after a reboot, carpd starts before the link is up, so the stale
+    // address is gone before the host can answer (or announce) anything.
     topo.start_carpd(&master, skew, args.advbase)?;
+    let started = Instant::now();
+    while status(&topo.control(&master)).is_none() {
+        check_interrupt()?;
+        if started.elapsed() > limit {
+            bail!("carpd on node {master} did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ip(&["-n", &topo.ns(&master), "link", "set", "eth0", "up"])?;
     let start = Instant::now();
     while start.elapsed() < limit {
         check_interrupt()?;
