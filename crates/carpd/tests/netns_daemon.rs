@@ -14,12 +14,9 @@ use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use carp_proto::auth::Auth;
-use carp_proto::wire::carp::{AUTHLEN, Repr, TYPE_ADVERTISEMENT, VERSION};
-use carp_proto::{Passphrase, Vhid};
 use common::daemon::{
-    Carpd, Pinger, carpctl, carpctl_ok, longest_gap, master_down, state, stats, view, wait_for,
-    wait_single_master, wait_state, wait_state_fast, wall_now,
+    Carpd, Pinger, carpctl, carpctl_ok, longest_gap, master_down, signed_advert, state, stats,
+    view, wait_for, wait_single_master, wait_state, wait_state_fast, wall_now,
 };
 use common::{Lab, in_netns, skip};
 use nix::sys::signal::Signal;
@@ -419,21 +416,14 @@ fn tshark_decodes_our_adverts() {
 
 /// A CARP advert with a valid checksum and an HMAC under `pass`.
 fn advert(vhid: u8, advbase: u8, advskew: u8, pass: &str, vips: &[Ipv4Addr]) -> [u8; 36] {
-    let key = Passphrase::new(pass.as_bytes()).expect("passphrase");
-    let auth = Auth::new(&key, Vhid::new(vhid).expect("vhid"), vips, &[]);
-    let counter: [u8; 8] = rand::random();
-    Repr {
-        version: VERSION,
-        kind: TYPE_ADVERTISEMENT,
+    signed_advert(
         vhid,
-        advskew,
-        authlen: AUTHLEN,
-        demote: 0,
         advbase,
-        counter,
-        md: auth.generate(&counter),
-    }
-    .to_bytes()
+        advskew,
+        pass.as_bytes(),
+        vips,
+        rand::random(),
+    )
 }
 
 /// Send `bytes` as IP protocol 112 to 224.0.0.18 from namespace `ns`

@@ -22,9 +22,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use carp_proto::Stats;
-use carp_proto::auth::Auth;
-use carp_proto::wire::carp::{AUTHLEN, Repr, TYPE_ADVERTISEMENT, VERSION};
-use carp_proto::{Passphrase, Vhid};
 use carpd::control::types::Request;
 use common::daemon::{Carpd, carpctl, query, stats, view, wait_single_master};
 use common::{Lab, in_netns, skip, spawn_in_netns};
@@ -108,21 +105,8 @@ fn ip_packet(src: Ipv4Addr, ttl: u8, carp: &[u8]) -> Vec<u8> {
 }
 
 fn advert(vhid: u8, advbase: u8, advskew: u8, pass: &[u8], counter: [u8; 8]) -> [u8; 36] {
-    let vhid_t = Vhid::new(vhid).expect("vhid");
     let vip: Ipv4Addr = VIP.parse().expect("vip");
-    let auth = Auth::new(&Passphrase::new(pass).expect("pass"), vhid_t, &[vip], &[]);
-    Repr {
-        version: VERSION,
-        kind: TYPE_ADVERTISEMENT,
-        vhid,
-        advskew,
-        authlen: AUTHLEN,
-        demote: 0,
-        advbase,
-        counter,
-        md: auth.generate(&counter),
-    }
-    .to_bytes()
+    common::daemon::signed_advert(vhid, advbase, advskew, pass, &[vip], counter)
 }
 
 /// Build a pool of packets of `kinds`, round-robin, with fresh randomness.

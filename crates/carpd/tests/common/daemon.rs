@@ -383,3 +383,32 @@ pub fn longest_gap(replies: &[f64], from: f64, to: f64) -> Duration {
     }
     Duration::from_secs_f64(gap)
 }
+
+/// A CARP advertisement for `vhid` with a valid checksum and an HMAC under
+/// `pass` over `vips` and `counter`, as a genuine peer would send it.
+pub fn signed_advert(
+    vhid: u8,
+    advbase: u8,
+    advskew: u8,
+    pass: &[u8],
+    vips: &[std::net::Ipv4Addr],
+    counter: [u8; 8],
+) -> [u8; 36] {
+    use carp_proto::auth::Auth;
+    use carp_proto::wire::carp::{AUTHLEN, Repr, TYPE_ADVERTISEMENT, VERSION};
+    use carp_proto::{Passphrase, Vhid};
+    let key = Passphrase::new(pass).expect("passphrase");
+    let auth = Auth::new(&key, Vhid::new(vhid).expect("vhid"), vips, &[]);
+    Repr {
+        version: VERSION,
+        kind: TYPE_ADVERTISEMENT,
+        vhid,
+        advskew,
+        authlen: AUTHLEN,
+        demote: 0,
+        advbase,
+        counter,
+        md: auth.generate(&counter),
+    }
+    .to_bytes()
+}
