@@ -41,9 +41,66 @@ pub fn enabled(level: Level) -> bool {
 
 /// Print one message at `level` if enabled.
 pub fn log(level: Level, args: fmt::Arguments<'_>) {
+    #[cfg(test)]
+    capture::push(level, &args);
     if enabled(level) {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "<{}>carpd: {}", level as u8, args);
+    }
+}
+
+/// An error and its sources, `op: cause: errno text`, for log lines.
+///
+/// OS errors name the operation in `Display` and keep the kernel's error
+/// (with its errno) as the source, so printing only the top loses the reason.
+pub struct Chain<'a>(&'a dyn std::error::Error);
+
+/// Return `e` with its whole source chain for printing.
+pub fn chain(e: &dyn std::error::Error) -> Chain<'_> {
+    Chain(e)
+}
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// Every message logged on this thread, whatever the threshold, for tests
+/// that check what the daemon reported.
+#[cfg(test)]
+pub(crate) mod capture {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use super::Level;
+
+    thread_local! {
+        static LINES: RefCell<Option<Vec<(Level, String)>>> = const { RefCell::new(None) };
+    }
+
+    /// Start capturing on this thread (a current-thread runtime runs its tasks here).
+    pub(crate) fn start() {
+        LINES.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// Return what was captured since [`start`].
+    pub(crate) fn lines() -> Vec<(Level, String)> {
+        LINES.with(|l| l.borrow().clone().unwrap_or_default())
+    }
+
+    pub(super) fn push(level: Level, args: &fmt::Arguments<'_>) {
+        LINES.with(|l| {
+            if let Some(lines) = l.borrow_mut().as_mut() {
+                lines.push((level, args.to_string()));
+            }
+        });
     }
 }
 

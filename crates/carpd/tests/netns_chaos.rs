@@ -277,7 +277,7 @@ fn sampler(shared: &Shared, i: usize, ns: &str, sock: &Path) {
             query_within(sock, &Request::Status, Duration::from_millis(300))
                 .and_then(|r| r.vhosts)
                 .and_then(|v| v.into_iter().find(|v| v.vhid == VHID))
-                .map(|v| v.state)
+                .map(|v| v.state.to_string())
         } else {
             None
         };

@@ -617,7 +617,7 @@ fn ucarp_drop_in_against_real_ucarp() {
     let state = || {
         common::daemon::query(&sock, &carpd::control::types::Request::Status)
             .and_then(|r| r.vhosts)
-            .and_then(|v| v.first().map(|v| v.state.clone()))
+            .and_then(|v| v.first().map(|v| v.state.to_string()))
     };
     wait_for(
         "carpd ucarp MASTER",

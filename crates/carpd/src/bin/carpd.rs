@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use carpd::config::{DaemonConfig, Overrides};
 use carpd::daemon::{self, Signal};
+use carpd::os::Linux;
 
 /// Common Address Redundancy Protocol daemon, wire-compatible with OpenBSD and FreeBSD carp(4).
 #[derive(Debug, Parser)]
@@ -174,7 +175,14 @@ fn run(config: DaemonConfig, overrides: Overrides) -> ExitCode {
             eprintln!("carpd: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        match daemon::run(config, overrides, rx).await {
+        let os = match Linux::connect().await {
+            Ok(os) => os,
+            Err(e) => {
+                eprintln!("<3>carpd: cannot open rtnetlink: {}", error_chain(&e));
+                return ExitCode::FAILURE;
+            }
+        };
+        match daemon::run(os, config, overrides, rx).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("<3>carpd: {e:#}");

@@ -3,6 +3,8 @@
 //! One JSON object per line in each direction. Every reply carries `ok`; a
 //! failed request has `ok: false` and an `error` sentence.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use carp_proto::Stats;
@@ -60,11 +62,11 @@ pub struct VhostView {
     /// vhid.
     pub vhid: u8,
     /// INIT, BACKUP or MASTER.
-    pub state: String,
+    pub state: VhostState,
     /// Seconds since the state was entered.
     pub since_secs: f64,
     /// Why the state was entered.
-    pub cause: String,
+    pub cause: VhostCause,
     /// Configured advbase.
     pub advbase: u8,
     /// Configured advskew.
@@ -93,13 +95,111 @@ pub struct Transition {
     /// vhid.
     pub vhid: u8,
     /// Previous state.
-    pub from: String,
+    pub from: VhostState,
     /// New state.
-    pub to: String,
+    pub to: VhostState,
     /// Why.
-    pub cause: String,
+    pub cause: VhostCause,
     /// Seconds since the daemon started.
     pub at_secs: f64,
+}
+
+/// Define a wire enum whose JSON and `Display` are fixed texts, mapped from a
+/// `carp_proto` enum. The texts are the control protocol: never change one.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident from $core:ty { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)*
+        }
+
+        impl $name {
+            /// Return the text sent on the control socket.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl From<$core> for $name {
+            fn from(v: $core) -> $name {
+                type Core = $core;
+                match v {
+                    $(Core::$variant => $name::$variant,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // `pad`, so width and alignment work as they do for strings.
+                f.pad(self.as_str())
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// A vhost's state as the control protocol spells it.
+    VhostState from carp_proto::State {
+        /// Not running.
+        Init = "INIT",
+        /// Listening for the master.
+        Backup = "BACKUP",
+        /// Holding the addresses.
+        Master = "MASTER",
+    }
+}
+
+wire_enum! {
+    /// Why a state was entered, as the control protocol spells it.
+    VhostCause from carp_proto::Cause {
+        /// Preconditions met.
+        Init = "initialization complete",
+        /// A master-down timer expired.
+        MasterDown = "master timed out",
+        /// Preempt on and we advertise more often.
+        Preempted = "preempting a slower master",
+        /// The master is more demoted.
+        HigherDemote = "master is more demoted",
+        /// The master advertises slower than 3x our advbase.
+        SlowMaster = "master will time out",
+        /// The master sent a bow-out advertisement.
+        BowOut = "master bowed out",
+        /// A better master is present.
+        Superseded = "more frequent advertisement received",
+        /// A less demoted master is present.
+        LowerDemote = "less demoted master present",
+        /// The carpdev went down.
+        LinkDown = "hardware interface down",
+        /// The carpdev came up.
+        LinkUp = "hardware interface up",
+        /// Forced by the operator.
+        Forced = "user requested",
+        /// Disabled by the operator.
+        Disabled = "disabled",
+        /// The daemon is shutting down.
+        Shutdown = "shutting down",
+        /// Removed or reconfigured incompatibly.
+        Reconfigured = "reconfigured",
+    }
 }
 
 /// A reply line.
@@ -178,6 +278,47 @@ mod test {
             serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(),
             Request::Status
         );
+    }
+
+    /// The JSON texts are the ones `carp_proto`'s `Display` gives, which is
+    /// what the control protocol carried when these fields were strings.
+    #[test]
+    fn states_and_causes_keep_their_wire_text() {
+        use carp_proto::{Cause, State};
+        for s in [State::Init, State::Backup, State::Master] {
+            let json = serde_json::to_string(&VhostState::from(s)).unwrap();
+            assert_eq!(json, format!("\"{s}\""));
+            assert_eq!(
+                serde_json::from_str::<VhostState>(&json).unwrap(),
+                VhostState::from(s)
+            );
+        }
+        let causes = [
+            Cause::Init,
+            Cause::MasterDown,
+            Cause::Preempted,
+            Cause::HigherDemote,
+            Cause::SlowMaster,
+            Cause::BowOut,
+            Cause::Superseded,
+            Cause::LowerDemote,
+            Cause::LinkDown,
+            Cause::LinkUp,
+            Cause::Forced,
+            Cause::Disabled,
+            Cause::Shutdown,
+            Cause::Reconfigured,
+        ];
+        for c in causes {
+            let json = serde_json::to_string(&VhostCause::from(c)).unwrap();
+            assert_eq!(json, format!("\"{c}\""));
+            assert_eq!(
+                serde_json::from_str::<VhostCause>(&json).unwrap(),
+                VhostCause::from(c)
+            );
+        }
+        assert_eq!(format!("[{:<8}]", VhostState::Master), "[MASTER  ]");
+        assert_eq!(VhostCause::MasterDown, "master timed out");
     }
 
     #[test]

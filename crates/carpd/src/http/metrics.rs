@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 
 use carp_proto::Stats;
 
-use crate::control::types::VhostView;
+use crate::control::types::{VhostState, VhostView};
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -97,11 +97,11 @@ fn host_help(name: &str) -> &'static str {
 }
 
 /// Return the value of `state` in `carp_vhost_state`: 0 INIT, 1 BACKUP, 2 MASTER.
-pub fn state_value(state: &str) -> i64 {
+pub fn state_value(state: VhostState) -> i64 {
     match state {
-        "MASTER" => 2,
-        "BACKUP" => 1,
-        _ => 0,
+        VhostState::Master => 2,
+        VhostState::Backup => 1,
+        VhostState::Init => 0,
     }
 }
 
@@ -137,7 +137,7 @@ pub fn render(
         (
             "carp_vhost_state",
             "State of the vhost: 0 INIT, 1 BACKUP, 2 MASTER",
-            |v| state_value(&v.state),
+            |v| state_value(v.state),
         ),
         ("carp_vhost_advbase_seconds", "Configured advbase", |v| {
             i64::from(v.advbase)
@@ -270,9 +270,9 @@ mod test {
         let v = VhostView {
             carpdev: "eth0".into(),
             vhid: 9,
-            state: "MASTER".into(),
+            state: VhostState::Master,
             since_secs: 3.5,
-            cause: "master timed out".into(),
+            cause: crate::control::types::VhostCause::MasterDown,
             advbase: 1,
             advskew: 100,
             effective_advskew: 100,

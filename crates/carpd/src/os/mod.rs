@@ -12,18 +12,142 @@
 //!   with `etherparse` and sent through AF_PACKET.
 //! - [`privs`]: dropping every capability but CAP_NET_ADMIN and CAP_NET_RAW,
 //!   optionally switching user.
+//! - [`linux`]: [`Linux`], the [`Os`] the daemon loop runs on, built from the
+//!   modules above plus sysctls and the address record.
 //!
 //! Invariants: no function panics on kernel input; every failure is an
 //! [`OsError`] that names the operation and the interface. `unsafe` code lives
 //! only in the private `sys` module.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use carp_proto::{Family, LinkId};
+use tokio::sync::mpsc;
+
+use crate::owned::OwnedAddress;
 
 pub mod l2;
+pub mod linux;
 pub mod netlink;
 pub mod privs;
 pub mod raw;
 mod sys;
+
+pub use linux::Linux;
+pub use netlink::{LinkEvent, LinkInfo};
+pub use privs::{Dropped, PrivError};
+
+/// A datagram read by a CARP socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// The carpdev whose socket read it.
+    pub link: LinkId,
+    /// Source address from the IP header.
+    pub src: IpAddr,
+    /// TTL or hop limit; 0 when unknown.
+    pub ttl: u8,
+    /// Interface it arrived on; 0 when unknown.
+    pub ifindex: u32,
+    /// The CARP payload.
+    pub bytes: Vec<u8>,
+}
+
+/// Everything the daemon loop asks of the operating system.
+///
+/// [`Linux`] is the real one; the loop tests pass a fake that records calls.
+/// Interfaces are named by index (carpdevs by their [`LinkId`], which is the
+/// index too). Address and link changes are idempotent, as in [`netlink`].
+// The loop runs on one thread and is never spawned, so the futures need no
+// `Send` bound.
+#[allow(async_fn_in_trait)]
+pub trait Os {
+    /// Look up a link by name.
+    async fn link_by_name(&self, name: &str) -> Result<LinkInfo, OsError>;
+    /// Look up a link by index.
+    async fn link_by_index(&self, index: u32) -> Result<LinkInfo, OsError>;
+    /// Return the addresses (with prefix lengths) on link `index`.
+    async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, OsError>;
+    /// Add `addr/prefix_len` to link `index`; an existing one is success.
+    async fn add_address(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), OsError>;
+    /// Remove `addr/prefix_len` from link `index`; a missing one is success.
+    async fn del_address(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), OsError>;
+    /// Make sure macvlan `name` on `parent` with `mac` exists and is up; return its index.
+    async fn ensure_macvlan(&self, parent: u32, name: &str, mac: [u8; 6]) -> Result<u32, OsError>;
+    /// Delete link `index`; a missing one is success.
+    async fn delete_link(&self, index: u32) -> Result<(), OsError>;
+    /// Subscribe to link and address changes. Called once, before any lookup,
+    /// so nothing between the lookup and the subscription is missed.
+    fn link_events(&mut self) -> Result<mpsc::Receiver<LinkEvent>, OsError>;
+
+    /// Open the CARP socket of `family` on carpdev `link` (named `ifname`);
+    /// what it receives goes to `to`.
+    fn open_carp_socket(
+        &mut self,
+        link: LinkId,
+        ifname: &str,
+        family: Family,
+        to: mpsc::Sender<Datagram>,
+    ) -> Result<(), OsError>;
+    /// Send the CARP header `packet` from `src` (`None`: the kernel's choice)
+    /// to `dst` through the socket of `family` on `link`.
+    async fn send_advert(
+        &self,
+        link: LinkId,
+        family: Family,
+        src: Option<IpAddr>,
+        dst: IpAddr,
+        packet: &[u8],
+    ) -> Result<(), OsError>;
+
+    /// Open the AF_PACKET sender of carpdev `link`.
+    fn open_l2(&mut self, link: LinkId) -> Result<(), OsError>;
+    /// Send `packet` as an IP datagram from `src` to multicast group `dst`
+    /// in an Ethernet frame from `mac`, out of `link`.
+    fn send_advert_frame(
+        &self,
+        link: LinkId,
+        mac: [u8; 6],
+        src: IpAddr,
+        dst: IpAddr,
+        packet: &[u8],
+    ) -> Result<(), OsError>;
+    /// Send a gratuitous ARP for `ip` at `mac` out of `link`.
+    fn send_gratuitous_arp(&self, link: LinkId, mac: [u8; 6], ip: Ipv4Addr) -> Result<(), OsError>;
+    /// Send an unsolicited neighbour advertisement for `ip` at `mac` out of `link`.
+    fn send_unsolicited_na(
+        &self,
+        link: LinkId,
+        mac: [u8; 6],
+        ip: Ipv6Addr,
+        router: bool,
+    ) -> Result<(), OsError>;
+
+    /// Read sysctl `key` (such as `net/ipv6/conf/all/forwarding`).
+    fn read_sysctl(&self, key: &str) -> Option<String>;
+    /// Write sysctl `key`.
+    fn write_sysctl(&self, key: &str, value: &str) -> Result<(), OsError>;
+
+    /// Open the address record of the daemon with control socket `control`
+    /// and return what a previous run left recorded (see [`crate::owned`]).
+    fn open_record(&mut self, state_dir: &Path, control: &Path) -> Vec<OwnedAddress>;
+    /// Record `addrs`, before they are added; one write.
+    fn hold_addresses(&mut self, addrs: &[OwnedAddress]) -> Result<(), OsError>;
+    /// Forget `addrs`, after they were removed; one write.
+    fn release_addresses(&mut self, addrs: &[OwnedAddress]) -> Result<(), OsError>;
+    /// Write the record as it stands (replacing a previous run's).
+    fn save_record(&mut self) -> Result<(), OsError>;
+
+    /// Check that user `name` exists (before set-up, to fail early).
+    fn lookup_user(&self, name: &str) -> Result<(), PrivError>;
+    /// Keep CAP_NET_ADMIN and CAP_NET_RAW only, optionally as `user`.
+    fn drop_privileges(
+        &mut self,
+        user: Option<&str>,
+        state_dir: &Path,
+    ) -> Result<Dropped, PrivError>;
+}
 
 /// An error from the OS boundary.
 ///
@@ -57,6 +181,14 @@ pub enum OsError {
         /// The name or index that was looked up.
         link: String,
     },
+    /// A file under /proc/sys or the state directory could not be written.
+    #[error("cannot write {path}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The error from the kernel.
+        source: io::Error,
+    },
 }
 
 impl OsError {
@@ -65,7 +197,7 @@ impl OsError {
     /// Useful for policies such as "ENETDOWN on send means the link is down".
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            OsError::Socket { source, .. } => source.raw_os_error(),
+            OsError::Socket { source, .. } | OsError::File { source, .. } => source.raw_os_error(),
             OsError::Netlink { errno, .. } => *errno,
             OsError::LinkNotFound { .. } => None,
         }

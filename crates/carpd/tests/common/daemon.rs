@@ -141,7 +141,7 @@ pub fn state(d: &Carpd, vhid: u8) -> Option<String> {
     status(d)?
         .into_iter()
         .find(|v| v.vhid == vhid)
-        .map(|v| v.state)
+        .map(|v| v.state.to_string())
 }
 
 /// The view of `vhid` per `carpctl status --json` (panics if absent).
@@ -193,7 +193,7 @@ pub fn fast_state(d: &Carpd, vhid: u8) -> Option<String> {
         .vhosts?
         .into_iter()
         .find(|v| v.vhid == vhid)
-        .map(|v| v.state)
+        .map(|v| v.state.to_string())
 }
 
 /// Poll `f` every `every` until it returns `Some`, for at most `timeout`;

@@ -1,0 +1,165 @@
+//! Control verbs: status, stats, demote, state, enable, reload, maintenance.
+//!
+//! Each answer is built from the core's status and the realised vhosts; a
+//! verb that changes protocol state does so through the `Node` API, and the
+//! loop drains the resulting actions as after any input.
+
+use carp_proto::{Instant, State, Vhid, VhostId, VhostStatus};
+
+use super::Daemon;
+use crate::carplog;
+use crate::control::types::{Reply, Request, VhostView};
+use crate::maintenance::MAINTENANCE_DEMOTE;
+use crate::os::Os;
+
+impl<O: Os> Daemon<O> {
+    fn find(&self, vhid: u8, carpdev: Option<&str>) -> Result<Vec<VhostId>, String> {
+        let Some(vhid) = Vhid::new(vhid) else {
+            return Err("vhid must be 1..255".into());
+        };
+        let ids: Vec<VhostId> = self
+            .vhosts
+            .iter()
+            .filter(|(id, r)| id.vhid == vhid && carpdev.is_none_or(|c| r.spec.carpdev == c))
+            .map(|(id, _)| *id)
+            .collect();
+        match ids.len() {
+            0 => Err(format!(
+                "no vhid {vhid}{} is configured",
+                carpdev.map(|c| format!(" on {c}")).unwrap_or_default()
+            )),
+            1 => Ok(ids),
+            _ => Err(format!(
+                "vhid {vhid} exists on several carpdevs; name one with --carpdev"
+            )),
+        }
+    }
+
+    pub(super) async fn handle_request(&mut self, request: Request) -> Reply {
+        let now = self.now();
+        match request {
+            Request::Status => Reply {
+                ok: true,
+                vhosts: Some(self.node.status().iter().map(|s| self.view(s)).collect()),
+                groups: Some(
+                    self.node
+                        .groups()
+                        .iter()
+                        .map(|(g, v)| (g.clone(), *v))
+                        .collect(),
+                ),
+                maintenance: Some(self.maintenance.is_on()),
+                ..Reply::default()
+            },
+            Request::Stats => Reply {
+                ok: true,
+                stats: Some(self.node.stats()),
+                ..Reply::default()
+            },
+            Request::Watch => Reply::failed("watch is handled by the control server"),
+            Request::Demote { group, by } => {
+                let group = group.unwrap_or_else(|| carp_proto::node::DEFAULT_GROUP.to_string());
+                if !self.node.groups().contains_key(&group) {
+                    return Reply::failed(format!("no interface group {group}"));
+                }
+                let value = self.node.demote_group(now, &group, by);
+                Reply::done(format!("group {group} demoted to {value}"))
+            }
+            Request::State { vhid, carpdev, to } => {
+                let to = match to.as_str() {
+                    "master" => State::Master,
+                    "backup" => State::Backup,
+                    other => {
+                        return Reply::failed(format!(
+                            "state must be master or backup, not {other:?}"
+                        ));
+                    }
+                };
+                match self.find(vhid, carpdev.as_deref()) {
+                    Err(e) => Reply::failed(e),
+                    Ok(ids) => match self.node.force_state(now, ids[0], to) {
+                        Ok(()) => Reply::done(format!("vhid {vhid} forced to {to}")),
+                        Err(e) => Reply::failed(e.to_string()),
+                    },
+                }
+            }
+            Request::Enable {
+                vhid,
+                carpdev,
+                enabled,
+            } => {
+                let ids = match vhid {
+                    None => self.vhosts.keys().copied().collect(),
+                    Some(v) => match self.find(v, carpdev.as_deref()) {
+                        Ok(ids) => ids,
+                        Err(e) => return Reply::failed(e),
+                    },
+                };
+                for id in &ids {
+                    if let Err(e) = self.node.set_enabled(now, *id, enabled) {
+                        return Reply::failed(e.to_string());
+                    }
+                }
+                let verb = if enabled { "enabled" } else { "disabled" };
+                Reply::done(format!("{} vhost(s) {verb}", ids.len()))
+            }
+            Request::Reload => match self.reload_inner().await {
+                Ok(msg) => Reply::done(msg),
+                Err(e) => Reply::failed(format!("{e:#}")),
+            },
+            Request::Maintenance { on } => self.set_maintenance(now, on),
+        }
+    }
+
+    /// Persist maintenance mode first, then apply its demotion.
+    fn set_maintenance(&mut self, now: Instant, on: bool) -> Reply {
+        let word = if on { "on" } else { "off" };
+        match self.maintenance.set(on) {
+            Err(e) => Reply::failed(format!(
+                "cannot record maintenance mode in {}: {e}; nothing changed",
+                self.maintenance.path().display()
+            )),
+            Ok(false) => Reply::done(format!("maintenance mode is already {word}")),
+            Ok(true) => {
+                let group = carp_proto::node::DEFAULT_GROUP;
+                let by = if on {
+                    MAINTENANCE_DEMOTE
+                } else {
+                    -MAINTENANCE_DEMOTE
+                };
+                let value = self.node.demote_group(now, group, by);
+                carplog!(
+                    Warning,
+                    "maintenance mode {word}: group {group} demote {value}"
+                );
+                Reply::done(format!(
+                    "maintenance mode {word}: group {group} demoted to {value}{}",
+                    if on { "; MASTERs move to the peer" } else { "" }
+                ))
+            }
+        }
+    }
+
+    fn view(&self, s: &VhostStatus) -> VhostView {
+        let now = self.now();
+        let r = self.vhosts.get(&s.id);
+        VhostView {
+            carpdev: r.map_or_else(String::new, |r| r.spec.carpdev.clone()),
+            vhid: s.id.vhid.get(),
+            state: s.state.into(),
+            since_secs: (now - s.since).as_secs_f64(),
+            cause: s.cause.into(),
+            advbase: s.advbase.0,
+            advskew: s.advskew.0,
+            effective_advskew: s.effective_advskew.0,
+            demote: s.demote,
+            lladdr: r.map_or_else(String::new, |r| r.spec.lladdr.to_string()),
+            addresses: r.map_or_else(Vec::new, |r| {
+                r.spec.addresses.iter().map(ToString::to_string).collect()
+            }),
+            last_master: s.last_master.map(|(a, _)| a.to_string()),
+            last_master_age_secs: s.last_master.map(|(_, t)| (now - t).as_secs_f64()),
+            stats: s.stats,
+        }
+    }
+}

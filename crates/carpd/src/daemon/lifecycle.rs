@@ -1,0 +1,158 @@
+//! Reload, shutdown and the bow-out wait.
+//!
+//! A reload keeps every vhost whose specification is unchanged untouched (no
+//! flap), reconfigures those realised in the same place, removes the rest
+//! (bow-out first) and adds the new ones. Shutdown sends every bow-out
+//! advertisement first, waits briefly for successors, and only then releases
+//! the addresses and macvlans.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::bail;
+use carp_proto::{Action, NodeConfig, Vhid, VhostId};
+use tokio::sync::mpsc;
+
+use super::Daemon;
+use crate::carplog;
+use crate::config::{ConfigSource, DaemonConfig};
+use crate::hooks::HookQueue;
+use crate::log;
+use crate::os::{Datagram, Os};
+
+/// How long a bowed-out master keeps its addresses waiting for a successor.
+const BOW_OUT_GRACE: Duration = Duration::from_millis(250);
+
+impl<O: Os> Daemon<O> {
+    pub(super) async fn reload(&mut self) {
+        match self.reload_inner().await {
+            Ok(msg) => carplog!(Info, "{msg}"),
+            Err(e) => carplog!(
+                Err,
+                "reload failed, keeping the running configuration: {e:#}"
+            ),
+        }
+    }
+
+    pub(super) async fn reload_inner(&mut self) -> anyhow::Result<String> {
+        let ConfigSource::File(path) = self.config.source.clone() else {
+            bail!("started from the command line: nothing to reload");
+        };
+        let mut new = DaemonConfig::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.overrides.apply(&mut new);
+        let now = self.now();
+        self.node.set_config(NodeConfig {
+            preempt: new.preempt,
+            ..self.node.config()
+        });
+        log::set_threshold(new.log_level);
+        let mut kept = 0;
+        let mut changed = 0;
+        // Vhosts gone or realised differently are removed (bow-out first).
+        let existing: Vec<VhostId> = self.vhosts.keys().copied().collect();
+        for id in existing {
+            let Some(r) = self.vhosts.get(&id) else {
+                continue;
+            };
+            let same_place = new.vhosts.iter().find(|s| {
+                s.carpdev == r.spec.carpdev && s.proto.vhid == id.vhid && s.lladdr == r.spec.lladdr
+            });
+            match same_place {
+                Some(spec) if *spec == r.spec => kept += 1,
+                Some(spec) => {
+                    let spec = spec.clone();
+                    self.node
+                        .reconfigure_vhost(now, id, spec.proto.clone())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    // Addresses removed from a MASTER were released by the core; their
+                    // prefix lengths are known only to the old spec, so act before replacing it.
+                    self.drain().await;
+                    if let Some(r) = self.vhosts.get_mut(&id) {
+                        r.spec = spec;
+                    }
+                    changed += 1;
+                }
+                None => {
+                    self.node
+                        .remove_vhost(now, id)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    self.drain().await;
+                    if let Some(index) = self.vhosts.remove(&id).and_then(|r| r.macvlan) {
+                        self.delete_macvlan(index).await;
+                    }
+                }
+            }
+        }
+        let mut added = 0;
+        for spec in &new.vhosts {
+            let present = self
+                .vhosts
+                .iter()
+                .any(|(id, r)| r.spec.carpdev == spec.carpdev && id.vhid == spec.proto.vhid);
+            if !present {
+                self.add_vhost(spec.clone()).await?;
+                added += 1;
+            }
+        }
+        self.config = new;
+        Ok(format!(
+            "reloaded: {kept} unchanged, {changed} changed, {added} added"
+        ))
+    }
+
+    /// Bow out, wait for successors (when `rx` is given), then release
+    /// addresses and macvlans and let the hooks finish.
+    pub(super) async fn shutdown(&mut self, rx: Option<&mut mpsc::Receiver<Datagram>>) {
+        let now = self.now();
+        self.node.begin_shutdown(now);
+        let mut rest = Vec::new();
+        let mut bowed_out = BTreeSet::new();
+        while let Some(action) = self.node.poll_action() {
+            if let Action::Transmit { id, .. } = &action {
+                bowed_out.insert(*id);
+                self.perform(action).await;
+            } else {
+                rest.push(action);
+            }
+        }
+        if let Some(rx) = rx {
+            await_successor(rx, bowed_out).await;
+        }
+        for action in rest {
+            self.perform(action).await;
+        }
+        self.drain().await;
+        let macvlans: Vec<u32> = self.vhosts.values().filter_map(|r| r.macvlan).collect();
+        for index in macvlans {
+            self.delete_macvlan(index).await;
+        }
+        // Let queued down hooks finish (each is bounded by its own timeout).
+        let queues: Vec<HookQueue> = std::mem::take(&mut self.vhosts)
+            .into_values()
+            .map(|r| r.hooks)
+            .collect();
+        for q in queues {
+            q.finish().await;
+        }
+    }
+}
+
+/// Wait until every bowed-out vhost hears a successor's advertisement, or the grace ends.
+///
+/// DEVIATION: OpenBSD releases the addresses right after the bow-out. Keeping
+/// them until the successor's first advertisement (which it sends as it
+/// takes over, right after adding the addresses) closes the window in which
+/// neither host answers, so a planned switchover loses no traffic.
+async fn await_successor(rx: &mut mpsc::Receiver<Datagram>, mut waiting: BTreeSet<VhostId>) {
+    let deadline = tokio::time::Instant::now() + BOW_OUT_GRACE;
+    while !waiting.is_empty() {
+        let Ok(Some(d)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            return;
+        };
+        let b = &d.bytes;
+        let is_advert = b.len() >= 36 && b[0] >> 4 == 2 && !(b[2] == 255 && b[5] == 255);
+        if let (true, Some(vhid)) = (is_advert, Vhid::new(b.get(1).copied().unwrap_or(0))) {
+            waiting.remove(&VhostId { link: d.link, vhid });
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The daemon loop: the imperative shell around `carp_proto::Node`.
+//!
+//! One task owns the `Node` and every piece of protocol state. It waits in
+//! one `select!` on received advertisements, the node's next timer, link and
+//! address events, control requests and signals; after every input it drains
+//! `poll_action()` into calls on the [`Os`]. On shutdown the node bows out
+//! first, then the addresses go.
+//!
+//! By role: [`realise`] sets up carpdevs, sockets, macvlans and vhosts;
+//! [`perform`] executes core actions; [`events`] handles link and address
+//! events; [`control`] answers control verbs; [`lifecycle`] reloads and
+//! shuts down. Every OS call goes through the [`Os`] passed to [`run`].
+
+mod control;
+mod events;
+mod lifecycle;
+mod perform;
+mod realise;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use carp_proto::node::RxMeta;
+use carp_proto::{Instant, LinkId, Node, NodeConfig, VhostId};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::carplog;
+use crate::config::{DaemonConfig, Overrides, VhostSpec};
+use crate::control::types::Transition;
+use crate::control::{self as ctl, Envelope};
+use crate::hooks::HookQueue;
+use crate::log::{self, chain};
+use crate::maintenance::{MAINTENANCE_DEMOTE, Maintenance};
+use crate::os::{Datagram, Os};
+use crate::systemd;
+
+pub use realise::macvlan_name;
+
+/// What the binary (or a test) tells the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM / SIGINT: bow out, release the addresses, return.
+    Terminate,
+    /// SIGHUP: reload the configuration file.
+    Reload,
+}
+
+/// One parent interface; its sockets live in the [`Os`].
+struct Carpdev {
+    name: String,
+    mac: [u8; 6],
+    has4: bool,
+    has6: bool,
+    /// Source of IPv4 advertisements: the first non-virtual IPv4 address.
+    src4: Option<Ipv4Addr>,
+    /// Source of IPv6 advertisements sent as frames: the link-local address.
+    src6: Option<Ipv6Addr>,
+}
+
+/// One vhost as realised on the host.
+struct Realised {
+    spec: VhostSpec,
+    /// Interface that holds the addresses: the macvlan or the carpdev.
+    addr_index: u32,
+    addr_ifname: String,
+    /// MAC announced in gratuitous ARP / NA.
+    mac: [u8; 6],
+    /// A macvlan we created and delete on exit.
+    macvlan: Option<u32>,
+    hooks: HookQueue,
+}
+
+struct Daemon<O: Os> {
+    os: O,
+    config: DaemonConfig,
+    node: Node,
+    start: tokio::time::Instant,
+    carpdevs: BTreeMap<LinkId, Carpdev>,
+    vhosts: BTreeMap<VhostId, Realised>,
+    rx_tx: mpsc::Sender<Datagram>,
+    transitions: broadcast::Sender<Transition>,
+    maintenance: Maintenance,
+    /// Command-line flags re-applied on every reload.
+    overrides: Overrides,
+}
+
+/// Run the daemon on `os` until `signals` yields `Terminate` (or closes).
+pub async fn run<O: Os>(
+    os: O,
+    config: DaemonConfig,
+    overrides: Overrides,
+    signals: mpsc::Receiver<Signal>,
+) -> anyhow::Result<()> {
+    let (ctl_tx, ctl_rx) = mpsc::channel::<Envelope>(16);
+    run_with(os, config, overrides, signals, ctl_tx, ctl_rx).await
+}
+
+/// [`run`], with the channel of control requests made by the caller (tests
+/// send requests on `ctl_tx` directly, as the control socket does).
+async fn run_with<O: Os>(
+    mut os: O,
+    config: DaemonConfig,
+    overrides: Overrides,
+    mut signals: mpsc::Receiver<Signal>,
+    ctl_tx: mpsc::Sender<Envelope>,
+    mut ctl_rx: mpsc::Receiver<Envelope>,
+) -> anyhow::Result<()> {
+    log::set_threshold(config.log_level);
+    if let Some(name) = &overrides.user {
+        os.lookup_user(name)?;
+    }
+    let mut links = os.link_events().context("cannot monitor links")?;
+    let (rx_tx, mut rx) = mpsc::channel::<Datagram>(1024);
+    let (transitions, _) = broadcast::channel(256);
+    let state_dir = config
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| crate::config::DEFAULT_STATE_DIR.into());
+    let maintenance = Maintenance::load(&state_dir)
+        .with_context(|| format!("cannot read maintenance state in {}", state_dir.display()))?;
+
+    if let Some(addr) = config.http {
+        let http = crate::http::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+        let (to_daemon, token) = (ctl_tx.clone(), config.http_token.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(http, to_daemon, token).await {
+                carplog!(Err, "HTTP server stopped: {}", chain(&e));
+            }
+        });
+        carplog!(Info, "status page on http://{addr}/");
+    }
+    let control_path = config.control.clone().unwrap_or_else(ctl::default_path);
+    let listener = ctl::bind(&control_path)
+        .with_context(|| format!("cannot bind control socket {}", control_path.display()))?;
+    tokio::spawn(ctl::serve(listener, ctl_tx, transitions.clone()));
+    let leftovers = os.open_record(&state_dir, &control_path);
+
+    let mut d = Daemon {
+        os,
+        node: Node::new(NodeConfig {
+            preempt: config.preempt,
+            ..NodeConfig::default()
+        }),
+        config: config.clone(),
+        start: tokio::time::Instant::now(),
+        carpdevs: BTreeMap::new(),
+        vhosts: BTreeMap::new(),
+        rx_tx,
+        transitions,
+        maintenance,
+        overrides,
+    };
+    // Before joining: a previous run that did not stop cleanly may have left
+    // addresses behind, also ones no longer in the configuration.
+    d.remove_leftovers(leftovers).await;
+    if d.maintenance.is_on() {
+        // Before joining any vhid, so a maintained host never takes one over.
+        let now = d.now();
+        let group = carp_proto::node::DEFAULT_GROUP;
+        d.node.demote_group(now, group, MAINTENANCE_DEMOTE);
+        carplog!(
+            Warning,
+            "maintenance mode is on ({}): group {group} demoted by {MAINTENANCE_DEMOTE}",
+            d.maintenance.path().display()
+        );
+    }
+    for spec in &config.vhosts {
+        if let Err(e) = d.add_vhost(spec.clone()).await {
+            // Nothing half-started: release what was set up, then fail.
+            d.shutdown(None).await;
+            let _ = std::fs::remove_file(&control_path);
+            return Err(e);
+        }
+    }
+    // Set-up is done: keep CAP_NET_ADMIN and CAP_NET_RAW only.
+    let user = d.overrides.user.clone();
+    let dropped = match d.os.drop_privileges(user.as_deref(), &state_dir) {
+        Ok(dropped) => dropped,
+        Err(e) => {
+            d.shutdown(None).await;
+            let _ = std::fs::remove_file(&control_path);
+            return Err(anyhow::Error::new(e).context("cannot drop privileges"));
+        }
+    };
+    if !dropped.bounding_left.is_empty() {
+        carplog!(
+            Warning,
+            "no CAP_SETPCAP: the bounding set keeps {} (set CapabilityBoundingSet=)",
+            dropped.bounding_left.len()
+        );
+    }
+    carplog!(
+        Info,
+        "started with {} vhost(s), control socket {}, capabilities {:?}{}",
+        d.vhosts.len(),
+        control_path.display(),
+        dropped.kept,
+        dropped
+            .user
+            .map(|u| format!(", user {u}"))
+            .unwrap_or_default()
+    );
+    d.drain().await;
+    systemd::ready(&format!("{} vhost(s)", d.vhosts.len()));
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+
+    loop {
+        let deadline = d.node.poll_timeout().map(|t| d.to_tokio(t));
+        tokio::select! {
+            Some(dgram) = rx.recv() => d.handle_datagram(dgram),
+            _ = sleep_until(deadline) => {
+                let now = d.now();
+                d.node.handle_timeout(now);
+            }
+            Some(event) = links.recv() => d.handle_link_event(event).await,
+            Some((request, reply)) = ctl_rx.recv() => {
+                let answer = d.handle_request(request).await;
+                let _ = reply.send(answer);
+            }
+            signal = signals.recv() => match signal {
+                Some(Signal::Reload) => d.reload().await,
+                Some(Signal::Terminate) | None => break,
+            },
+            // From the loop itself: a stuck loop stops the pings.
+            _ = tick(watchdog.as_mut()) => systemd::watchdog(),
+        }
+        d.drain().await;
+    }
+    systemd::stopping();
+    d.shutdown(Some(&mut rx)).await;
+    let _ = std::fs::remove_file(&control_path);
+    carplog!(Info, "stopped");
+    Ok(())
+}
+
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The core's time at `at`: microseconds since `start` on tokio's clock, which
+/// is std's monotonic `Instant` (CLOCK_MONOTONIC) and never follows the wall clock.
+/// Nothing else feeds the core a time.
+fn core_time(start: tokio::time::Instant, at: tokio::time::Instant) -> Instant {
+    let us = u64::try_from(at.saturating_duration_since(start).as_micros()).unwrap_or(u64::MAX);
+    Instant::from_micros(us)
+}
+
+/// The tokio deadline of the core's time `t`.
+fn tokio_time(start: tokio::time::Instant, t: Instant) -> tokio::time::Instant {
+    start + Duration::from_micros(t.as_micros())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<O: Os> Daemon<O> {
+    /// The core's time: microseconds on the monotonic clock since start.
+    fn now(&self) -> Instant {
+        core_time(self.start, tokio::time::Instant::now())
+    }
+
+    fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
+        tokio_time(self.start, t)
+    }
+
+    fn handle_datagram(&mut self, dgram: Datagram) {
+        let meta = RxMeta {
+            link: dgram.link,
+            src: dgram.src,
+            ttl: dgram.ttl,
+        };
+        let link = if dgram.ifindex == dgram.link.0 || dgram.ifindex == 0 {
+            meta.link
+        } else {
+            // Arrived on another interface than the socket's: OpenBSD `badif`.
+            LinkId(dgram.ifindex)
+        };
+        let now = self.now();
+        self.node
+            .handle_datagram(now, RxMeta { link, ..meta }, &dgram.bytes);
+    }
+
+    fn label(&self, id: VhostId) -> String {
+        let dev = self.carpdevs.get(&id.link).map_or("?", |d| d.name.as_str());
+        format!("vhid {}@{dev}", id.vhid)
+    }
+}
+
+#[cfg(test)]
+mod clock_tests;
+#[cfg(test)]
+mod loop_tests;

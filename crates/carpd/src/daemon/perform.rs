@@ -1,0 +1,270 @@
+//! Executing the core's actions: transmit, addresses, announcements, and
+//! the reporting of transitions and demotions.
+//!
+//! Each `Action` variant maps onto one method here, and only here does the
+//! shell join an action back to its vhost's configuration (prefix lengths,
+//! interface, MAC); when the core's actions carry those, this is what changes.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use carp_proto::{Action, Cause, Family, State, VhostId};
+
+use super::{Daemon, Realised};
+use crate::carplog;
+use crate::config::{Lladdr, VirtualAddress};
+use crate::control::types::Transition;
+use crate::hooks::HookRun;
+use crate::log::{self, Level, chain};
+use crate::os::Os;
+use crate::os::raw::{CARP_GROUP_V4, CARP_GROUP_V6};
+use crate::owned::OwnedAddress;
+
+impl<O: Os> Daemon<O> {
+    /// Perform every queued action; actions may queue more (send results).
+    pub(super) async fn drain(&mut self) {
+        while let Some(action) = self.node.poll_action() {
+            self.perform(action).await;
+        }
+    }
+
+    pub(super) async fn perform(&mut self, action: Action) {
+        match action {
+            Action::Transmit {
+                id,
+                family,
+                packet,
+                to,
+            } => {
+                let ok = self.transmit(id, family, &packet, to).await;
+                let now = self.now();
+                self.node.handle_send_result(now, id, ok);
+            }
+            Action::AddAddresses { id, addresses } => self.add_addresses(id, &addresses).await,
+            Action::RemoveAddresses { id, addresses } => {
+                self.remove_addresses(id, &addresses).await;
+            }
+            Action::Announce { id, ipv4, ipv6 } => self.announce(id, &ipv4, &ipv6),
+            Action::StateChanged {
+                id,
+                from,
+                to,
+                cause,
+            } => self.state_changed(id, from, to, cause),
+            Action::DemotionChanged {
+                group,
+                value,
+                reason,
+            } => {
+                let what = group.map_or("advskew demotion".to_string(), |g| format!("group {g}"));
+                carplog!(Err, "demoted {what} to {value} ({reason})");
+            }
+        }
+    }
+
+    /// Record, then add, the vhost's addresses among `addresses`; the
+    /// requests go out together.
+    async fn add_addresses(&mut self, id: VhostId, addresses: &[IpAddr]) {
+        let Some(r) = self.vhosts.get(&id) else {
+            return;
+        };
+        let chosen = chosen(r, addresses);
+        let record: Vec<OwnedAddress> = chosen.iter().map(|v| owned_address(r, v)).collect();
+        let index = r.addr_index;
+        if let Err(e) = self.os.hold_addresses(&record) {
+            carplog!(Warning, "{}", chain(&e));
+        }
+        let requests = chosen
+            .iter()
+            .map(|va| self.os.add_address(index, va.addr, va.prefix_len));
+        let results = futures::future::join_all(requests).await;
+        for (va, result) in chosen.iter().zip(results) {
+            if let Err(e) = result {
+                carplog!(Err, "{}: cannot add {va}: {}", self.label(id), chain(&e));
+            }
+        }
+    }
+
+    /// Remove the vhost's addresses among `addresses`, then forget those gone.
+    async fn remove_addresses(&mut self, id: VhostId, addresses: &[IpAddr]) {
+        let Some(r) = self.vhosts.get(&id) else {
+            return;
+        };
+        let chosen = chosen(r, addresses);
+        let index = r.addr_index;
+        let requests = chosen
+            .iter()
+            .map(|va| self.os.del_address(index, va.addr, va.prefix_len));
+        let results = futures::future::join_all(requests).await;
+        let mut gone = Vec::new();
+        for (va, result) in chosen.iter().zip(results) {
+            if let Err(e) = &result {
+                carplog!(Err, "{}: cannot remove {va}: {}", self.label(id), chain(e));
+            }
+            // Gone (or never there): forget it; otherwise the next start retries.
+            let errno = result.as_ref().err().and_then(|e| e.raw_os_error());
+            if result.is_ok() || matches!(errno, Some(libc::EADDRNOTAVAIL | libc::ENODEV)) {
+                gone.push(owned_address(r, va));
+            }
+        }
+        if let Err(e) = self.os.release_addresses(&gone) {
+            carplog!(Warning, "{}", chain(&e));
+        }
+    }
+
+    async fn transmit(
+        &self,
+        id: VhostId,
+        family: Family,
+        packet: &[u8],
+        to: Option<IpAddr>,
+    ) -> bool {
+        let (Some(dev), Some(r)) = (self.carpdevs.get(&id.link), self.vhosts.get(&id)) else {
+            return false;
+        };
+        let (has_socket, src, dst) = match family {
+            Family::V4 => (
+                dev.has4,
+                dev.src4.map(IpAddr::V4),
+                to.unwrap_or(IpAddr::V4(r.spec.peer.unwrap_or(CARP_GROUP_V4))),
+            ),
+            Family::V6 => (
+                dev.has6,
+                None,
+                to.unwrap_or(IpAddr::V6(r.spec.peer6.unwrap_or(CARP_GROUP_V6))),
+            ),
+        };
+        let result = if r.spec.lladdr == Lladdr::Virtual && dst.is_multicast() {
+            // Like the kernels: multicast advertisements leave from the virtual
+            // MAC, so every advertisement refreshes the switches' MAC tables.
+            let src = match dst {
+                IpAddr::V4(_) => IpAddr::V4(dev.src4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                IpAddr::V6(_) => {
+                    let Some(src) = dev.src6 else {
+                        carplog!(
+                            Warning,
+                            "{}: no link-local address to send from",
+                            self.label(id)
+                        );
+                        return false;
+                    };
+                    IpAddr::V6(src)
+                }
+            };
+            self.os.send_advert_frame(id.link, r.mac, src, dst, packet)
+        } else if has_socket {
+            self.os.send_advert(id.link, family, src, dst, packet).await
+        } else {
+            return false;
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                carplog!(
+                    Warning,
+                    "{}: send to {dst} failed: {}",
+                    self.label(id),
+                    chain(&e)
+                );
+                false
+            }
+        }
+    }
+
+    fn announce(&self, id: VhostId, ipv4: &[Ipv4Addr], ipv6: &[Ipv6Addr]) {
+        let Some(r) = self.vhosts.get(&id) else {
+            return;
+        };
+        for ip in ipv4 {
+            if let Err(e) = self.os.send_gratuitous_arp(id.link, r.mac, *ip) {
+                carplog!(
+                    Warning,
+                    "{}: gratuitous ARP for {ip}: {}",
+                    self.label(id),
+                    chain(&e)
+                );
+            }
+        }
+        if ipv6.is_empty() {
+            return;
+        }
+        let router = self
+            .os
+            .read_sysctl("net/ipv6/conf/all/forwarding")
+            .is_some_and(|v| v == "1");
+        for ip in ipv6 {
+            if let Err(e) = self.os.send_unsolicited_na(id.link, r.mac, *ip, router) {
+                carplog!(
+                    Warning,
+                    "{}: neighbour advertisement for {ip}: {}",
+                    self.label(id),
+                    chain(&e)
+                );
+            }
+        }
+    }
+
+    fn state_changed(&self, id: VhostId, from: State, to: State, cause: Cause) {
+        // OpenBSD carp_set_state: LOG_CRIT between BACKUP and MASTER, LOG_WARNING with INIT.
+        let level = if from == State::Init || to == State::Init {
+            Level::Warning
+        } else {
+            Level::Crit
+        };
+        log::log(
+            level,
+            format_args!(
+                "{}: state transition: {from} -> {to} ({cause})",
+                self.label(id)
+            ),
+        );
+        let Some(r) = self.vhosts.get(&id) else {
+            return;
+        };
+        let _ = self.transitions.send(Transition {
+            carpdev: r.spec.carpdev.clone(),
+            vhid: id.vhid.get(),
+            from: from.into(),
+            to: to.into(),
+            cause: cause.into(),
+            at_secs: self.start.elapsed().as_secs_f64(),
+        });
+        let hook = if to == State::Master {
+            r.spec.hooks.up.clone()
+        } else if from == State::Master {
+            r.spec.hooks.down.clone()
+        } else {
+            None
+        };
+        if let Some(program) = hook {
+            r.hooks.push(HookRun {
+                program,
+                vhid: id.vhid.get(),
+                state: to.to_string(),
+                from: from.to_string(),
+                cause: cause.to_string(),
+                carpdev: r.spec.carpdev.clone(),
+                interface: r.addr_ifname.clone(),
+                addresses: r.spec.addresses.iter().map(ToString::to_string).collect(),
+                timeout: r.spec.hooks.timeout,
+            });
+        }
+    }
+}
+
+/// The vhost's configured addresses among `addresses`, in configuration order.
+fn chosen(r: &Realised, addresses: &[IpAddr]) -> Vec<VirtualAddress> {
+    r.spec
+        .addresses
+        .iter()
+        .filter(|v| addresses.contains(&v.addr))
+        .cloned()
+        .collect()
+}
+
+fn owned_address(r: &Realised, va: &VirtualAddress) -> OwnedAddress {
+    OwnedAddress {
+        ifname: r.addr_ifname.clone(),
+        addr: va.addr,
+        prefix_len: va.prefix_len,
+    }
+}

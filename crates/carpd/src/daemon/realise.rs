@@ -1,0 +1,222 @@
+//! Set-up: carpdevs with their sockets, macvlans and vhosts, and the removal
+//! of addresses a previous run left behind.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{Context as _, bail};
+use carp_proto::{Family, LinkId};
+
+use super::{Carpdev, Daemon, Realised};
+use crate::carplog;
+use crate::config::{Lladdr, VhostSpec};
+use crate::hooks::HookQueue;
+use crate::log::chain;
+use crate::os::Os;
+use crate::os::l2::virtual_mac;
+use crate::owned::OwnedAddress;
+
+impl<O: Os> Daemon<O> {
+    /// Make sure carpdev `name` is known, with the sockets of the families needed.
+    async fn carpdev(&mut self, name: &str, need4: bool, need6: bool) -> anyhow::Result<LinkId> {
+        let info = self
+            .os
+            .link_by_name(name)
+            .await
+            .with_context(|| format!("carpdev {name} not found"))?;
+        let link = LinkId(info.index);
+        if !self.carpdevs.contains_key(&link) {
+            self.os
+                .open_l2(link)
+                .with_context(|| format!("{name}: packet socket"))?;
+            let src4 = self.source_v4(info.index, None).await;
+            let src6 = self.source_v6(info.index).await;
+            self.carpdevs.insert(
+                link,
+                Carpdev {
+                    name: name.to_string(),
+                    mac: info.mac,
+                    has4: false,
+                    has6: false,
+                    src4,
+                    src6,
+                },
+            );
+            let now = self.now();
+            self.node
+                .handle_link(now, link, info.admin_up && info.carrier);
+        }
+        let Some(dev) = self.carpdevs.get_mut(&link) else {
+            bail!("carpdev vanished")
+        };
+        if need4 && !dev.has4 {
+            self.os
+                .open_carp_socket(link, name, Family::V4, self.rx_tx.clone())
+                .with_context(|| format!("{name}: IPv4 CARP socket"))?;
+            dev.has4 = true;
+        }
+        if need6 && !dev.has6 {
+            self.os
+                .open_carp_socket(link, name, Family::V6, self.rx_tx.clone())
+                .with_context(|| format!("{name}: IPv6 CARP socket"))?;
+            dev.has6 = true;
+        }
+        Ok(link)
+    }
+
+    /// The first IPv4 address of `index` that is not a virtual address.
+    pub(super) async fn source_v4(
+        &self,
+        index: u32,
+        extra_vips: Option<&VhostSpec>,
+    ) -> Option<Ipv4Addr> {
+        let addrs = self.os.addresses(index).await.ok()?;
+        let is_vip = |a: &IpAddr| {
+            self.vhosts
+                .values()
+                .any(|r| r.spec.addresses.iter().any(|v| v.addr == *a))
+                || self
+                    .config
+                    .vhosts
+                    .iter()
+                    .any(|s| s.addresses.iter().any(|v| v.addr == *a))
+                || extra_vips.is_some_and(|s| s.addresses.iter().any(|v| v.addr == *a))
+        };
+        addrs.into_iter().find_map(|(a, _)| match a {
+            IpAddr::V4(v4) if !is_vip(&a) => Some(v4),
+            _ => None,
+        })
+    }
+
+    /// The first link-local IPv6 address of `index` (the source the kernel
+    /// would choose for ff02::12).
+    pub(super) async fn source_v6(&self, index: u32) -> Option<Ipv6Addr> {
+        let addrs = self.os.addresses(index).await.ok()?;
+        addrs.into_iter().find_map(|(a, _)| match a {
+            IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(v6),
+            _ => None,
+        })
+    }
+
+    pub(super) async fn add_vhost(&mut self, spec: VhostSpec) -> anyhow::Result<()> {
+        let need4 = !spec.proto.ipv4.is_empty();
+        let need6 = !spec.proto.ipv6.is_empty();
+        let link = self.carpdev(&spec.carpdev, need4, need6).await?;
+        let (parent_mac, parent_name) = {
+            let dev = &self.carpdevs[&link];
+            (dev.mac, dev.name.clone())
+        };
+        let vhid = spec.proto.vhid.get();
+        let (addr_index, addr_ifname, mac, macvlan) = match spec.lladdr {
+            Lladdr::Real => (link.0, parent_name.clone(), parent_mac, None),
+            Lladdr::Virtual => {
+                let name = macvlan_name(link.0, vhid);
+                let mac = virtual_mac(vhid);
+                let index = self
+                    .os
+                    .ensure_macvlan(link.0, &name, mac)
+                    .await
+                    .with_context(|| format!("{parent_name}: cannot create macvlan {name}"))?;
+                // Only the interface holding a VIP may answer ARP for it, or the
+                // parent would answer with its real MAC (Linux's weak host model).
+                self.set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_ignore"), "1");
+                self.set_sysctl(&format!("net/ipv4/conf/{name}/arp_ignore"), "1");
+                // Replies from a VIP leave through the parent (its route is as good
+                // as the macvlan's); with the default arp_announce 0 the parent's
+                // ARP request for the client then carries the VIP as sender IP and
+                // its real MAC, and the client re-points the VIP at that MAC.
+                self.set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_announce"), "2");
+                (index, name, mac, Some(index))
+            }
+        };
+        // Start-up hygiene: a previous run killed with -9 may have left VIPs behind,
+        // and a node that is not MASTER must not hold them.
+        let removals = spec
+            .addresses
+            .iter()
+            .map(|va| self.os.del_address(addr_index, va.addr, va.prefix_len));
+        for (va, result) in spec
+            .addresses
+            .iter()
+            .zip(futures::future::join_all(removals).await)
+        {
+            if let Err(e) = result {
+                carplog!(
+                    Debug,
+                    "{parent_name}: cannot remove stale {va}: {}",
+                    chain(&e)
+                );
+            }
+        }
+        let cookie: [u8; 8] = rand::random();
+        let now = self.now();
+        let id = self
+            .node
+            .add_vhost(now, link, spec.proto.clone(), cookie)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", spec.carpdev))?;
+        self.vhosts.insert(
+            id,
+            Realised {
+                spec,
+                addr_index,
+                addr_ifname,
+                mac,
+                macvlan,
+                hooks: HookQueue::spawn(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Remove the addresses a previous run recorded and did not release.
+    pub(super) async fn remove_leftovers(&mut self, leftovers: Vec<OwnedAddress>) {
+        for a in &leftovers {
+            // A vanished interface took its addresses with it.
+            let Ok(link) = self.os.link_by_name(&a.ifname).await else {
+                continue;
+            };
+            match self.os.del_address(link.index, a.addr, a.prefix_len).await {
+                Ok(()) => carplog!(
+                    Warning,
+                    "removed {}/{} from {}, left by a previous run that did not stop cleanly",
+                    a.addr,
+                    a.prefix_len,
+                    a.ifname
+                ),
+                Err(e) => carplog!(
+                    Err,
+                    "cannot remove {}/{} from {}, left by a previous run: {}",
+                    a.addr,
+                    a.prefix_len,
+                    a.ifname,
+                    chain(&e)
+                ),
+            }
+        }
+        if let Err(e) = self.os.save_record() {
+            carplog!(Warning, "{}", chain(&e));
+        }
+    }
+
+    /// Delete the macvlan `index` this daemon created; failures are logged.
+    pub(super) async fn delete_macvlan(&self, index: u32) {
+        if let Err(e) = self.os.delete_link(index).await {
+            carplog!(Warning, "cannot delete macvlan {index}: {}", chain(&e));
+        }
+    }
+
+    fn set_sysctl(&self, key: &str, value: &str) {
+        if let Err(e) = self.os.write_sysctl(key, value) {
+            carplog!(Warning, "cannot set {key} to {value}: {}", chain(&e));
+        }
+    }
+}
+
+/// Return the name of the macvlan of `vhid` on interface `parent` (at most 15 bytes).
+pub fn macvlan_name(parent: u32, vhid: u8) -> String {
+    let name = format!("carp{parent}v{vhid}");
+    if name.len() <= 15 {
+        name
+    } else {
+        format!("c{parent:x}v{vhid}")
+    }
+}

@@ -1,0 +1,270 @@
+//! [`Linux`]: the [`Os`] of a real host, built from [`Netlink`], [`LinkMonitor`],
+//! [`CarpSocket`], [`L2Sender`], `/proc/sys` and the [`Owned`] record.
+//!
+//! Each CARP socket gets a reader task that forwards datagrams to the loop's
+//! channel; the link monitor gets one too, which reopens the monitor if it
+//! closes. Sockets and senders are kept per carpdev and live as long as the
+//! `Linux` value.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use carp_proto::{Family, LinkId};
+use tokio::sync::mpsc;
+
+use super::l2::{
+    ETH_P_IP, ETH_P_IPV6, L2Sender, carp_advert_frame_v4, carp_advert_frame_v6, multicast_mac,
+};
+use super::netlink::{LinkEvent, LinkInfo, LinkMonitor, Netlink};
+use super::privs::{self, Dropped, PrivError};
+use super::raw::CarpSocket;
+use super::{Datagram, Os, OsError};
+use crate::carplog;
+use crate::log::chain;
+use crate::owned::{Owned, OwnedAddress};
+
+/// Queue between the link monitor's task and the loop; the monitor's own
+/// socket buffer absorbs bursts beyond it.
+const LINK_EVENT_QUEUE: usize = 256;
+
+/// The operating system carpd runs on.
+#[derive(Debug)]
+pub struct Linux {
+    netlink: Netlink,
+    sockets: BTreeMap<(LinkId, Family), Arc<CarpSocket>>,
+    l2: BTreeMap<LinkId, L2Sender>,
+    record: Option<Owned>,
+}
+
+impl Linux {
+    /// Open the rtnetlink connection. Must be called inside a tokio runtime.
+    pub async fn connect() -> Result<Linux, OsError> {
+        Ok(Linux {
+            netlink: Netlink::connect().await?,
+            sockets: BTreeMap::new(),
+            l2: BTreeMap::new(),
+            record: None,
+        })
+    }
+
+    fn l2(&self, link: LinkId) -> Result<&L2Sender, OsError> {
+        self.l2.get(&link).ok_or_else(|| OsError::LinkNotFound {
+            link: format!("{} (no packet socket)", link.0),
+        })
+    }
+}
+
+fn record_error(record: &Owned) -> impl FnOnce(std::io::Error) -> OsError + '_ {
+    |source| OsError::File {
+        path: record.path().to_owned(),
+        source,
+    }
+}
+
+impl Os for Linux {
+    async fn link_by_name(&self, name: &str) -> Result<LinkInfo, OsError> {
+        self.netlink.link_by_name(name).await
+    }
+
+    async fn link_by_index(&self, index: u32) -> Result<LinkInfo, OsError> {
+        self.netlink.link_by_index(index).await
+    }
+
+    async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, OsError> {
+        self.netlink.addresses(index).await
+    }
+
+    async fn add_address(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), OsError> {
+        self.netlink.add_address(index, addr, prefix_len).await
+    }
+
+    async fn del_address(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), OsError> {
+        self.netlink.del_address(index, addr, prefix_len).await
+    }
+
+    async fn ensure_macvlan(&self, parent: u32, name: &str, mac: [u8; 6]) -> Result<u32, OsError> {
+        self.netlink.ensure_macvlan(parent, name, mac).await
+    }
+
+    async fn delete_link(&self, index: u32) -> Result<(), OsError> {
+        self.netlink.delete_link(index).await
+    }
+
+    fn link_events(&mut self) -> Result<mpsc::Receiver<LinkEvent>, OsError> {
+        let mut monitor = LinkMonitor::open()?;
+        let (tx, rx) = mpsc::channel(LINK_EVENT_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                while let Some(event) = monitor.next().await {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                carplog!(Err, "link monitor closed; reopening");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match LinkMonitor::open() {
+                    Ok(m) => monitor = m,
+                    Err(e) => carplog!(Err, "cannot reopen the link monitor: {}", chain(&e)),
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn open_carp_socket(
+        &mut self,
+        link: LinkId,
+        ifname: &str,
+        family: Family,
+        to: mpsc::Sender<Datagram>,
+    ) -> Result<(), OsError> {
+        let sock = Arc::new(match family {
+            Family::V4 => CarpSocket::open_v4(ifname, link.0)?,
+            Family::V6 => CarpSocket::open_v6(ifname, link.0)?,
+        });
+        spawn_reader(link, sock.clone(), to);
+        self.sockets.insert((link, family), sock);
+        Ok(())
+    }
+
+    async fn send_advert(
+        &self,
+        link: LinkId,
+        family: Family,
+        src: Option<IpAddr>,
+        dst: IpAddr,
+        packet: &[u8],
+    ) -> Result<(), OsError> {
+        let Some(sock) = self.sockets.get(&(link, family)) else {
+            return Err(OsError::LinkNotFound {
+                link: format!("{} (no {family:?} CARP socket)", link.0),
+            });
+        };
+        sock.send(src, dst, packet).await
+    }
+
+    fn open_l2(&mut self, link: LinkId) -> Result<(), OsError> {
+        self.l2.insert(link, L2Sender::open(link.0)?);
+        Ok(())
+    }
+
+    fn send_advert_frame(
+        &self,
+        link: LinkId,
+        mac: [u8; 6],
+        src: IpAddr,
+        dst: IpAddr,
+        packet: &[u8],
+    ) -> Result<(), OsError> {
+        let (frame, ethertype) = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(g)) => (carp_advert_frame_v4(mac, s, g, packet), ETH_P_IP),
+            (IpAddr::V6(s), IpAddr::V6(g)) => (carp_advert_frame_v6(mac, s, g, packet), ETH_P_IPV6),
+            _ => {
+                return Err(OsError::socket(
+                    "send frame",
+                    &link.0.to_string(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "source and group of different families",
+                    ),
+                ));
+            }
+        };
+        self.l2(link)?.send(&frame, ethertype, multicast_mac(dst))
+    }
+
+    fn send_gratuitous_arp(&self, link: LinkId, mac: [u8; 6], ip: Ipv4Addr) -> Result<(), OsError> {
+        self.l2(link)?.send_gratuitous_arp(mac, ip)
+    }
+
+    fn send_unsolicited_na(
+        &self,
+        link: LinkId,
+        mac: [u8; 6],
+        ip: Ipv6Addr,
+        router: bool,
+    ) -> Result<(), OsError> {
+        self.l2(link)?.send_unsolicited_na(mac, ip, router)
+    }
+
+    fn read_sysctl(&self, key: &str) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/sys/{key}"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    fn write_sysctl(&self, key: &str, value: &str) -> Result<(), OsError> {
+        let path = Path::new("/proc/sys").join(key);
+        std::fs::write(&path, value).map_err(|source| OsError::File { path, source })
+    }
+
+    fn open_record(&mut self, state_dir: &Path, control: &Path) -> Vec<OwnedAddress> {
+        let (record, leftovers) = Owned::open(state_dir, control);
+        self.record = Some(record);
+        leftovers
+    }
+
+    fn hold_addresses(&mut self, addrs: &[OwnedAddress]) -> Result<(), OsError> {
+        match &mut self.record {
+            Some(r) => r.hold(addrs.iter().cloned()).map_err(record_error(r)),
+            None => Ok(()),
+        }
+    }
+
+    fn release_addresses(&mut self, addrs: &[OwnedAddress]) -> Result<(), OsError> {
+        match &mut self.record {
+            Some(r) => r.release(addrs).map_err(record_error(r)),
+            None => Ok(()),
+        }
+    }
+
+    fn save_record(&mut self) -> Result<(), OsError> {
+        match &self.record {
+            Some(r) => r.save().map_err(record_error(r)),
+            None => Ok(()),
+        }
+    }
+
+    fn lookup_user(&self, name: &str) -> Result<(), PrivError> {
+        privs::lookup_user(name).map(|_| ())
+    }
+
+    fn drop_privileges(
+        &mut self,
+        user: Option<&str>,
+        state_dir: &Path,
+    ) -> Result<Dropped, PrivError> {
+        let user = user.map(privs::lookup_user).transpose()?;
+        privs::drop_privileges(user.as_ref(), state_dir)
+    }
+}
+
+fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            match sock.recv(&mut buf).await {
+                Ok(r) => {
+                    let d = Datagram {
+                        link,
+                        src: r.src,
+                        ttl: r.ttl,
+                        ifindex: r.ifindex,
+                        bytes: buf[..r.len.min(buf.len())].to_vec(),
+                    };
+                    // Waiting here lets the kernel's socket buffer absorb bursts.
+                    if tx.send(d).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    carplog!(Warning, "{}: receive failed: {}", sock.ifname(), chain(&e));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
