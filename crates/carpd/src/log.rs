@@ -72,6 +72,14 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
+/// Log a formatted message at a [`Level`].
+#[macro_export]
+macro_rules! carplog {
+    ($level:ident, $($arg:tt)*) => {
+        $crate::log::log($crate::log::Level::$level, format_args!($($arg)*))
+    };
+}
+
 /// Every message logged on this thread, whatever the threshold, for tests
 /// that check what the daemon reported.
 #[cfg(test)]
@@ -102,12 +110,4 @@ pub(crate) mod capture {
             }
         });
     }
-}
-
-/// Log a formatted message at a [`Level`].
-#[macro_export]
-macro_rules! carplog {
-    ($level:ident, $($arg:tt)*) => {
-        $crate::log::log($crate::log::Level::$level, format_args!($($arg)*))
-    };
 }

@@ -1,1 +1,707 @@
+//! The daemon loop against a fake [`Os`] under tokio's paused clock: which
+//! OS calls the core's actions become, and in which order. No root needed.
+//!
+//! The fake is one carpdev `eth0` (index 2, 192.0.2.1/24 and fe80::1) that
+//! records every call, lets a test inject datagrams, link events and
+//! failures, and keeps an in-memory address table and record.
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use carp_proto::{Family, LinkId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Signal, run_with};
+use crate::config::{DaemonConfig, Overrides};
+use crate::control::Envelope;
+use crate::control::types::{Reply, Request, VhostCause, VhostState, VhostView};
+use crate::log::{Level, capture};
+use crate::os::{Datagram, Dropped, LinkEvent, LinkInfo, Os, OsError, PrivError};
+use crate::owned::OwnedAddress;
+
+const ETH0: u32 = 2;
+const ETH0_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const VIP: &str = "192.0.2.50";
+const VIP6: &str = "2001:db8::50";
+const VIP2: &str = "192.0.2.60";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// One OS call, as recorded by the fake.
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    LinkByName(String),
+    LinkByIndex(u32),
+    Addresses(u32),
+    AddAddress(u32, IpAddr, u8),
+    DelAddress(u32, IpAddr, u8),
+    EnsureMacvlan(u32, String),
+    DeleteLink(u32),
+    OpenSocket(LinkId, Family),
+    /// Through a CARP socket.
+    Advert(Family, IpAddr, Vec<u8>),
+    /// As a frame from the virtual MAC.
+    AdvertFrame([u8; 6], IpAddr, Vec<u8>),
+    OpenL2(LinkId),
+    Garp([u8; 6], Ipv4Addr),
+    Na([u8; 6], Ipv6Addr),
+    WriteSysctl(String),
+    Hold(Vec<IpAddr>),
+    Release(Vec<IpAddr>),
+    SaveRecord,
+    DropPrivileges,
+}
+
+impl Call {
+    /// The advertisement's bytes, however it was sent.
+    fn advert(&self) -> Option<&[u8]> {
+        match self {
+            Call::Advert(_, _, p) | Call::AdvertFrame(_, _, p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct World {
+    calls: Vec<Call>,
+    links: BTreeMap<u32, LinkInfo>,
+    addrs: BTreeMap<u32, BTreeSet<(IpAddr, u8)>>,
+    /// Addresses whose add fails, with this errno.
+    fail_add: BTreeMap<IpAddr, i32>,
+    sockets: Vec<(LinkId, Family, mpsc::Sender<Datagram>)>,
+    events: Option<mpsc::Sender<LinkEvent>>,
+    record: BTreeSet<OwnedAddress>,
+    next_index: u32,
+}
+
+/// The fake OS; clones share one world, so the test keeps a handle.
+#[derive(Clone)]
+struct Fake(Rc<RefCell<World>>);
+
+impl Fake {
+    fn new() -> Fake {
+        let mut w = World {
+            next_index: 10,
+            ..World::default()
+        };
+        w.links.insert(ETH0, link(ETH0, "eth0", ETH0_MAC, true));
+        w.addrs.insert(
+            ETH0,
+            [(ip("192.0.2.1"), 24), (ip("fe80::1"), 64)]
+                .into_iter()
+                .collect(),
+        );
+        Fake(Rc::new(RefCell::new(w)))
+    }
+
+    fn call(&self, c: Call) {
+        self.0.borrow_mut().calls.push(c);
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.0.borrow().calls.clone()
+    }
+
+    fn fail_add(&self, addr: IpAddr, errno: i32) {
+        self.0.borrow_mut().fail_add.insert(addr, errno);
+    }
+
+    /// Deliver `bytes` to the carpdev's socket of `family`, as from `src`.
+    async fn inject(&self, family: Family, src: IpAddr, bytes: &[u8]) {
+        let tx = self
+            .0
+            .borrow()
+            .sockets
+            .iter()
+            .find(|(_, f, _)| *f == family)
+            .map(|(_, _, tx)| tx.clone())
+            .expect("socket open");
+        let d = Datagram {
+            link: LinkId(ETH0),
+            src,
+            ttl: 255,
+            ifindex: ETH0,
+            bytes: bytes.to_vec(),
+        };
+        tx.send(d).await.unwrap();
+    }
+
+    async fn event(&self, e: LinkEvent) {
+        let tx = self.0.borrow().events.clone().expect("monitor open");
+        tx.send(e).await.unwrap();
+    }
+}
+
+fn link(index: u32, name: &str, mac: [u8; 6], up: bool) -> LinkInfo {
+    LinkInfo {
+        index,
+        name: name.into(),
+        mac,
+        admin_up: true,
+        carrier: up,
+    }
+}
+
+fn not_found(what: impl ToString) -> OsError {
+    OsError::LinkNotFound {
+        link: what.to_string(),
+    }
+}
+
+impl Os for Fake {
+    async fn link_by_name(&self, name: &str) -> Result<LinkInfo, OsError> {
+        self.call(Call::LinkByName(name.into()));
+        let w = self.0.borrow();
+        w.links
+            .values()
+            .find(|l| l.name == name)
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
+
+    async fn link_by_index(&self, index: u32) -> Result<LinkInfo, OsError> {
+        self.call(Call::LinkByIndex(index));
+        let w = self.0.borrow();
+        w.links.get(&index).cloned().ok_or_else(|| not_found(index))
+    }
+
+    async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, OsError> {
+        self.call(Call::Addresses(index));
+        let w = self.0.borrow();
+        Ok(w.addrs
+            .get(&index)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default())
+    }
+
+    async fn add_address(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), OsError> {
+        self.call(Call::AddAddress(index, addr, prefix_len));
+        let mut w = self.0.borrow_mut();
+        if let Some(errno) = w.fail_add.get(&addr) {
+            return Err(OsError::Netlink {
+                op: "add address",
+                detail: std::io::Error::from_raw_os_error(*errno).to_string(),
+                errno: Some(*errno),
+            });
+        }
+        w.addrs.entry(index).or_default().insert((addr, prefix_len));
+        Ok(())
+    }
+
+    async fn del_address(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), OsError> {
+        self.call(Call::DelAddress(index, addr, prefix_len));
+        let mut w = self.0.borrow_mut();
+        w.addrs
+            .entry(index)
+            .or_default()
+            .remove(&(addr, prefix_len));
+        Ok(())
+    }
+
+    async fn ensure_macvlan(&self, parent: u32, name: &str, mac: [u8; 6]) -> Result<u32, OsError> {
+        self.call(Call::EnsureMacvlan(parent, name.into()));
+        let mut w = self.0.borrow_mut();
+        if let Some(l) = w.links.values().find(|l| l.name == name) {
+            return Ok(l.index);
+        }
+        let index = w.next_index;
+        w.next_index += 1;
+        w.links.insert(index, link(index, name, mac, true));
+        Ok(index)
+    }
+
+    async fn delete_link(&self, index: u32) -> Result<(), OsError> {
+        self.call(Call::DeleteLink(index));
+        self.0.borrow_mut().links.remove(&index);
+        Ok(())
+    }
+
+    fn link_events(&mut self) -> Result<mpsc::Receiver<LinkEvent>, OsError> {
+        let (tx, rx) = mpsc::channel(16);
+        self.0.borrow_mut().events = Some(tx);
+        Ok(rx)
+    }
+
+    fn open_carp_socket(
+        &mut self,
+        link: LinkId,
+        _ifname: &str,
+        family: Family,
+        to: mpsc::Sender<Datagram>,
+    ) -> Result<(), OsError> {
+        self.call(Call::OpenSocket(link, family));
+        self.0.borrow_mut().sockets.push((link, family, to));
+        Ok(())
+    }
+
+    async fn send_advert(
+        &self,
+        _link: LinkId,
+        family: Family,
+        _src: Option<IpAddr>,
+        dst: IpAddr,
+        packet: &[u8],
+    ) -> Result<(), OsError> {
+        self.call(Call::Advert(family, dst, packet.to_vec()));
+        Ok(())
+    }
+
+    fn open_l2(&mut self, link: LinkId) -> Result<(), OsError> {
+        self.call(Call::OpenL2(link));
+        Ok(())
+    }
+
+    fn send_advert_frame(
+        &self,
+        _link: LinkId,
+        mac: [u8; 6],
+        _src: IpAddr,
+        dst: IpAddr,
+        packet: &[u8],
+    ) -> Result<(), OsError> {
+        self.call(Call::AdvertFrame(mac, dst, packet.to_vec()));
+        Ok(())
+    }
+
+    fn send_gratuitous_arp(
+        &self,
+        _link: LinkId,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+    ) -> Result<(), OsError> {
+        self.call(Call::Garp(mac, ip));
+        Ok(())
+    }
+
+    fn send_unsolicited_na(
+        &self,
+        _link: LinkId,
+        mac: [u8; 6],
+        ip: Ipv6Addr,
+        _router: bool,
+    ) -> Result<(), OsError> {
+        self.call(Call::Na(mac, ip));
+        Ok(())
+    }
+
+    fn read_sysctl(&self, _key: &str) -> Option<String> {
+        None
+    }
+
+    fn write_sysctl(&self, key: &str, value: &str) -> Result<(), OsError> {
+        self.call(Call::WriteSysctl(format!("{key}={value}")));
+        Ok(())
+    }
+
+    fn open_record(&mut self, _state_dir: &Path, _control: &Path) -> Vec<OwnedAddress> {
+        Vec::new()
+    }
+
+    fn hold_addresses(&mut self, addrs: &[OwnedAddress]) -> Result<(), OsError> {
+        self.call(Call::Hold(addrs.iter().map(|a| a.addr).collect()));
+        self.0.borrow_mut().record.extend(addrs.iter().cloned());
+        Ok(())
+    }
+
+    fn release_addresses(&mut self, addrs: &[OwnedAddress]) -> Result<(), OsError> {
+        self.call(Call::Release(addrs.iter().map(|a| a.addr).collect()));
+        let mut w = self.0.borrow_mut();
+        for a in addrs {
+            w.record.remove(a);
+        }
+        Ok(())
+    }
+
+    fn save_record(&mut self) -> Result<(), OsError> {
+        self.call(Call::SaveRecord);
+        Ok(())
+    }
+
+    fn lookup_user(&self, _name: &str) -> Result<(), PrivError> {
+        Ok(())
+    }
+
+    fn drop_privileges(
+        &mut self,
+        _user: Option<&str>,
+        _state_dir: &Path,
+    ) -> Result<Dropped, PrivError> {
+        self.call(Call::DropPrivileges);
+        Ok(Dropped {
+            kept: Vec::new(),
+            bounding_left: Vec::new(),
+            user: None,
+        })
+    }
+}
+
+/// A daemon on the fake, driven by a test script.
+struct Harness {
+    fake: Fake,
+    dir: tempfile::TempDir,
+    signals: mpsc::Sender<Signal>,
+    ctl: mpsc::Sender<Envelope>,
+}
+
+/// One `[[vhost]]` on eth0.
+fn vhost(vhid: u8, advskew: u8, lladdr: &str, addresses: &[&str]) -> String {
+    let addresses: Vec<String> = addresses.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[[vhost]]\ncarpdev = \"eth0\"\nvhid = {vhid}\nadvbase = 1\nadvskew = {advskew}\n\
+         pass = \"secret\"\nlladdr = \"{lladdr}\"\naddresses = [{}]\n",
+        addresses.join(", ")
+    )
+}
+
+impl Harness {
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("carpd.toml")
+    }
+
+    /// Write the configuration file: `vhosts` after the daemon-wide keys.
+    fn write_config(&self, vhosts: &str) {
+        let d = self.dir.path().display();
+        let text = format!(
+            "log_level = 0\ncontrol = \"{d}/carpd.sock\"\nstate_dir = \"{d}/state\"\n{vhosts}"
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Run the daemon with `vhosts` while `script` runs; return the
+    /// daemon's result after the script ends (it sends Terminate last).
+    async fn run<F: std::future::Future<Output = ()>>(
+        vhosts: &str,
+        fake: Fake,
+        script: impl FnOnce(Harness) -> F,
+    ) -> anyhow::Result<()> {
+        capture::start();
+        let (signals, sig_rx) = mpsc::channel(4);
+        let (ctl, ctl_rx) = mpsc::channel(16);
+        let h = Harness {
+            fake: fake.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            signals,
+            ctl: ctl.clone(),
+        };
+        h.write_config(vhosts);
+        let config = DaemonConfig::load(&h.config_path()).unwrap();
+        let daemon = run_with(fake, config, Overrides::default(), sig_rx, ctl, ctl_rx);
+        let (result, ()) = tokio::join!(daemon, script(h));
+        result
+    }
+
+    async fn request(&self, r: Request) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send((r, tx)).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    async fn view(&self, vhid: u8) -> VhostView {
+        let reply = self.request(Request::Status).await;
+        reply
+            .vhosts
+            .unwrap()
+            .into_iter()
+            .find(|v| v.vhid == vhid)
+            .unwrap()
+    }
+
+    async fn signal(&self, s: Signal) {
+        self.signals.send(s).await.unwrap();
+    }
+
+    /// Wait (on the paused clock) until vhid 1 is MASTER.
+    async fn until_master(&self, vhid: u8) {
+        for _ in 0..100 {
+            if self.view(vhid).await.state == VhostState::Master {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("vhid {vhid} never became MASTER");
+    }
+}
+
+fn position(calls: &[Call], what: impl Fn(&Call) -> bool) -> usize {
+    calls
+        .iter()
+        .position(what)
+        .unwrap_or_else(|| panic!("missing call in {calls:#?}"))
+}
+
+fn logged(level: Level, text: &str) -> bool {
+    capture::lines()
+        .iter()
+        .any(|(l, line)| *l == level && line.contains(text))
+}
+
+/// Input: one vhost (real MAC, an IPv4 and an IPv6 VIP) that hears no
+/// master. Output: MASTER after master-down; its addresses are recorded
+/// (one write), added, announced (GARP and NA), and only then advertised,
+/// in that order.
+#[tokio::test(start_paused = true)]
+async fn takeover_adds_then_announces_then_advertises() {
+    let fake = Fake::new();
+    let result = Harness::run(&vhost(1, 0, "real", &["192.0.2.50/24", "2001:db8::50/64"]), fake, |h| async move {
+        h.until_master(1).await;
+        let v = h.view(1).await;
+        assert_eq!(v.cause, VhostCause::MasterDown);
+        let calls = h.fake.calls();
+        let hold = position(&calls, |c| matches!(c, Call::Hold(_)));
+        let add4 = position(&calls, |c| *c == Call::AddAddress(ETH0, ip(VIP), 24));
+        let add6 = position(&calls, |c| *c == Call::AddAddress(ETH0, ip(VIP6), 64));
+        let garp = position(&calls, |c| matches!(c, Call::Garp(ETH0_MAC, a) if *a == VIP.parse::<Ipv4Addr>().unwrap()));
+        let na = position(&calls, |c| matches!(c, Call::Na(ETH0_MAC, _)));
+        let advert = position(&calls, |c| matches!(c, Call::Advert(Family::V4, dst, p) if *dst == ip("224.0.0.18") && p[1] == 1));
+        assert!(hold < add4 && hold < add6, "recorded before added: {calls:#?}");
+        assert!(add4.max(add6) < garp.min(na), "added before announced: {calls:#?}");
+        assert!(garp.max(na) < advert, "announced before advertised: {calls:#?}");
+        let holds: Vec<&Call> = calls.iter().filter(|c| matches!(c, Call::Hold(_))).collect();
+        assert_eq!(holds, [&Call::Hold(vec![ip(VIP), ip(VIP6)])], "one record write");
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
+/// Input: a MASTER whose carpdev loses carrier (a link event). Output: INIT
+/// with cause "hardware interface down"; both addresses removed and
+/// forgotten in one record write; no advertisement after that.
+#[tokio::test(start_paused = true)]
+async fn link_down_goes_init_and_removes_addresses() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "real", &["192.0.2.50/24", "2001:db8::50/64"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            let before = h.fake.calls().len();
+            h.fake
+                .event(LinkEvent::Link(link(ETH0, "eth0", ETH0_MAC, false)))
+                .await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let v = h.view(1).await;
+            assert_eq!((v.state, v.cause), (VhostState::Init, VhostCause::LinkDown));
+            let after = h.fake.calls()[before..].to_vec();
+            assert!(
+                after.contains(&Call::DelAddress(ETH0, ip(VIP), 24)),
+                "{after:#?}"
+            );
+            assert!(
+                after.contains(&Call::DelAddress(ETH0, ip(VIP6), 64)),
+                "{after:#?}"
+            );
+            let releases: Vec<&Call> = after
+                .iter()
+                .filter(|c| matches!(c, Call::Release(_)))
+                .collect();
+            assert_eq!(releases, [&Call::Release(vec![ip(VIP), ip(VIP6)])]);
+            assert!(
+                !after.iter().any(|c| c.advert().is_some()),
+                "INIT advertised: {after:#?}"
+            );
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
+
+/// Input: the kernel refuses the IPv4 VIP (EPERM) when the vhost takes over.
+/// Output: the failure is logged at LOG_ERR with the vhost, the address and
+/// the errno; the IPv6 VIP is still added, both are announced, the vhost
+/// stays MASTER and keeps advertising, and the daemon stops cleanly.
+#[tokio::test(start_paused = true)]
+async fn failed_address_add_is_logged_and_the_loop_goes_on() {
+    let fake = Fake::new();
+    fake.fail_add(ip(VIP), libc::EPERM);
+    let result = Harness::run(&vhost(1, 0, "real", &["192.0.2.50/24", "2001:db8::50/64"]), fake, |h| async move {
+        h.until_master(1).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            logged(Level::Err, "vhid 1@eth0: cannot add 192.0.2.50/24: netlink add address: Operation not permitted (os error 1)"),
+            "{:#?}",
+            capture::lines()
+        );
+        let calls = h.fake.calls();
+        assert!(calls.contains(&Call::AddAddress(ETH0, ip(VIP6), 64)));
+        assert!(calls.iter().any(|c| matches!(c, Call::Garp(..))));
+        assert!(calls.iter().filter(|c| c.advert().is_some()).count() >= 3, "{calls:#?}");
+        assert_eq!(h.view(1).await.state, VhostState::Master);
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
+/// Input: SIGTERM to a MASTER with a virtual MAC (a macvlan). Output: the
+/// bow-out advertisement (advbase = advskew = 255) from the virtual MAC goes
+/// out before either address is removed, and the macvlan is deleted last.
+#[tokio::test(start_paused = true)]
+async fn sigterm_bows_out_before_removing_addresses() {
+    let fake = Fake::new();
+    let vhosts = vhost(1, 0, "virtual", &["192.0.2.50/24", "2001:db8::50/64"]);
+    let result = Harness::run(&vhosts, fake.clone(), |h| async move {
+        h.until_master(1).await;
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+    let calls = fake.calls();
+    let macvlan = match calls.iter().find(|c| matches!(c, Call::EnsureMacvlan(..))) {
+        Some(Call::EnsureMacvlan(ETH0, name)) => name.clone(),
+        other => panic!("no macvlan: {other:?}"),
+    };
+    assert_eq!(macvlan, "carp2v1");
+    let vmac = crate::os::l2::virtual_mac(1);
+    let bow_out = position(
+        &calls,
+        |c| matches!(c, Call::AdvertFrame(mac, _, p) if *mac == vmac && p[2] == 255 && p[5] == 255),
+    );
+    // Start-up hygiene removes stale VIPs too; only removals after the takeover count.
+    let hygiene = position(&calls, |c| matches!(c, Call::DelAddress(..)));
+    let takeover = position(&calls, |c| matches!(c, Call::AddAddress(..)));
+    let removal = calls[takeover..]
+        .iter()
+        .position(|c| matches!(c, Call::DelAddress(..)))
+        .map(|i| i + takeover)
+        .unwrap_or_else(|| panic!("addresses never removed: {calls:#?}"));
+    assert!(hygiene < takeover, "start-up hygiene ran first");
+    assert!(
+        bow_out < removal,
+        "bow-out after the addresses went: {calls:#?}"
+    );
+    let delete = position(&calls, |c| matches!(c, Call::DeleteLink(_)));
+    assert!(
+        removal < delete,
+        "macvlan deleted before its addresses: {calls:#?}"
+    );
+}
+
+/// Input: two MASTER vhosts; a reload changes vhid 2's advskew and leaves
+/// vhid 1 as it was. Output: "1 unchanged, 1 changed"; vhid 1 keeps its
+/// state with no transition and no address call; vhid 2 advertises the new
+/// advskew.
+#[tokio::test(start_paused = true)]
+async fn reload_keeps_an_unchanged_vhost_untouched() {
+    let fake = Fake::new();
+    let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let result = Harness::run(&format!("{one}{}", vhost(2, 0, "real", &["192.0.2.60/24"])), fake, |h| async move {
+        h.until_master(1).await;
+        h.until_master(2).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let v1 = h.view(1).await;
+        let before = h.fake.calls().len();
+        h.write_config(&format!("{one}{}", vhost(2, 50, "real", &["192.0.2.60/24"])));
+        h.signal(Signal::Reload).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            logged(Level::Info, "reloaded: 1 unchanged, 1 changed, 0 added"),
+            "{:#?}",
+            capture::lines()
+        );
+        let after = h.fake.calls()[before..].to_vec();
+        let now1 = h.view(1).await;
+        assert_eq!(now1.state, VhostState::Master);
+        assert_eq!(now1.stats.transitions, v1.stats.transitions, "vhid 1 flapped");
+        assert!(now1.since_secs > v1.since_secs, "vhid 1 re-entered its state");
+        assert!(
+            !after.iter().any(|c| matches!(c, Call::AddAddress(_, a, _) | Call::DelAddress(_, a, _) if *a == ip(VIP))),
+            "vhid 1's address touched: {after:#?}"
+        );
+        let skews = |vhid: u8| -> Vec<u8> {
+            after
+                .iter()
+                .filter_map(Call::advert)
+                .filter(|p| p[1] == vhid)
+                .map(|p| p[2])
+                .collect()
+        };
+        assert!(skews(1).iter().all(|s| *s == 0) && !skews(1).is_empty(), "{:?}", skews(1));
+        assert_eq!(skews(2).last(), Some(&50), "vhid 2 not reconfigured: {:?}", skews(2));
+        assert_eq!(h.view(2).await.advskew, 50);
+        assert!(
+            !after.iter().any(|c| matches!(c, Call::DelAddress(_, a, _) if *a == ip(VIP2))),
+            "vhid 2 lost its address over an advskew change: {after:#?}"
+        );
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
+/// A signed advertisement of vhid `vhid` for the VIPs `vips` with pass
+/// "secret", as a peer would send it.
+fn peer_advert(vhid: u8, advskew: u8, vips: &[Ipv4Addr]) -> [u8; 36] {
+    use carp_proto::auth::Auth;
+    use carp_proto::wire::carp::{AUTHLEN, Repr, TYPE_ADVERTISEMENT, VERSION};
+    use carp_proto::{Passphrase, Vhid};
+    let key = Passphrase::new(b"secret").unwrap();
+    let auth = Auth::new(&key, Vhid::new(vhid).unwrap(), vips, &[]);
+    let counter = [0, 0, 0, 1, 0, 0, 0, 1];
+    Repr {
+        version: VERSION,
+        kind: TYPE_ADVERTISEMENT,
+        vhid,
+        advskew,
+        authlen: AUTHLEN,
+        demote: 0,
+        advbase: 1,
+        counter,
+        md: auth.generate(&counter),
+    }
+    .to_bytes()
+}
+
+/// Input: a MASTER (advskew 100) receives a peer's advertisement with
+/// advskew 0 on its IPv4 socket. Output: BACKUP with cause "more frequent
+/// advertisement received", its address removed; after one unicast
+/// farewell to the new master it stops advertising.
+#[tokio::test(start_paused = true)]
+async fn a_better_master_heard_makes_the_master_step_down() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 100, "real", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            let before = h.fake.calls().len();
+            let advert = peer_advert(1, 0, &[VIP.parse().unwrap()]);
+            h.fake.inject(Family::V4, ip("192.0.2.2"), &advert).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let v = h.view(1).await;
+            assert_eq!(
+                (v.state, v.cause),
+                (VhostState::Backup, VhostCause::Superseded)
+            );
+            assert_eq!(v.last_master.as_deref(), Some("192.0.2.2"));
+            // The peer keeps advertising; the BACKUP stays quiet.
+            for _ in 0..3 {
+                h.fake.inject(Family::V4, ip("192.0.2.2"), &advert).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let after = h.fake.calls()[before..].to_vec();
+            assert!(
+                after.contains(&Call::DelAddress(ETH0, ip(VIP), 24)),
+                "{after:#?}"
+            );
+            // Only the unicast farewell to the new master (it learns of us at once).
+            let adverts: Vec<&Call> = after.iter().filter(|c| c.advert().is_some()).collect();
+            assert!(
+                matches!(adverts[..], [Call::Advert(Family::V4, to, _)] if *to == ip("192.0.2.2")),
+                "BACKUP advertised: {after:#?}"
+            );
+            assert_eq!(h.view(1).await.state, VhostState::Backup);
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
