@@ -75,6 +75,8 @@ struct World {
     addrs: BTreeMap<u32, BTreeSet<(IpAddr, u8)>>,
     /// Addresses whose add fails, with this errno.
     fail_add: BTreeMap<IpAddr, i32>,
+    /// Advertisement sends fail with this errno.
+    fail_send: Option<i32>,
     sockets: Vec<(LinkId, Family, mpsc::Sender<Datagram>)>,
     events: Option<mpsc::Sender<LinkEvent>>,
     record: BTreeSet<OwnedAddress>,
@@ -250,7 +252,14 @@ impl Os for Fake {
         packet: &[u8],
     ) -> Result<(), OsError> {
         self.call(Call::Advert(family, dst, packet.to_vec()));
-        Ok(())
+        match self.0.borrow().fail_send {
+            Some(errno) => Err(OsError::socket(
+                "send",
+                "eth0",
+                std::io::Error::from_raw_os_error(errno),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn open_l2(&mut self, link: LinkId) -> Result<(), OsError> {
@@ -699,6 +708,38 @@ async fn a_better_master_heard_makes_the_master_step_down() {
                 "BACKUP advertised: {after:#?}"
             );
             assert_eq!(h.view(1).await.state, VhostState::Backup);
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
+
+/// Input: the CARP socket's sends fail with ENETUNREACH once the vhost is
+/// MASTER. Output: each failure is logged with the operation, the
+/// interface and the kernel's errno (the error's source), and the core
+/// hears of it (three errors demote, as OpenBSD's snderrors).
+#[tokio::test(start_paused = true)]
+async fn send_errors_are_logged_with_their_errno() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "real", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            h.fake.0.borrow_mut().fail_send = Some(libc::ENETUNREACH);
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            assert!(
+                logged(
+                    Level::Warning,
+                    "vhid 1@eth0: send to 224.0.0.18 failed: send on eth0: \
+                 Network is unreachable (os error 101)"
+                ),
+                "{:#?}",
+                capture::lines()
+            );
+            assert!(h.view(1).await.stats.send_errors >= 3);
+            assert!(logged(Level::Err, "snderrors"), "{:#?}", capture::lines());
             h.signal(Signal::Terminate).await;
         },
     )

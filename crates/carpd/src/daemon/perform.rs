@@ -106,6 +106,9 @@ impl<O: Os> Daemon<O> {
                 gone.push(owned_address(r, va));
             }
         }
+        if gone.is_empty() {
+            return;
+        }
         if let Err(e) = self.os.release_addresses(&gone) {
             carplog!(Warning, "{}", chain(&e));
         }
