@@ -2,8 +2,9 @@
 //!
 //! - [`assets`]: man pages and shell completions from the clap definitions;
 //! - [`config`]: the TOML file and ifconfig-style command line;
-//! - [`os`]: raw CARP sockets, rtnetlink, AF_PACKET (the only `unsafe` code);
-//! - [`daemon`]: the event loop owning the protocol core;
+//! - [`os`]: the [`os::Os`] trait the loop runs on, and [`os::Linux`]: raw CARP
+//!   sockets, rtnetlink, AF_PACKET, sysctls, the address record (the only `unsafe` code);
+//! - [`daemon`]: the event loop owning the protocol core, generic over [`os::Os`];
 //! - [`control`]: the Unix control socket used by `carpctl`;
 //! - [`hooks`]: supervised up/down scripts;
 //! - [`http`]: the optional status page, JSON API and metrics;

@@ -6,9 +6,9 @@
 //! `poll_action()` into calls on the [`Os`]. On shutdown the node bows out
 //! first, then the addresses go.
 //!
-//! By role: [`realise`] sets up carpdevs, sockets, macvlans and vhosts;
-//! [`perform`] executes core actions; [`events`] handles link and address
-//! events; [`control`] answers control verbs; [`lifecycle`] reloads and
+//! By role: `realise` sets up carpdevs, sockets, macvlans and vhosts;
+//! `perform` executes core actions; `events` handles link and address
+//! events; `control` answers control verbs; `lifecycle` reloads and
 //! shuts down. Every OS call goes through the [`Os`] passed to [`run`].
 
 mod control;
