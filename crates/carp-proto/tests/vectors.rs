@@ -38,6 +38,7 @@ fn feed(node: &mut Node, v: &HashMap<String, String>) {
     let meta = RxMeta {
         link: LinkId(1),
         src: v["src"].parse().unwrap(),
+        dst: "224.0.0.18".parse().unwrap(),
         ttl: v["ttl"].parse().unwrap(),
     };
     node.handle_datagram(Instant::from_millis(500), meta, &bytes);
