@@ -270,7 +270,9 @@ mod serde_hex {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
         if s.len() % 2 != 0 || !s.is_ascii() {
-            return Err(serde::de::Error::custom("expected an even number of hex digits"));
+            return Err(serde::de::Error::custom(
+                "expected an even number of hex digits",
+            ));
         }
         (0..s.len() / 2)
             .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16))

@@ -166,7 +166,9 @@ impl CarpIf {
             .iter()
             .zip(cookies)
             .enumerate()
-            .map(|(slot, (node, cookie))| Vhost::new(id.link, slot as u8, node, &config, *cookie, now))
+            .map(|(slot, (node, cookie))| {
+                Vhost::new(id.link, slot as u8, node, &config, *cookie, now)
+            })
             .collect();
         CarpIf {
             shared: Shared::new(id, config, link_down),
@@ -181,7 +183,12 @@ impl CarpIf {
     }
 
     /// Run `f` on every node with the context and the shared state.
-    pub(crate) fn each(&mut self, ctx: Context, out: &mut Outbox, mut f: impl FnMut(&mut Vhost, &mut Cx<'_>)) {
+    pub(crate) fn each(
+        &mut self,
+        ctx: Context,
+        out: &mut Outbox,
+        mut f: impl FnMut(&mut Vhost, &mut Cx<'_>),
+    ) {
         let CarpIf { shared, vhosts } = self;
         for v in vhosts.iter_mut() {
             f(v, &mut Cx { ctx, shared, out });
@@ -227,14 +234,26 @@ impl CarpIf {
     }
 
     /// The prepare step ended: every node waiting for the gate goes on.
-    pub(crate) fn handle_prepared(&mut self, now: Instant, ok: bool, ctx: Context, out: &mut Outbox) {
+    pub(crate) fn handle_prepared(
+        &mut self,
+        now: Instant,
+        ok: bool,
+        ctx: Context,
+        out: &mut Outbox,
+    ) {
         self.each(ctx, out, |v, cx| v.finish_gate(now, ok, cx));
         self.shared.preparing = false;
     }
 
     /// Replace the configuration of the same nodes (SIGHUP). State and addresses
     /// are kept when the key and the address set are unchanged.
-    pub(crate) fn reconfigure(&mut self, now: Instant, config: CarpIfConfig, ctx: Context, out: &mut Outbox) {
+    pub(crate) fn reconfigure(
+        &mut self,
+        now: Instant,
+        config: CarpIfConfig,
+        ctx: Context,
+        out: &mut Outbox,
+    ) {
         for (v, node) in self.vhosts.iter_mut().zip(&config.nodes) {
             v.advskew = node.advskew;
         }
@@ -250,7 +269,12 @@ impl CarpIf {
         }
         if self.shared.live {
             let new = &self.shared.config.addresses;
-            let gone: Vec<_> = old.addresses.iter().filter(|a| !new.contains(a)).copied().collect();
+            let gone: Vec<_> = old
+                .addresses
+                .iter()
+                .filter(|a| !new.contains(a))
+                .copied()
+                .collect();
             if !gone.is_empty() {
                 out.actions.push_back(Action::RemoveAddresses {
                     iface: self.shared.id,
@@ -265,3 +289,7 @@ impl CarpIf {
         self.each(ctx, out, |v, cx| v.reconfigured(now, cx));
     }
 }
+
+#[cfg(test)]
+#[path = "carpif_tests.rs"]
+mod tests;

@@ -157,7 +157,9 @@ impl Node {
 
     /// Remove the carp interface of vhost `id`: bow out if MASTER, release its addresses.
     pub fn remove_vhost(&mut self, now: Instant, id: VhostId) -> Result<(), ControlError> {
-        let iface = self.interface_of(id).ok_or(ControlError::UnknownVhost(id))?;
+        let iface = self
+            .interface_of(id)
+            .ok_or(ControlError::UnknownVhost(id))?;
         self.remove_interface(now, iface)
     }
 
@@ -185,7 +187,9 @@ impl Node {
         id: VhostId,
         config: VhostConfig,
     ) -> Result<(), ControlError> {
-        let iface = self.interface_of(id).ok_or(ControlError::UnknownVhost(id))?;
+        let iface = self
+            .interface_of(id)
+            .ok_or(ControlError::UnknownVhost(id))?;
         self.reconfigure_interface(now, iface, config.into())
     }
 
@@ -198,9 +202,16 @@ impl Node {
         config: CarpIfConfig,
     ) -> Result<(), ControlError> {
         config.validate().map_err(ControlError::Invalid)?;
-        let iface = self.ifaces.get(&id).ok_or(ControlError::UnknownInterface(id))?;
+        let iface = self
+            .ifaces
+            .get(&id)
+            .ok_or(ControlError::UnknownInterface(id))?;
         let same_nodes = iface.vhosts.len() == config.nodes.len()
-            && iface.vhosts.iter().zip(&config.nodes).all(|(v, n)| v.id.vhid == n.vhid);
+            && iface
+                .vhosts
+                .iter()
+                .zip(&config.nodes)
+                .all(|(v, n)| v.id.vhid == n.vhid);
         if !same_nodes {
             return Err(ControlError::NodesChanged(id));
         }
@@ -248,8 +259,13 @@ impl Node {
             ParseError::BadVersion(v) => DropReason::BadVersion(v),
         })?;
         let (iface_id, slot) = self.running(meta.link, repr.vhid)?;
-        let ctx = self.context_of(iface_id).ok_or(DropReason::BadVhid(repr.vhid))?;
-        let iface = self.ifaces.get_mut(&iface_id).ok_or(DropReason::BadVhid(repr.vhid))?;
+        let ctx = self
+            .context_of(iface_id)
+            .ok_or(DropReason::BadVhid(repr.vhid))?;
+        let iface = self
+            .ifaces
+            .get_mut(&iface_id)
+            .ok_or(DropReason::BadVhid(repr.vhid))?;
         iface
             .with(slot, ctx, &mut self.out, |v, cx| {
                 let result = v.receive(now, meta.src, &repr, cx);
@@ -322,7 +338,12 @@ impl Node {
     /// Up: the demotion is undone and the nodes return to BACKUP.
     pub fn handle_link(&mut self, now: Instant, link: LinkId, up: bool) {
         self.links_down.insert(link, !up);
-        let ids: Vec<CarpIfId> = self.ifaces.keys().filter(|id| id.link == link).copied().collect();
+        let ids: Vec<CarpIfId> = self
+            .ifaces
+            .keys()
+            .filter(|id| id.link == link)
+            .copied()
+            .collect();
         for id in ids {
             let Some(ctx) = self.context_of(id) else {
                 continue;
@@ -347,7 +368,10 @@ impl Node {
     /// Report whether one `Action::Transmit` of `id` reached the wire.
     pub fn handle_send_result(&mut self, now: Instant, id: VhostId, ok: bool) {
         if let Some(&(iface, slot)) = self.index.get(&id)
-            && let Some(v) = self.ifaces.get_mut(&iface).and_then(|i| i.vhosts.get_mut(slot))
+            && let Some(v) = self
+                .ifaces
+                .get_mut(&iface)
+                .and_then(|i| i.vhosts.get_mut(slot))
         {
             v.handle_send_result(ok, iface, &mut self.out);
         }
@@ -403,13 +427,23 @@ impl Node {
     }
 
     /// Force a vhost to MASTER or BACKUP (`ifconfig carpN state master|backup`).
-    pub fn force_state(&mut self, now: Instant, id: VhostId, to: State) -> Result<(), ControlError> {
+    pub fn force_state(
+        &mut self,
+        now: Instant,
+        id: VhostId,
+        to: State,
+    ) -> Result<(), ControlError> {
         if to == State::Init {
             return Err(ControlError::BadState(to));
         }
         let &(iface, slot) = self.index.get(&id).ok_or(ControlError::UnknownVhost(id))?;
-        let ctx = self.context_of(iface).ok_or(ControlError::UnknownVhost(id))?;
-        let i = self.ifaces.get_mut(&iface).ok_or(ControlError::UnknownVhost(id))?;
+        let ctx = self
+            .context_of(iface)
+            .ok_or(ControlError::UnknownVhost(id))?;
+        let i = self
+            .ifaces
+            .get_mut(&iface)
+            .ok_or(ControlError::UnknownVhost(id))?;
         let result = i.with(slot, ctx, &mut self.out, |v, cx| {
             if v.state == State::Init {
                 return Err(ControlError::NotRunning(id));
@@ -423,12 +457,21 @@ impl Node {
 
     /// Disable (bow out, release addresses, stay in INIT) or re-enable the carp
     /// interface of vhost `id`.
-    pub fn set_enabled(&mut self, now: Instant, id: VhostId, enabled: bool) -> Result<(), ControlError> {
-        let iface = self.interface_of(id).ok_or(ControlError::UnknownVhost(id))?;
+    pub fn set_enabled(
+        &mut self,
+        now: Instant,
+        id: VhostId,
+        enabled: bool,
+    ) -> Result<(), ControlError> {
+        let iface = self
+            .interface_of(id)
+            .ok_or(ControlError::UnknownVhost(id))?;
         if !enabled {
             return self.stop_interface(now, iface, Cause::Disabled);
         }
-        let ctx = self.context_of(iface).ok_or(ControlError::UnknownVhost(id))?;
+        let ctx = self
+            .context_of(iface)
+            .ok_or(ControlError::UnknownVhost(id))?;
         if let Some(i) = self.ifaces.get_mut(&iface) {
             i.shared.disabled = false;
             i.each(ctx, &mut self.out, |v, cx| v.refresh(now, Cause::Init, cx));
@@ -457,7 +500,9 @@ impl Node {
             };
             if let Some(i) = self.ifaces.get_mut(&id) {
                 i.shared.disabled = true;
-                i.each(ctx, &mut self.out, |v, cx| v.refresh(now, Cause::Shutdown, cx));
+                i.each(ctx, &mut self.out, |v, cx| {
+                    v.refresh(now, Cause::Shutdown, cx)
+                });
             }
         }
         self.out.demotions.clear();
@@ -558,8 +603,15 @@ impl Node {
         }
     }
 
-    fn stop_interface(&mut self, now: Instant, id: CarpIfId, cause: Cause) -> Result<(), ControlError> {
-        let ctx = self.context_of(id).ok_or(ControlError::UnknownInterface(id))?;
+    fn stop_interface(
+        &mut self,
+        now: Instant,
+        id: CarpIfId,
+        cause: Cause,
+    ) -> Result<(), ControlError> {
+        let ctx = self
+            .context_of(id)
+            .ok_or(ControlError::UnknownInterface(id))?;
         if let Some(i) = self.ifaces.get_mut(&id) {
             i.each(ctx, &mut self.out, |v, cx| v.bow_out(now, cx));
             i.shared.disabled = true;
@@ -644,7 +696,9 @@ impl Node {
             .values()
             .flat_map(|i| {
                 let ctx = self.context(&i.shared);
-                i.vhosts.iter().map(move |v| (v.id, ctx.demote, v.effective_advskew(&ctx)))
+                i.vhosts
+                    .iter()
+                    .map(move |v| (v.id, ctx.demote, v.effective_advskew(&ctx)))
             })
             .collect()
     }

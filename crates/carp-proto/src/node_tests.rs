@@ -234,7 +234,9 @@ fn master_yielding_to_a_better_master_says_farewell_to_it_only() {
         .iter()
         .filter_map(|a| match a {
             // A farewell is the one advertisement sent to a unicast address.
-            Action::Transmit { dst, bytes, .. } => Some(((!dst.is_multicast()).then_some(*dst), bytes[2])),
+            Action::Transmit { dst, bytes, .. } => {
+                Some(((!dst.is_multicast()).then_some(*dst), bytes[2]))
+            }
             _ => None,
         })
         .collect();

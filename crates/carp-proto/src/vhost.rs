@@ -152,7 +152,9 @@ impl Vhost {
 
     /// Return true if the preconditions to leave INIT hold (spec 5.1).
     fn can_run(cx: &Cx<'_>) -> bool {
-        !cx.shared.link_down && !cx.shared.disabled && Self::families(&cx.shared.config).next().is_some()
+        !cx.shared.link_down
+            && !cx.shared.disabled
+            && Self::families(&cx.shared.config).next().is_some()
     }
 
     // ===== inputs =====
@@ -185,7 +187,11 @@ impl Vhost {
             advskew: repr.advskew,
             demote: repr.demote,
         };
-        let decision = cx.shared.config.flavour.decide(self.state, ours, theirs, cx.ctx.preempt);
+        let decision = cx
+            .shared
+            .config
+            .flavour
+            .decide(self.state, ours, theirs, cx.ctx.preempt);
         match decision {
             Decision::Ignore => {}
             Decision::Yield { cause, farewell } => {
@@ -277,7 +283,9 @@ impl Vhost {
     pub(crate) fn force(&mut self, now: Instant, to: State, cx: &mut Cx<'_>) {
         match (self.state, to) {
             (State::Backup, State::Master) => self.master_down(now, Cause::Forced, cx),
-            (State::Master, State::Backup) => self.transition(now, State::Backup, Cause::Forced, cx),
+            (State::Master, State::Backup) => {
+                self.transition(now, State::Backup, Cause::Forced, cx)
+            }
             _ => {}
         }
     }
@@ -423,9 +431,10 @@ impl Vhost {
             _ => return,
         };
         // Both kernels use the configured (undemoted) advskew for this timer.
-        let d = config
-            .flavour
-            .master_down_interval(config.advbase, self.advskew, config.master_down);
+        let d =
+            config
+                .flavour
+                .master_down_interval(config.advbase, self.advskew, config.master_down);
         self.timers.set(timer, now + d);
     }
 
@@ -434,7 +443,10 @@ impl Vhost {
         let (advbase, advskew) = if bow_out {
             (255, 255)
         } else {
-            (cx.shared.config.advbase.0, self.effective_advskew(&cx.ctx).0)
+            (
+                cx.shared.config.advbase.0,
+                self.effective_advskew(&cx.ctx).0,
+            )
         };
         Repr {
             version: VERSION,

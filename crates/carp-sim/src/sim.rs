@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use carp_proto::config::interval;
-use carp_proto::wire::CARP_HEADER_LEN;
-use carp_proto::{Action, Cause, Family, Instant, LinkId, Node, RxMeta, State, Vhid, VhostId};
+use carp_proto::{
+    Action, CarpIfId, Cause, Family, Instant, LinkId, Node, RxMeta, State, Vhid, VhostId,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -29,7 +30,8 @@ struct Delivery {
     to: usize,
     link: LinkId,
     src: IpAddr,
-    packet: [u8; CARP_HEADER_LEN],
+    dst: IpAddr,
+    packet: Vec<u8>,
 }
 
 /// One simulated host (index = node number - 1).
@@ -42,8 +44,8 @@ struct SimNode {
     node: Option<Node>,
     links_down: BTreeSet<LinkId>,
     partition: usize,
-    /// Vhosts whose addresses are configured (AddAddresses minus RemoveAddresses).
-    holds: BTreeSet<VhostId>,
+    /// Carp interfaces whose addresses are configured (AddAddresses minus RemoveAddresses).
+    holds: BTreeSet<CarpIfId>,
     announces: u64,
     /// Extra send-failure probability of this node ([`Event::SendFailure`]).
     send_failure: f64,
@@ -128,7 +130,7 @@ impl Sim {
     pub fn add_node(&mut self, spec: NodeSpec) -> usize {
         let n = self.nodes.len() + 1;
         let octet = u8::try_from(n).unwrap_or(u8::MAX);
-        for (_, v) in &spec.vhosts {
+        for (_, v) in &spec.timings() {
             let w = master_down_interval(v) + interval(v.advbase, v.advskew) + self.cfg.latency_max;
             self.settle = self.settle.max(w);
         }
@@ -400,10 +402,16 @@ impl Sim {
         id1(vhid).map(|id| self.masters_of(id)).unwrap_or_default()
     }
 
-    /// Return whether node `n` has the addresses of vhost `id` configured.
+    /// Return whether node `n` has the addresses of vhost `id`'s carp interface configured.
     pub fn holds_vip(&self, n: usize, id: VhostId) -> bool {
-        self.index(n)
-            .is_some_and(|i| self.nodes[i].holds.contains(&id))
+        self.index(n).is_some_and(|i| {
+            let iface = self.nodes[i]
+                .node
+                .as_ref()
+                .and_then(|nd| nd.interface_of(id))
+                .unwrap_or(CarpIfId::of(id));
+            self.nodes[i].holds.contains(&iface)
+        })
     }
 
     /// Return how many `Announce` actions (gratuitous ARP / NA bursts) node `n` performed.
@@ -486,6 +494,16 @@ impl Sim {
                 self.fail(format!("n{} add_vhost refused: {e}", i + 1));
             }
         }
+        for (link, cfg) in self.nodes[i].spec.interfaces.clone() {
+            let cookies: Vec<[u8; 8]> = cfg
+                .nodes
+                .iter()
+                .map(|_| self.rng.random::<u64>().to_be_bytes())
+                .collect();
+            if let Err(e) = node.add_interface(self.now, link, cfg, &cookies) {
+                self.fail(format!("n{} add_interface refused: {e}", i + 1));
+            }
+        }
         self.nodes[i].node = Some(node);
         self.drain(i);
     }
@@ -538,8 +556,9 @@ impl Sim {
                 Action::Transmit {
                     id,
                     family,
-                    packet,
-                    to,
+                    bytes,
+                    dst,
+                    ..
                 } => {
                     let p = self.cfg.send_failure.max(self.nodes[i].send_failure);
                     let fail = p > 0.0 && self.rng.random_bool(p);
@@ -547,18 +566,18 @@ impl Sim {
                         self.wire.send_failures += 1;
                         self.last_disturbance = self.now;
                     } else {
-                        self.fan_out(i, id.link, family, packet, to);
+                        self.fan_out(i, id.link, family, bytes, dst);
                     }
                     if let Some(nd) = self.nodes[i].node.as_mut() {
                         nd.handle_send_result(self.now, id, !fail);
                     }
                 }
-                Action::AddAddresses { id, .. } => {
+                Action::AddAddresses { iface: id, .. } => {
                     if !self.nodes[i].holds.insert(id) && self.cfg.checks.vip_matches_state {
                         self.fail(format!("n{} added the addresses of {id} twice", i + 1));
                     }
                 }
-                Action::RemoveAddresses { id, .. } => {
+                Action::RemoveAddresses { iface: id, .. } => {
                     if !self.nodes[i].holds.remove(&id) && self.cfg.checks.vip_matches_state {
                         self.fail(format!(
                             "n{} removed addresses of {id} it did not hold",
@@ -573,7 +592,10 @@ impl Sim {
                     to,
                     cause,
                 } => self.record_transition(i, id, from, to, cause),
-                Action::DemotionChanged { .. } => {}
+                // No balancing datapath and no gate in the simulator.
+                Action::DemotionChanged { .. }
+                | Action::LoadShare { .. }
+                | Action::PrepareMaster { .. } => {}
             }
         }
     }
@@ -627,7 +649,8 @@ impl Sim {
         from != to
             && b.node.is_some()
             && a.partition == b.partition
-            && b.spec.vhosts.iter().any(|(l, _)| *l == link)
+            && (b.spec.vhosts.iter().any(|(l, _)| *l == link)
+                || b.spec.interfaces.iter().any(|(l, _)| *l == link))
             && !b.links_down.contains(&link)
     }
 
@@ -639,15 +662,8 @@ impl Sim {
     }
 
     /// Deliver `packet` to every node that `i` reaches on `link`, or only to
-    /// the node with address `to` when it is unicast.
-    fn fan_out(
-        &mut self,
-        i: usize,
-        link: LinkId,
-        family: Family,
-        packet: [u8; CARP_HEADER_LEN],
-        to: Option<IpAddr>,
-    ) {
+    /// the node with address `dst` when it is unicast.
+    fn fan_out(&mut self, i: usize, link: LinkId, family: Family, packet: Vec<u8>, dst: IpAddr) {
         if self.nodes[i].links_down.contains(&link) {
             return;
         }
@@ -660,9 +676,9 @@ impl Sim {
             if !self.reaches(i, j, link) {
                 continue;
             }
-            let addressed = to.is_none_or(|dst| {
-                dst == IpAddr::V4(self.nodes[j].v4) || dst == IpAddr::V6(self.nodes[j].v6)
-            });
+            let addressed = dst.is_multicast()
+                || dst == IpAddr::V4(self.nodes[j].v4)
+                || dst == IpAddr::V6(self.nodes[j].v6);
             if !addressed {
                 continue;
             }
@@ -684,7 +700,8 @@ impl Sim {
                     to: j,
                     link,
                     src,
-                    packet,
+                    dst,
+                    packet: packet.clone(),
                 };
                 self.deliveries.insert((at, seq), d);
             }
@@ -760,6 +777,7 @@ impl Sim {
         let meta = RxMeta {
             link: d.link,
             src: d.src,
+            dst: d.dst,
             ttl: TTL,
         };
         if let Some(nd) = self.nodes[d.to].node.as_mut() {
