@@ -194,6 +194,29 @@ pub struct VhostSpec {
     pub proto: VhostConfig,
 }
 
+impl VhostSpec {
+    /// Return the core's view of this vhost: a carp interface with one node,
+    /// whose addresses carry their prefixes and whose peers and MAC are set.
+    pub fn carp_if_config(&self) -> carp_proto::CarpIfConfig {
+        let mut c: carp_proto::CarpIfConfig = self.proto.clone().into();
+        c.addresses = self
+            .addresses
+            .iter()
+            .map(|a| carp_proto::AddrSpec {
+                addr: a.addr,
+                prefix_len: a.prefix_len,
+            })
+            .collect();
+        c.peer = self.peer;
+        c.peer6 = self.peer6;
+        c.lladdr = match self.lladdr {
+            Lladdr::Virtual => carp_proto::Lladdr::Virtual,
+            Lladdr::Real => carp_proto::Lladdr::Parent,
+        };
+        c
+    }
+}
+
 /// Where a configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {

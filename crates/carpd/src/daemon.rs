@@ -14,12 +14,13 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use carp_proto::node::RxMeta;
 use carp_proto::{
-    Action, Cause, Family, Instant, LinkId, Node, NodeConfig, State, Vhid, VhostId, VhostStatus,
+    Action, AddrSpec, CarpIfId, Cause, Family, Instant, LinkId, Node, NodeConfig, State, Vhid,
+    VhostId, VhostStatus,
 };
 use tokio::sync::{broadcast, mpsc};
 
 use crate::carplog;
-use crate::config::{ConfigSource, DaemonConfig, Lladdr, Overrides, VhostSpec, VirtualAddress};
+use crate::config::{ConfigSource, DaemonConfig, Lladdr, Overrides, VhostSpec};
 use crate::control::types::{Reply, Request, Transition, VhostView};
 use crate::control::{self, Envelope};
 use crate::hooks::{HookQueue, HookRun};
@@ -31,7 +32,7 @@ use crate::os::l2::{
 };
 use crate::os::netlink::{LinkEvent, LinkMonitor, Netlink};
 use crate::os::privs;
-use crate::os::raw::{CARP_GROUP_V4, CARP_GROUP_V6, CarpSocket};
+use crate::os::raw::CarpSocket;
 use crate::owned::{Owned, OwnedAddress};
 use crate::systemd;
 
@@ -63,8 +64,6 @@ struct Realised {
     /// Interface that holds the addresses: the macvlan or the carpdev.
     addr_index: u32,
     addr_ifname: String,
-    /// MAC announced in gratuitous ARP / NA.
-    mac: [u8; 6],
     /// A macvlan we created and delete on exit.
     macvlan: Option<u32>,
     hooks: HookQueue,
@@ -74,6 +73,7 @@ struct Realised {
 struct Datagram {
     link: LinkId,
     src: IpAddr,
+    dst: IpAddr,
     ttl: u8,
     ifindex: u32,
     bytes: Vec<u8>,
@@ -209,7 +209,7 @@ pub async fn run(
         let deadline = d.node.poll_timeout().map(|t| d.to_tokio(t));
         tokio::select! {
             Some(dgram) = rx.recv() => {
-                let meta = RxMeta { link: dgram.link, src: dgram.src, ttl: dgram.ttl };
+                let meta = RxMeta { link: dgram.link, src: dgram.src, dst: dgram.dst, ttl: dgram.ttl };
                 let link = if dgram.ifindex == dgram.link.0 || dgram.ifindex == 0 {
                     meta.link
                 } else {
@@ -377,13 +377,10 @@ impl Daemon {
         let need4 = !spec.proto.ipv4.is_empty();
         let need6 = !spec.proto.ipv6.is_empty();
         let link = self.carpdev(&spec.carpdev, need4, need6).await?;
-        let (parent_mac, parent_name) = {
-            let dev = &self.carpdevs[&link];
-            (dev.mac, dev.name.clone())
-        };
+        let parent_name = self.carpdevs[&link].name.clone();
         let vhid = spec.proto.vhid.get();
-        let (addr_index, addr_ifname, mac, macvlan) = match spec.lladdr {
-            Lladdr::Real => (link.0, parent_name.clone(), parent_mac, None),
+        let (addr_index, addr_ifname, macvlan) = match spec.lladdr {
+            Lladdr::Real => (link.0, parent_name.clone(), None),
             Lladdr::Virtual => {
                 let name = macvlan_name(link.0, vhid);
                 let mac = virtual_mac(vhid);
@@ -401,7 +398,7 @@ impl Daemon {
                 // ARP request for the client then carries the VIP as sender IP and
                 // its real MAC, and the client re-points the VIP at that MAC.
                 set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_announce"), "2");
-                (index, name, mac, Some(index))
+                (index, name, Some(index))
             }
         };
         // Start-up hygiene: a previous run killed with -9 may have left VIPs behind,
@@ -414,17 +411,20 @@ impl Daemon {
         }
         let cookie: [u8; 8] = rand::random();
         let now = self.now();
-        let id = self
+        let iface = self
             .node
-            .add_vhost(now, link, spec.proto.clone(), cookie)
+            .add_interface(now, link, spec.carp_if_config(), &[cookie])
             .map_err(|e| anyhow::anyhow!("{}: {e}", spec.carpdev))?;
+        let id = VhostId {
+            link,
+            vhid: iface.vhid,
+        };
         self.vhosts.insert(
             id,
             Realised {
                 spec,
                 addr_index,
                 addr_ifname,
-                mac,
                 macvlan,
                 hooks: HookQueue::spawn(),
             },
@@ -476,76 +476,40 @@ impl Daemon {
             Action::Transmit {
                 id,
                 family,
-                packet,
-                to,
+                bytes,
+                dst,
+                src_mac,
             } => {
-                let ok = self.transmit(id, family, &packet, to).await;
+                let ok = self.transmit(id, family, &bytes, dst, src_mac).await;
                 let now = self.now();
                 self.node.handle_send_result(now, id, ok);
             }
-            Action::AddAddresses { id, addresses } => {
-                let Some(r) = self.vhosts.get(&id) else {
-                    return;
-                };
-                let record = r
-                    .spec
-                    .addresses
-                    .iter()
-                    .filter(|v| addresses.contains(&v.addr))
-                    .map(|v| owned_address(r, v));
-                if let Err(e) = self.owned.hold(record) {
-                    carplog!(
-                        Warning,
-                        "cannot record addresses in {}: {e}",
-                        self.owned.path().display()
-                    );
-                }
-                for va in r
-                    .spec
-                    .addresses
-                    .iter()
-                    .filter(|v| addresses.contains(&v.addr))
-                {
-                    if let Err(e) = self
-                        .netlink
-                        .add_address(r.addr_index, va.addr, va.prefix_len)
-                        .await
-                    {
-                        carplog!(Err, "{}: cannot add {va}: {e}", self.label(id));
-                    }
-                }
+            Action::AddAddresses { iface, addresses } => {
+                let ok = self.add_addresses(iface, &addresses).await;
+                let now = self.now();
+                self.node.handle_address_result(now, iface, ok);
             }
-            Action::RemoveAddresses { id, addresses } => {
-                let Some(r) = self.vhosts.get(&id) else {
-                    return;
-                };
-                for va in r
-                    .spec
-                    .addresses
-                    .iter()
-                    .filter(|v| addresses.contains(&v.addr))
-                {
-                    let result = self
-                        .netlink
-                        .del_address(r.addr_index, va.addr, va.prefix_len)
-                        .await;
-                    if let Err(e) = &result {
-                        carplog!(Err, "{}: cannot remove {va}: {e}", self.label(id));
-                    }
-                    // Gone (or never there): forget it; otherwise the next start retries.
-                    let errno = result.as_ref().err().and_then(|e| e.raw_os_error());
-                    let gone =
-                        result.is_ok() || matches!(errno, Some(libc::EADDRNOTAVAIL | libc::ENODEV));
-                    if gone && let Err(e) = self.owned.release([&owned_address(r, va)]) {
-                        carplog!(
-                            Warning,
-                            "cannot record addresses in {}: {e}",
-                            self.owned.path().display()
-                        );
-                    }
-                }
+            Action::RemoveAddresses { iface, addresses } => {
+                self.remove_addresses(iface, &addresses).await;
             }
-            Action::Announce { id, ipv4, ipv6 } => self.announce(id, &ipv4, &ipv6),
+            Action::LoadShare { iface, mask, nodes } => {
+                carplog!(
+                    Debug,
+                    "{}: load-share mask {mask:#x} of {nodes} node(s)",
+                    self.label(vhost_of(iface))
+                );
+            }
+            Action::PrepareMaster { iface, .. } => {
+                // No gate is configured yet (state sync comes later): go live at once.
+                let now = self.now();
+                self.node.handle_prepared(now, iface, true);
+            }
+            Action::Announce {
+                iface,
+                mac,
+                ipv4,
+                ipv6,
+            } => self.announce(vhost_of(iface), mac, &ipv4, &ipv6),
             Action::StateChanged {
                 id,
                 from,
@@ -563,35 +527,91 @@ impl Daemon {
         }
     }
 
+    /// Record, then configure `addresses` on `iface` (all requests in flight at
+    /// once); return true if every one succeeded.
+    async fn add_addresses(&mut self, iface: CarpIfId, addresses: &[AddrSpec]) -> bool {
+        let id = vhost_of(iface);
+        let Some(r) = self.vhosts.get(&id) else {
+            return false;
+        };
+        let (index, ifname) = (r.addr_index, r.addr_ifname.clone());
+        if let Err(e) = self
+            .owned
+            .hold(addresses.iter().map(|a| owned_address(&ifname, a)))
+        {
+            carplog!(
+                Warning,
+                "cannot record addresses in {}: {e}",
+                self.owned.path().display()
+            );
+        }
+        let results = futures::future::join_all(
+            addresses
+                .iter()
+                .map(|a| self.netlink.add_address(index, a.addr, a.prefix_len)),
+        )
+        .await;
+        let mut ok = true;
+        for (a, result) in addresses.iter().zip(results) {
+            if let Err(e) = result {
+                carplog!(Err, "{}: cannot add {a}: {}", self.label(id), chain(&e));
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Remove `addresses` from `iface`; forget in the record those now gone.
+    async fn remove_addresses(&mut self, iface: CarpIfId, addresses: &[AddrSpec]) {
+        let id = vhost_of(iface);
+        let Some(r) = self.vhosts.get(&id) else {
+            return;
+        };
+        let (index, ifname) = (r.addr_index, r.addr_ifname.clone());
+        let results = futures::future::join_all(
+            addresses
+                .iter()
+                .map(|a| self.netlink.del_address(index, a.addr, a.prefix_len)),
+        )
+        .await;
+        let mut gone = Vec::new();
+        for (a, result) in addresses.iter().zip(results) {
+            if let Err(e) = &result {
+                carplog!(Err, "{}: cannot remove {a}: {}", self.label(id), chain(e));
+            }
+            // Gone (or never there): forget it; otherwise the next start retries.
+            let errno = result.as_ref().err().and_then(|e| e.raw_os_error());
+            if result.is_ok() || matches!(errno, Some(libc::EADDRNOTAVAIL | libc::ENODEV)) {
+                gone.push(owned_address(&ifname, a));
+            }
+        }
+        if let Err(e) = self.owned.release(gone.iter()) {
+            carplog!(
+                Warning,
+                "cannot record addresses in {}: {e}",
+                self.owned.path().display()
+            );
+        }
+    }
+
     async fn transmit(
         &self,
         id: VhostId,
         family: Family,
         packet: &[u8],
-        to: Option<IpAddr>,
+        dst: IpAddr,
+        src_mac: Option<[u8; 6]>,
     ) -> bool {
-        let (Some(dev), Some(r)) = (self.carpdevs.get(&id.link), self.vhosts.get(&id)) else {
+        let Some(dev) = self.carpdevs.get(&id.link) else {
             return false;
         };
-        let (sock, src, dst) = match family {
-            Family::V4 => (
-                &dev.sock4,
-                dev.src4.map(IpAddr::V4),
-                to.unwrap_or(IpAddr::V4(r.spec.peer.unwrap_or(CARP_GROUP_V4))),
-            ),
-            Family::V6 => (
-                &dev.sock6,
-                None,
-                to.unwrap_or(IpAddr::V6(r.spec.peer6.unwrap_or(CARP_GROUP_V6))),
-            ),
-        };
-        if r.spec.lladdr == Lladdr::Virtual && dst.is_multicast() {
+        if let Some(mac) = src_mac {
             // Like the kernels: multicast advertisements leave from the virtual
             // MAC, so every advertisement refreshes the switches' MAC tables.
             let frame = match dst {
                 IpAddr::V4(g) => {
                     let src = dev.src4.unwrap_or(Ipv4Addr::UNSPECIFIED);
-                    carp_advert_frame_v4(r.mac, src, g, packet)
+                    carp_advert_frame_v4(mac, src, g, packet)
                 }
                 IpAddr::V6(g) => {
                     let Some(src) = dev.src6 else {
@@ -602,40 +622,55 @@ impl Daemon {
                         );
                         return false;
                     };
-                    carp_advert_frame_v6(r.mac, src, g, packet)
+                    carp_advert_frame_v6(mac, src, g, packet)
                 }
             };
             let ethertype = if dst.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
             return match dev.l2.send(&frame, ethertype, multicast_mac(dst)) {
                 Ok(()) => true,
                 Err(e) => {
-                    carplog!(Warning, "{}: send to {dst} failed: {e}", self.label(id));
+                    carplog!(
+                        Warning,
+                        "{}: send to {dst} failed: {}",
+                        self.label(id),
+                        chain(&e)
+                    );
                     false
                 }
             };
         }
+        let (sock, src) = match family {
+            Family::V4 => (&dev.sock4, dev.src4.map(IpAddr::V4)),
+            Family::V6 => (&dev.sock6, None),
+        };
         let Some(sock) = sock else { return false };
         match sock.send(src, dst, packet).await {
             Ok(()) => true,
             Err(e) => {
-                carplog!(Warning, "{}: send to {dst} failed: {e}", self.label(id));
+                carplog!(
+                    Warning,
+                    "{}: send to {dst} failed: {}",
+                    self.label(id),
+                    chain(&e)
+                );
                 false
             }
         }
     }
 
-    fn announce(&self, id: VhostId, ipv4: &[Ipv4Addr], ipv6: &[Ipv6Addr]) {
-        let (Some(dev), Some(r)) = (self.carpdevs.get(&id.link), self.vhosts.get(&id)) else {
+    fn announce(&self, id: VhostId, mac: Option<[u8; 6]>, ipv4: &[Ipv4Addr], ipv6: &[Ipv6Addr]) {
+        let Some(dev) = self.carpdevs.get(&id.link) else {
             return;
         };
+        let mac = mac.unwrap_or(dev.mac);
         for ip in ipv4 {
-            if let Err(e) = dev.l2.send_gratuitous_arp(r.mac, *ip) {
+            if let Err(e) = dev.l2.send_gratuitous_arp(mac, *ip) {
                 carplog!(Warning, "{}: gratuitous ARP for {ip}: {e}", self.label(id));
             }
         }
         let router = read_sysctl("net/ipv6/conf/all/forwarding").is_some_and(|v| v == "1");
         for ip in ipv6 {
-            if let Err(e) = dev.l2.send_unsolicited_na(r.mac, *ip, router) {
+            if let Err(e) = dev.l2.send_unsolicited_na(mac, *ip, router) {
                 carplog!(
                     Warning,
                     "{}: neighbour advertisement for {ip}: {e}",
@@ -953,10 +988,8 @@ impl Daemon {
                 Some(spec) => {
                     let spec = spec.clone();
                     self.node
-                        .reconfigure_vhost(now, id, spec.proto.clone())
+                        .reconfigure_interface(now, CarpIfId::of(id), spec.carp_if_config())
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    // Addresses removed from a MASTER were released by the core; their
-                    // prefix lengths are known only to the old spec, so act before replacing it.
                     self.drain().await;
                     if let Some(r) = self.vhosts.get_mut(&id) {
                         r.spec = spec;
@@ -1005,7 +1038,7 @@ impl Daemon {
             }
         }
         if let Some(rx) = rx {
-            await_successor(rx, bowed_out).await;
+            await_successor(&self.node, rx, bowed_out).await;
         }
         for action in rest {
             self.perform(action).await;
@@ -1036,16 +1069,19 @@ const BOW_OUT_GRACE: Duration = Duration::from_millis(250);
 /// them until the successor's first advertisement (which it sends as it
 /// takes over, right after adding the addresses) closes the window in which
 /// neither host answers, so a planned switchover loses no traffic.
-async fn await_successor(rx: &mut mpsc::Receiver<Datagram>, mut waiting: BTreeSet<VhostId>) {
+async fn await_successor(
+    node: &Node,
+    rx: &mut mpsc::Receiver<Datagram>,
+    mut waiting: BTreeSet<VhostId>,
+) {
     let deadline = tokio::time::Instant::now() + BOW_OUT_GRACE;
     while !waiting.is_empty() {
         let Ok(Some(d)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
             return;
         };
-        let b = &d.bytes;
-        let is_advert = b.len() >= 36 && b[0] >> 4 == 2 && !(b[2] == 255 && b[5] == 255);
-        if let (true, Some(vhid)) = (is_advert, Vhid::new(b.get(1).copied().unwrap_or(0))) {
-            waiting.remove(&VhostId { link: d.link, vhid });
+        // Only an authentic advertisement (HMAC checked) counts as the successor's.
+        if let Some(id) = node.successor_advert(d.link, &d.bytes) {
+            waiting.remove(&id);
         }
     }
 }
@@ -1059,6 +1095,7 @@ fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>)
                     let d = Datagram {
                         link,
                         src: r.src,
+                        dst: r.dst,
                         ttl: r.ttl,
                         ifindex: r.ifindex,
                         bytes: buf[..r.len.min(buf.len())].to_vec(),
@@ -1077,12 +1114,34 @@ fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>)
     });
 }
 
-fn owned_address(r: &Realised, va: &VirtualAddress) -> OwnedAddress {
+fn owned_address(ifname: &str, a: &AddrSpec) -> OwnedAddress {
     OwnedAddress {
-        ifname: r.addr_ifname.clone(),
-        addr: va.addr,
-        prefix_len: va.prefix_len,
+        ifname: ifname.to_string(),
+        addr: a.addr,
+        prefix_len: a.prefix_len,
     }
+}
+
+/// The vhost of a one-node carp interface (every interface the daemon makes today).
+fn vhost_of(iface: CarpIfId) -> VhostId {
+    VhostId {
+        link: iface.link,
+        vhid: iface.vhid,
+    }
+}
+
+/// An error with its whole source chain, errno included.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Return the name of the macvlan of `vhid` on interface `parent` (at most 15 bytes).
