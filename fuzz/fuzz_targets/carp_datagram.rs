@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use carp_proto::auth::Auth;
 use carp_proto::wire::{CarpPacket, CarpRepr};
 use carp_proto::{
-    Action, AdvSkew, Instant, LinkId, Node, NodeConfig, Passphrase, RxMeta, State, Vhid,
+    Action, AdvSkew, CarpIfId, Instant, LinkId, Node, NodeConfig, Passphrase, RxMeta, State, Vhid,
     VhostConfig, VhostId,
 };
 use libfuzzer_sys::fuzz_target;
@@ -42,7 +42,7 @@ struct Harness {
     /// Last reported state and whether the addresses are held, per vhost.
     seen: BTreeMap<VhostId, (State, bool)>,
     /// Our own transmitted packets, for echoing them back.
-    sent: Vec<[u8; 36]>,
+    sent: Vec<Vec<u8>>,
 }
 
 impl Harness {
@@ -84,20 +84,24 @@ impl Harness {
     fn drain(&mut self) {
         while let Some(action) = self.node.poll_action() {
             match action {
-                Action::Transmit { id, packet, .. } => {
+                Action::Transmit { id, bytes, .. } => {
                     if self.sent.len() < 64 {
-                        self.sent.push(packet);
+                        self.sent.push(bytes);
                     }
                     self.node.handle_send_result(self.now, id, true);
                 }
-                Action::AddAddresses { id, .. } => self.held(id, true),
-                Action::RemoveAddresses { id, .. } => self.held(id, false),
+                // Every carp interface here has one node, led by the vhost.
+                Action::AddAddresses { iface, .. } => self.held(vhost_of(iface), true),
+                Action::RemoveAddresses { iface, .. } => self.held(vhost_of(iface), false),
                 Action::StateChanged { id, from, to, .. } => {
                     let entry = self.seen.get_mut(&id).expect("known vhost");
                     assert_eq!(entry.0, from, "{id}: transition from a state not reported");
                     entry.0 = to;
                 }
-                Action::Announce { .. } | Action::DemotionChanged { .. } => {}
+                Action::Announce { .. }
+                | Action::DemotionChanged { .. }
+                | Action::LoadShare { .. }
+                | Action::PrepareMaster { .. } => {}
             }
         }
     }
@@ -149,7 +153,16 @@ impl Harness {
             let _ = p.verify_checksum();
             let _ = CarpRepr::parse(&p);
         }
-        let meta = RxMeta { link, src, ttl };
+        let dst = match src {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)),
+        };
+        let meta = RxMeta {
+            link,
+            src,
+            dst,
+            ttl,
+        };
         self.node.handle_datagram(self.now, meta, &bytes);
     }
 
@@ -183,8 +196,8 @@ impl Harness {
             _ => {
                 // Our own advertisement comes back (a loop or a replay).
                 if !self.sent.is_empty() {
-                    let p = self.sent[usize::from(len) % self.sent.len()];
-                    self.datagram(op & !7, p.to_vec());
+                    let p = self.sent[usize::from(len) % self.sent.len()].clone();
+                    self.datagram(op & !7, p);
                 }
             }
         }
@@ -214,3 +227,10 @@ fuzz_target!(|data: &[u8]| {
         h.check();
     }
 });
+
+fn vhost_of(iface: CarpIfId) -> VhostId {
+    VhostId {
+        link: iface.link,
+        vhid: iface.vhid,
+    }
+}

@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
     let meta = RxMeta {
         link: LinkId(1),
         src: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+        dst: IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18)),
         ttl: 255,
     };
     for (name, bytes) in [

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Vhid;
-use crate::wire::CARP_HEADER_LEN;
+use crate::config::{AddrSpec, Vhid};
+use crate::time::Instant;
 
 /// An opaque interface identifier chosen by the owner (the daemon uses the ifindex).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -143,44 +143,99 @@ impl fmt::Display for DemoteReason {
     }
 }
 
+/// A carp interface's identity: its parent interface and the vhid of its leader
+/// (the first node). A one-node interface has the same identity as its vhost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CarpIfId {
+    /// The parent interface.
+    pub link: LinkId,
+    /// The leader's vhid.
+    pub vhid: Vhid,
+}
+
+impl CarpIfId {
+    /// Return the interface a one-node vhost `id` forms.
+    pub fn of(id: VhostId) -> CarpIfId {
+        CarpIfId {
+            link: id.link,
+            vhid: id.vhid,
+        }
+    }
+}
+
+impl fmt::Display for CarpIfId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.vhid, self.link.0)
+    }
+}
+
+/// IPv4 destination of multicast advertisements (spec 6.1).
+pub const CARP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// IPv6 destination of multicast advertisements (spec 6.1).
+pub const CARP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+
 /// Something the owner of the core must do, drained with `Node::poll_action`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
-    /// Send `packet` (a complete CARP header) to the group of `family` (or the peer).
+    /// Send `bytes` (the protocol header after the IP header) to `dst`.
     /// Report the outcome with `Node::handle_send_result`.
     Transmit {
         /// The sending vhost.
         id: VhostId,
         /// IPv4 or IPv6.
         family: Family,
-        /// The 36 CARP bytes.
-        #[serde(with = "serde_bytes36")]
-        packet: [u8; CARP_HEADER_LEN],
-        /// A unicast destination instead of the group (the farewell to a new master).
-        to: Option<IpAddr>,
+        /// The advertisement.
+        #[serde(with = "serde_hex")]
+        bytes: Vec<u8>,
+        /// The group, a configured peer, or a unicast farewell to a new master.
+        dst: IpAddr,
+        /// Send as an Ethernet frame from this MAC (virtual lladdr, multicast
+        /// destination), as the kernels do; `None` sends through the IP stack.
+        src_mac: Option<[u8; 6]>,
     },
-    /// Configure these virtual addresses (on entering MASTER).
+    /// Configure these addresses on the interface (it became live).
+    /// Report the outcome with `Node::handle_address_result`.
     AddAddresses {
-        /// The vhost.
-        id: VhostId,
-        /// Every virtual address of the vhost.
-        addresses: Vec<IpAddr>,
+        /// The carp interface.
+        iface: CarpIfId,
+        /// Every address, or the ones a reconfiguration added.
+        addresses: Vec<AddrSpec>,
     },
-    /// Remove these virtual addresses (on leaving MASTER).
+    /// Remove these addresses from the interface.
     RemoveAddresses {
-        /// The vhost.
-        id: VhostId,
-        /// Every virtual address of the vhost.
-        addresses: Vec<IpAddr>,
+        /// The carp interface.
+        iface: CarpIfId,
+        /// The addresses to remove.
+        addresses: Vec<AddrSpec>,
     },
     /// Send gratuitous ARP for each IPv4 and an unsolicited NA for each IPv6 address.
     Announce {
-        /// The vhost.
-        id: VhostId,
+        /// The carp interface.
+        iface: CarpIfId,
+        /// The MAC to announce, or `None` for the parent's own.
+        mac: Option<[u8; 6]>,
         /// IPv4 addresses to announce.
         ipv4: Vec<Ipv4Addr>,
         /// IPv6 addresses to announce.
         ipv6: Vec<Ipv6Addr>,
+    },
+    /// The load-share mask changed: bit i is set when node i (vhid order) is MASTER here
+    /// (OpenBSD `sc_lsmask`).
+    LoadShare {
+        /// The carp interface.
+        iface: CarpIfId,
+        /// The new mask.
+        mask: u32,
+        /// How many nodes the interface has (OpenBSD `sc_lscount`).
+        nodes: u8,
+    },
+    /// A node wants to become MASTER: prepare (commit state), then call
+    /// `Node::handle_prepared` before `deadline`. Addresses wait for it.
+    PrepareMaster {
+        /// The carp interface.
+        iface: CarpIfId,
+        /// When the core stops waiting.
+        deadline: Instant,
     },
     /// A state transition happened.
     StateChanged {
@@ -204,31 +259,24 @@ pub enum Action {
     },
 }
 
-mod serde_bytes36 {
+mod serde_hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::wire::CARP_HEADER_LEN;
-
-    pub(super) fn serialize<S: Serializer>(
-        b: &[u8; CARP_HEADER_LEN],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
         let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
         s.serialize_str(&hex)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<[u8; CARP_HEADER_LEN], D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
-        let mut out = [0u8; CARP_HEADER_LEN];
-        if s.len() != CARP_HEADER_LEN * 2 || !s.is_ascii() {
-            return Err(serde::de::Error::custom("expected 72 hex digits"));
+        if s.len() % 2 != 0 || !s.is_ascii() {
+            return Err(serde::de::Error::custom(
+                "expected an even number of hex digits",
+            ));
         }
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte =
-                u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
-        }
-        Ok(out)
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16))
+            .collect::<Result<_, _>>()
+            .map_err(serde::de::Error::custom)
     }
 }

@@ -201,6 +201,180 @@ impl VhostConfig {
     }
 }
 
+/// One virtual address with its prefix length, as the shell configures it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AddrSpec {
+    /// The address.
+    pub addr: IpAddr,
+    /// Its prefix length (the core never reads it; the shell needs it).
+    pub prefix_len: u8,
+}
+
+impl AddrSpec {
+    /// Return `addr` as a host address (/32 or /128).
+    pub fn host(addr: IpAddr) -> AddrSpec {
+        let prefix_len = if addr.is_ipv4() { 32 } else { 128 };
+        AddrSpec { addr, prefix_len }
+    }
+}
+
+impl fmt::Display for AddrSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// One node of a carp interface (OpenBSD `carpnodes vhid:advskew`, `struct carp_vhost_entry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CarpNode {
+    /// The node's vhid.
+    pub vhid: Vhid,
+    /// The node's advskew.
+    pub advskew: AdvSkew,
+}
+
+/// The link-layer address a carp interface answers and advertises with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lladdr {
+    /// `00:00:5e:00:01:<vhid>`, as the kernels use (carp(4) `lladdr` unset).
+    #[default]
+    Virtual,
+    /// The parent interface's own MAC (ucarp, or `lladdr` set to the parent's).
+    Parent,
+}
+
+/// Return the virtual MAC of `vhid` (spec 6.1, RFC 5798's IPv4 VRRP prefix).
+pub const fn virtual_mac(vhid: Vhid) -> [u8; 6] {
+    [0x00, 0x00, 0x5e, 0x00, 0x01, vhid.0]
+}
+
+/// The protocol a carp interface speaks. Only CARP exists; VRRPv3 is a later flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// CARP v2 (OpenBSD/FreeBSD carp(4)).
+    #[default]
+    Carp,
+}
+
+/// A pre-master gate: becoming MASTER waits for `Node::handle_prepared` or the deadline.
+///
+/// carpd's own (no kernel has it): connection-state sync commits its cache here,
+/// before any address goes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gate {
+    /// How long to wait for the external "prepared" input.
+    pub deadline: Duration,
+    /// On failure or timeout stay BACKUP (`true`) or go live anyway (`false`).
+    pub strict: bool,
+}
+
+/// A carp interface (OpenBSD `struct carp_softc`): what its nodes share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarpIfConfig {
+    /// The nodes, sorted by vhid; the first is the leader.
+    pub nodes: Vec<CarpNode>,
+    /// Base advertisement interval of every node.
+    pub advbase: AdvBase,
+    /// HMAC key of every node.
+    pub passphrase: Passphrase,
+    /// The shared virtual addresses, in configuration order.
+    pub addresses: Vec<AddrSpec>,
+    /// Unicast destination of IPv4 advertisements instead of 224.0.0.18.
+    pub peer: Option<Ipv4Addr>,
+    /// Unicast destination of IPv6 advertisements instead of ff02::12.
+    pub peer6: Option<Ipv6Addr>,
+    /// Interface groups besides `carp`.
+    pub groups: Vec<String>,
+    /// Master-down timer formula.
+    pub master_down: MasterDownFormula,
+    /// The MAC announced and advertised from.
+    pub lladdr: Lladdr,
+    /// The protocol.
+    pub flavour: Flavour,
+    /// An optional pre-master gate.
+    pub gate: Option<Gate>,
+}
+
+impl CarpIfConfig {
+    /// Return the IPv4 addresses, in configuration order.
+    pub fn ipv4(&self) -> Vec<Ipv4Addr> {
+        self.addresses
+            .iter()
+            .filter_map(|a| match a.addr {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
+    /// Return the IPv6 addresses, in configuration order.
+    pub fn ipv6(&self) -> Vec<Ipv6Addr> {
+        self.addresses
+            .iter()
+            .filter_map(|a| match a.addr {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
+            })
+            .collect()
+    }
+
+    /// Return true if some address is of `family`.
+    pub fn has(&self, family: crate::action::Family) -> bool {
+        self.addresses
+            .iter()
+            .any(|a| crate::action::Family::of(&a.addr) == family)
+    }
+
+    /// Check what a carp interface needs beyond each node's ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.nodes.is_empty() {
+            return Err(ConfigError::NoNodes);
+        }
+        if self.nodes.len() > MAX_NODES {
+            return Err(ConfigError::TooManyNodes(self.nodes.len()));
+        }
+        if self.nodes.windows(2).any(|w| w[0].vhid >= w[1].vhid) {
+            return Err(ConfigError::NodesUnsorted);
+        }
+        for n in &self.nodes {
+            let mut probe = VhostConfig::new(n.vhid, &[]);
+            probe.advskew = n.advskew;
+            probe.ipv4 = self.ipv4();
+            probe.ipv6 = self.ipv6();
+            probe.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// The most nodes one carp interface may have (the load-share mask is 32 bits).
+pub const MAX_NODES: usize = 32;
+
+impl From<VhostConfig> for CarpIfConfig {
+    /// A one-node interface: host prefixes, no peers, virtual MAC, no gate.
+    fn from(c: VhostConfig) -> CarpIfConfig {
+        let addresses = c.addresses().into_iter().map(AddrSpec::host).collect();
+        CarpIfConfig {
+            nodes: vec![CarpNode {
+                vhid: c.vhid,
+                advskew: c.advskew,
+            }],
+            advbase: c.advbase,
+            passphrase: c.passphrase,
+            addresses,
+            peer: None,
+            peer6: None,
+            groups: c.groups,
+            master_down: c.master_down,
+            lladdr: Lladdr::default(),
+            flavour: Flavour::default(),
+            gate: None,
+        }
+    }
+}
+
 /// A reason a configuration value is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
@@ -214,6 +388,12 @@ pub enum ConfigError {
     NoAddresses,
     /// 0.0.0.0, 255.255.255.255 or `::` can never be hashed (spec 2.2).
     UnusableAddress,
+    /// A carp interface without nodes.
+    NoNodes,
+    /// More than [`MAX_NODES`] nodes.
+    TooManyNodes(usize),
+    /// Nodes must be sorted by vhid, each vhid once.
+    NodesUnsorted,
 }
 
 impl fmt::Display for ConfigError {
@@ -225,6 +405,13 @@ impl fmt::Display for ConfigError {
                 write!(f, "passphrase is {n} bytes, at most {KEY_LEN} are allowed")
             }
             ConfigError::NoAddresses => write!(f, "a vhost needs at least one address"),
+            ConfigError::NoNodes => write!(f, "a carp interface needs at least one node"),
+            ConfigError::TooManyNodes(n) => {
+                write!(f, "{n} nodes, at most {MAX_NODES} are allowed")
+            }
+            ConfigError::NodesUnsorted => {
+                write!(f, "nodes must be sorted by vhid and use each vhid once")
+            }
             ConfigError::UnusableAddress => {
                 write!(
                     f,

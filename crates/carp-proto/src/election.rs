@@ -5,8 +5,66 @@
 
 use core::time::Duration;
 
-use crate::action::Cause;
-use crate::config::{AdvBase, AdvSkew, MasterDownFormula, interval, timing_ticks};
+use crate::action::{Cause, State};
+use crate::config::{AdvBase, AdvSkew, Flavour, MasterDownFormula, interval, timing_ticks};
+
+/// What a vhost does with an authenticated advertisement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// BACKUP: become MASTER now, for this reason.
+    TakeOver(Cause),
+    /// MASTER: step down to BACKUP; `farewell` when the other is strictly better.
+    Yield {
+        /// Why.
+        cause: Cause,
+        /// Tell the winner (carpd's farewell, see `Vhost::farewell`).
+        farewell: bool,
+    },
+    /// MASTER: a worse master exists; announce the addresses again.
+    Reassert,
+    /// BACKUP: the master is alive; restart the master-down timer.
+    RestartTimer,
+    /// Nothing to do (INIT).
+    Ignore,
+}
+
+impl Flavour {
+    /// Return what a vhost in `state` standing at `ours` does on hearing `theirs`.
+    pub(crate) fn decide(
+        self,
+        state: State,
+        ours: Standing,
+        theirs: Standing,
+        preempt: bool,
+    ) -> Decision {
+        match (self, state) {
+            (_, State::Init) => Decision::Ignore,
+            (Flavour::Carp, State::Master) => match master_yields_to(ours, theirs) {
+                Some(cause) => Decision::Yield {
+                    cause,
+                    farewell: strictly_better(theirs, ours),
+                },
+                None => Decision::Reassert,
+            },
+            (Flavour::Carp, State::Backup) => match backup_takes_over(ours, theirs, preempt) {
+                Some(cause) => Decision::TakeOver(cause),
+                None => Decision::RestartTimer,
+            },
+        }
+    }
+
+    /// Return the master-down interval of a vhost with this timing (spec 4.3).
+    pub(crate) fn master_down_interval(
+        self,
+        advbase: AdvBase,
+        advskew: AdvSkew,
+        formula: MasterDownFormula,
+    ) -> Duration {
+        match self {
+            Flavour::Carp => master_down_interval(advbase, advskew, formula),
+        }
+    }
+}
 
 /// One side of a comparison: the advertised timing and demote count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +165,42 @@ mod test {
             advskew,
             demote,
         }
+    }
+
+    #[test]
+    fn carp_decisions_follow_the_rules_per_state() {
+        let carp = Flavour::Carp;
+        assert_eq!(
+            carp.decide(State::Master, s(1, 0, 0), s(1, 100, 0), false),
+            Decision::Reassert
+        );
+        assert_eq!(
+            carp.decide(State::Master, s(1, 100, 0), s(1, 0, 0), false),
+            Decision::Yield {
+                cause: Cause::Superseded,
+                farewell: true
+            }
+        );
+        // Equal standing: both step down, and neither is the better one to tell.
+        assert_eq!(
+            carp.decide(State::Master, s(1, 0, 0), s(1, 0, 0), false),
+            Decision::Yield {
+                cause: Cause::Superseded,
+                farewell: false
+            }
+        );
+        assert_eq!(
+            carp.decide(State::Backup, s(1, 0, 0), s(1, 100, 0), true),
+            Decision::TakeOver(Cause::Preempted)
+        );
+        assert_eq!(
+            carp.decide(State::Backup, s(1, 100, 0), s(1, 0, 0), true),
+            Decision::RestartTimer
+        );
+        assert_eq!(
+            carp.decide(State::Init, s(1, 0, 0), s(1, 100, 0), true),
+            Decision::Ignore
+        );
     }
 
     #[test]

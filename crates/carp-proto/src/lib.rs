@@ -2,7 +2,9 @@
 //!
 //! This crate performs no syscalls, has no async, never reads a clock and has
 //! no global RNG: time is passed in as [`time::Instant`], the replay cookie of
-//! each vhost is passed in by the caller. The owner drives a [`node::Node`]:
+//! each vhost is passed in by the caller. A host's carp interfaces each own
+//! some addresses and one or more nodes (vhids) that elect. The owner drives a
+//! [`node::Node`]:
 //!
 //! 1. call one `handle_*` input (a datagram, a timeout, a link change, ...);
 //! 2. drain `poll_action()` until `None`, performing each [`action::Action`];
@@ -16,17 +18,21 @@
 
 pub mod action;
 pub mod auth;
+mod carpif;
 pub mod config;
 mod election;
 pub mod node;
 pub mod stats;
+mod status;
 pub mod time;
 mod timer;
 mod vhost;
 pub mod wire;
 
-pub use action::{Action, Cause, Family, LinkId, State, VhostId};
-pub use config::{AdvBase, AdvSkew, Passphrase, Vhid, VhostConfig};
-pub use node::{Node, NodeConfig, RxMeta, VhostStatus};
+pub use action::{Action, CarpIfId, Cause, Family, LinkId, State, VhostId};
+pub use config::{
+    AddrSpec, AdvBase, AdvSkew, CarpIfConfig, CarpNode, Gate, Lladdr, Passphrase, Vhid, VhostConfig,
+};
+pub use node::{CarpIfStatus, ControlError, Node, NodeConfig, RxMeta, VhostStatus};
 pub use stats::{DropReason, Stats};
 pub use time::Instant;

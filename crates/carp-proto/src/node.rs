@@ -1,5 +1,5 @@
-//! A host's CARP: every vhost on every parent interface, the demultiplexer,
-//! and the demotion counters they share.
+//! A host's CARP: every carp interface on every parent interface, the
+//! demultiplexer by (link, vhid), and the demotion counters they share.
 //!
 //! `Node` is the whole public driving API (STYLE 6.3):
 //!
@@ -19,16 +19,18 @@
 //! all see it.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::{Action, Cause, DemoteReason, Family, LinkId, State, VhostId};
-use crate::config::{AdvBase, AdvSkew, Vhid, VhostConfig};
+use crate::action::{Action, CarpIfId, Cause, DemoteReason, Family, LinkId, State, VhostId};
+use crate::carpif::{CarpIf, Shared};
+use crate::config::{AdvSkew, CarpIfConfig, Vhid, VhostConfig};
 use crate::stats::{DropReason, Stats};
 use crate::time::Instant;
 use crate::vhost::{Context, Outbox, Vhost};
-use crate::wire::carp::{Packet, Repr};
+use crate::wire::{Advert, ParseError};
+
+pub use crate::status::{CarpIfStatus, ControlError, RxMeta, VhostStatus};
 
 /// The group every vhost belongs to (OpenBSD `carpattach` creates group `carp`).
 pub const DEFAULT_GROUP: &str = "carp";
@@ -55,81 +57,13 @@ impl Default for NodeConfig {
     }
 }
 
-/// What the receive path knows about a datagram besides its CARP bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RxMeta {
-    /// The interface it arrived on.
-    pub link: LinkId,
-    /// The IP source address.
-    pub src: IpAddr,
-    /// TTL (IPv4) or hop limit (IPv6).
-    pub ttl: u8,
-}
-
-/// A read-only view of one vhost for status displays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VhostStatus {
-    /// Identity.
-    pub id: VhostId,
-    /// Current state.
-    pub state: State,
-    /// When the state was entered.
-    pub since: Instant,
-    /// Why.
-    pub cause: Cause,
-    /// Configured advbase.
-    pub advbase: AdvBase,
-    /// Configured advskew.
-    pub advskew: AdvSkew,
-    /// The advskew actually advertised (FreeBSD demotion applied).
-    pub effective_advskew: AdvSkew,
-    /// The demote byte advertised.
-    pub demote: u8,
-    /// Virtual addresses.
-    pub addresses: Vec<IpAddr>,
-    /// Source of the last accepted advertisement and when it arrived.
-    pub last_master: Option<(IpAddr, Instant)>,
-    /// Next timer deadline.
-    pub next_timeout: Option<Instant>,
-    /// This vhost's counters.
-    pub stats: Stats,
-}
-
-/// Why a control request was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ControlError {
-    /// No such vhost.
-    UnknownVhost(VhostId),
-    /// The vhost is in INIT (link down, disabled) and cannot be forced.
-    NotRunning(VhostId),
-    /// Only MASTER or BACKUP can be forced.
-    BadState(State),
-    /// A vhost with this id exists already.
-    Duplicate(VhostId),
-}
-
-impl core::fmt::Display for ControlError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ControlError::UnknownVhost(id) => write!(f, "no vhid {} on that interface", id.vhid),
-            ControlError::NotRunning(id) => {
-                write!(f, "vhid {} is in INIT and cannot be forced", id.vhid)
-            }
-            ControlError::BadState(s) => write!(f, "cannot force state {s}; use master or backup"),
-            ControlError::Duplicate(id) => {
-                write!(f, "vhid {} is configured twice on one interface", id.vhid)
-            }
-        }
-    }
-}
-
-impl std::error::Error for ControlError {}
-
-/// Every vhost of a host.
+/// Every carp interface of a host.
 #[derive(Debug)]
 pub struct Node {
     config: NodeConfig,
-    vhosts: BTreeMap<VhostId, Vhost>,
+    ifaces: BTreeMap<CarpIfId, CarpIf>,
+    /// Where each vhost lives: its interface and its slot there.
+    index: BTreeMap<VhostId, (CarpIfId, usize)>,
     links_down: BTreeMap<LinkId, bool>,
     /// OpenBSD `ifg_carp_demoted` per interface group.
     groups: BTreeMap<String, u8>,
@@ -145,7 +79,8 @@ impl Node {
     pub fn new(config: NodeConfig) -> Node {
         Node {
             config,
-            vhosts: BTreeMap::new(),
+            ifaces: BTreeMap::new(),
+            index: BTreeMap::new(),
             links_down: BTreeMap::new(),
             groups: BTreeMap::new(),
             skew_demotion: 0,
@@ -164,8 +99,8 @@ impl Node {
         self.config = config;
     }
 
-    /// Add a vhost on `link` with a random `cookie` (spec 3); it leaves INIT at once
-    /// if the link is up and it has addresses.
+    /// Add a one-node carp interface on `link` with a random `cookie` (spec 3);
+    /// it leaves INIT at once if the link is up and it has addresses.
     pub fn add_vhost(
         &mut self,
         now: Instant,
@@ -173,50 +108,116 @@ impl Node {
         config: VhostConfig,
         cookie: [u8; 8],
     ) -> Result<VhostId, ControlError> {
-        let id = VhostId {
+        let id = self.add_interface(now, link, config.into(), &[cookie])?;
+        Ok(VhostId {
             link,
-            vhid: config.vhid,
-        };
-        if self.vhosts.contains_key(&id) {
-            return Err(ControlError::Duplicate(id));
+            vhid: id.vhid,
+        })
+    }
+
+    /// Add a carp interface on `link`, with one random cookie per node.
+    pub fn add_interface(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        config: CarpIfConfig,
+        cookies: &[[u8; 8]],
+    ) -> Result<CarpIfId, ControlError> {
+        config.validate().map_err(ControlError::Invalid)?;
+        if let Some(dup) = config
+            .nodes
+            .iter()
+            .map(|n| VhostId { link, vhid: n.vhid })
+            .find(|id| self.index.contains_key(id))
+        {
+            return Err(ControlError::Duplicate(dup));
         }
+        if cookies.len() != config.nodes.len() {
+            return Err(ControlError::Invalid(crate::config::ConfigError::NoNodes));
+        }
+        let id = CarpIfId {
+            link,
+            vhid: config.nodes[0].vhid,
+        };
         for group in std::iter::once(DEFAULT_GROUP).chain(config.groups.iter().map(String::as_str))
         {
             self.groups.entry(group.to_string()).or_insert(0);
         }
-        let mut vhost = Vhost::new(id, config, cookie, now);
-        vhost.link_down = self.links_down.get(&link).copied().unwrap_or(false);
-        let ctx = self.context(&vhost);
-        vhost.refresh(now, Cause::Init, &ctx, &mut self.out);
-        self.vhosts.insert(id, vhost);
+        let link_down = self.links_down.get(&link).copied().unwrap_or(false);
+        let mut iface = CarpIf::new(id, config, cookies, link_down, now);
+        for (slot, v) in iface.vhosts.iter().enumerate() {
+            self.index.insert(v.id, (id, slot));
+        }
+        let ctx = self.context(&iface.shared);
+        iface.each(ctx, &mut self.out, |v, cx| v.refresh(now, Cause::Init, cx));
+        self.ifaces.insert(id, iface);
         self.apply_demotions(now);
         Ok(id)
     }
 
-    /// Remove a vhost: bow out if MASTER, release its addresses.
+    /// Remove the carp interface of vhost `id`: bow out if MASTER, release its addresses.
     pub fn remove_vhost(&mut self, now: Instant, id: VhostId) -> Result<(), ControlError> {
-        self.stop_vhost(now, id, Cause::Reconfigured)?;
-        if let Some(v) = self.vhosts.remove(&id) {
-            self.stats += &v.stats;
-            // Undo what this vhost added to its groups (OpenBSD interface detach).
-            if v.own_demote > 0 {
-                self.adjust_groups(&v.config.groups, -i32::from(v.own_demote));
+        let iface = self
+            .interface_of(id)
+            .ok_or(ControlError::UnknownVhost(id))?;
+        self.remove_interface(now, iface)
+    }
+
+    /// Remove a carp interface: bow out of its MASTER nodes, release its addresses.
+    pub fn remove_interface(&mut self, now: Instant, id: CarpIfId) -> Result<(), ControlError> {
+        self.stop_interface(now, id, Cause::Reconfigured)?;
+        if let Some(iface) = self.ifaces.remove(&id) {
+            for v in &iface.vhosts {
+                self.stats += &v.stats;
+                self.index.remove(&v.id);
+            }
+            // Undo what this interface added to its groups (OpenBSD interface detach).
+            if iface.shared.own_demote > 0 {
+                let adj = -i32::from(iface.shared.own_demote);
+                self.adjust_groups(&iface.shared.config.groups, adj);
             }
         }
         Ok(())
     }
 
-    /// Replace a vhost's configuration (SIGHUP); state and addresses are kept
-    /// when key and addresses are unchanged.
+    /// Replace the configuration of vhost `id`'s one-node interface (SIGHUP).
     pub fn reconfigure_vhost(
         &mut self,
         now: Instant,
         id: VhostId,
         config: VhostConfig,
     ) -> Result<(), ControlError> {
-        let ctx = self.context_of(id)?;
-        if let Some(v) = self.vhosts.get_mut(&id) {
-            v.reconfigure(now, config, &ctx, &mut self.out);
+        let iface = self
+            .interface_of(id)
+            .ok_or(ControlError::UnknownVhost(id))?;
+        self.reconfigure_interface(now, iface, config.into())
+    }
+
+    /// Replace a carp interface's configuration (SIGHUP); state and addresses
+    /// are kept when key and addresses are unchanged. The nodes' vhids must stay.
+    pub fn reconfigure_interface(
+        &mut self,
+        now: Instant,
+        id: CarpIfId,
+        config: CarpIfConfig,
+    ) -> Result<(), ControlError> {
+        config.validate().map_err(ControlError::Invalid)?;
+        let iface = self
+            .ifaces
+            .get(&id)
+            .ok_or(ControlError::UnknownInterface(id))?;
+        let same_nodes = iface.vhosts.len() == config.nodes.len()
+            && iface
+                .vhosts
+                .iter()
+                .zip(&config.nodes)
+                .all(|(v, n)| v.id.vhid == n.vhid);
+        if !same_nodes {
+            return Err(ControlError::NodesChanged(id));
+        }
+        let ctx = self.context(&iface.shared);
+        if let Some(iface) = self.ifaces.get_mut(&id) {
+            iface.reconfigure(now, config, ctx, &mut self.out);
         }
         self.apply_demotions(now);
         Ok(())
@@ -224,10 +225,12 @@ impl Node {
 
     // ===== inputs =====
 
-    /// Handle one received CARP datagram (the bytes after the IP header).
+    /// Handle one received datagram (the bytes after the IP header).
     ///
-    /// Checks run in OpenBSD's order (spec 8) and each failure increments one
-    /// counter: interface, TTL, length, checksum, vhid, version, HMAC, own cookie.
+    /// Checks run in OpenBSD's order (spec 8), except that the version nibble
+    /// is read before the length and checksum (FreeBSD `carp_input`), and each
+    /// failure increments one counter: interface, TTL, version, length,
+    /// checksum, vhid, HMAC, own cookie.
     pub fn handle_datagram(&mut self, now: Instant, meta: RxMeta, bytes: &[u8]) {
         match Family::of(&meta.src) {
             Family::V4 => self.stats.ipackets += 1,
@@ -235,7 +238,8 @@ impl Node {
         }
         if let Err(reason) = self.receive(now, meta, bytes) {
             match reason {
-                DropReason::BadVersion(_) | DropReason::BadAuth | DropReason::Replay => {}
+                // Counted by the vhost that checked them.
+                DropReason::BadAuth | DropReason::Replay => {}
                 _ => self.stats.count_drop(reason),
             }
         }
@@ -243,51 +247,86 @@ impl Node {
     }
 
     fn receive(&mut self, now: Instant, meta: RxMeta, bytes: &[u8]) -> Result<(), DropReason> {
-        if !self.vhosts.keys().any(|id| id.link == meta.link) {
+        if !self.index.keys().any(|id| id.link == meta.link) {
             return Err(DropReason::BadIf);
         }
         if meta.ttl != CARP_TTL {
             return Err(DropReason::BadTtl(meta.ttl));
         }
-        let packet = Packet::new_checked(bytes).map_err(|_| DropReason::BadLen(bytes.len()))?;
-        if !packet.verify_checksum() {
-            return Err(DropReason::BadSum);
-        }
-        let repr = Repr::parse(&packet).map_err(|_| DropReason::BadLen(bytes.len()))?;
-        let id = Vhid::new(repr.vhid)
-            .map(|vhid| VhostId {
-                link: meta.link,
-                vhid,
-            })
-            .filter(|id| self.vhosts.get(id).is_some_and(|v| v.state != State::Init))
-            .ok_or(DropReason::BadVhid(repr.vhid))?;
+        let Advert::Carp(repr) = Advert::parse(bytes).map_err(|e| match e {
+            ParseError::Truncated(n) => DropReason::BadLen(n),
+            ParseError::BadChecksum => DropReason::BadSum,
+            ParseError::BadVersion(v) => DropReason::BadVersion(v),
+        })?;
+        let (iface_id, slot) = self.running(meta.link, repr.vhid)?;
         let ctx = self
-            .context_of(id)
-            .map_err(|_| DropReason::BadVhid(repr.vhid))?;
-        let Some(vhost) = self.vhosts.get_mut(&id) else {
-            return Err(DropReason::BadVhid(repr.vhid));
+            .context_of(iface_id)
+            .ok_or(DropReason::BadVhid(repr.vhid))?;
+        let iface = self
+            .ifaces
+            .get_mut(&iface_id)
+            .ok_or(DropReason::BadVhid(repr.vhid))?;
+        iface
+            .with(slot, ctx, &mut self.out, |v, cx| {
+                let result = v.receive(now, meta.src, &repr, cx);
+                if let Err(reason) = result {
+                    v.stats.count_drop(reason);
+                }
+                result
+            })
+            .unwrap_or(Err(DropReason::BadVhid(repr.vhid)))
+    }
+
+    /// Find the running (not INIT) vhost `vhid` on `link`.
+    fn running(&self, link: LinkId, vhid: u8) -> Result<(CarpIfId, usize), DropReason> {
+        Vhid::new(vhid)
+            .and_then(|vhid| self.index.get(&VhostId { link, vhid }).copied())
+            .filter(|(iface, slot)| {
+                self.ifaces
+                    .get(iface)
+                    .and_then(|i| i.vhosts.get(*slot))
+                    .is_some_and(|v| v.state != State::Init)
+            })
+            .ok_or(DropReason::BadVhid(vhid))
+    }
+
+    /// Return the vhost an authentic, non-bow-out advertisement in `bytes` is for,
+    /// without changing anything (the shutdown path waits for a successor).
+    pub fn successor_advert(&self, link: LinkId, bytes: &[u8]) -> Option<VhostId> {
+        let Ok(Advert::Carp(repr)) = Advert::parse(bytes) else {
+            return None;
         };
-        let result = vhost.receive(now, meta.src, &repr, &ctx, &mut self.out);
-        if let Err(reason) = result {
-            vhost.stats.count_drop(reason);
+        if repr.advbase == 255 && repr.advskew == 255 {
+            return None;
         }
-        result
+        let id = VhostId {
+            link,
+            vhid: Vhid::new(repr.vhid)?,
+        };
+        let (iface, slot) = self.index.get(&id)?;
+        let v = self.ifaces.get(iface)?.vhosts.get(*slot)?;
+        v.authentic(&repr.counter, &repr.md).then_some(id)
     }
 
     /// Handle every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let ids: Vec<VhostId> = self
-            .vhosts
+        let due: Vec<CarpIfId> = self
+            .ifaces
             .iter()
-            .filter(|(_, v)| v.poll_timeout().is_some_and(|t| t <= now))
+            .filter(|(_, i)| i.poll_timeout().is_some_and(|t| t <= now))
             .map(|(id, _)| *id)
             .collect();
-        for id in ids {
-            let Ok(ctx) = self.context_of(id) else {
+        for id in due {
+            let Some(ctx) = self.context_of(id) else {
                 continue;
             };
-            if let Some(v) = self.vhosts.get_mut(&id) {
-                v.handle_timeout(now, &ctx, &mut self.out);
+            if let Some(iface) = self.ifaces.get_mut(&id) {
+                iface.each(ctx, &mut self.out, |v, cx| {
+                    if v.poll_timeout().is_some_and(|t| t <= now) {
+                        v.handle_timeout(now, cx);
+                    }
+                });
+                iface.handle_timeout(now, &mut self.out);
             }
         }
         self.apply_demotions(now);
@@ -295,32 +334,30 @@ impl Node {
 
     /// Handle a parent link going down or up (OpenBSD `carp_carpdev_state`).
     ///
-    /// Down: every vhost on it goes to INIT and demotes its groups by 1 ("carpdev").
-    /// Up: the demotion is undone and the vhosts return to BACKUP.
+    /// Down: every interface on it goes to INIT and demotes its groups by 1 ("carpdev").
+    /// Up: the demotion is undone and the nodes return to BACKUP.
     pub fn handle_link(&mut self, now: Instant, link: LinkId, up: bool) {
         self.links_down.insert(link, !up);
-        let ids: Vec<VhostId> = self
-            .vhosts
+        let ids: Vec<CarpIfId> = self
+            .ifaces
             .keys()
             .filter(|id| id.link == link)
             .copied()
             .collect();
         for id in ids {
-            let Some(v) = self.vhosts.get_mut(&id) else {
+            let Some(ctx) = self.context_of(id) else {
                 continue;
             };
-            if v.link_down != up {
-                continue;
-            }
-            v.link_down = !up;
-            let Ok(ctx) = self.context_of(id) else {
+            let Some(iface) = self.ifaces.get_mut(&id) else {
                 continue;
             };
-            if let Some(v) = self.vhosts.get_mut(&id) {
-                let cause = if up { Cause::LinkUp } else { Cause::LinkDown };
-                v.refresh(now, cause, &ctx, &mut self.out);
+            if iface.shared.link_down != up {
+                continue;
             }
-            // The vhosts on other links advertise the new demotion at once.
+            iface.shared.link_down = !up;
+            let cause = if up { Cause::LinkUp } else { Cause::LinkDown };
+            iface.each(ctx, &mut self.out, |v, cx| v.refresh(now, cause, cx));
+            // The interfaces on other links advertise the new demotion at once.
             let adj = if up { -1 } else { 1 };
             self.out.demotions.push((id, adj, DemoteReason::Carpdev));
             self.apply_demotions(now);
@@ -330,8 +367,32 @@ impl Node {
 
     /// Report whether one `Action::Transmit` of `id` reached the wire.
     pub fn handle_send_result(&mut self, now: Instant, id: VhostId, ok: bool) {
-        if let Some(v) = self.vhosts.get_mut(&id) {
-            v.handle_send_result(ok, &mut self.out);
+        if let Some(&(iface, slot)) = self.index.get(&id)
+            && let Some(v) = self
+                .ifaces
+                .get_mut(&iface)
+                .and_then(|i| i.vhosts.get_mut(slot))
+        {
+            v.handle_send_result(ok, iface, &mut self.out);
+        }
+        self.apply_demotions(now);
+    }
+
+    /// Report whether one `Action::AddAddresses` of `iface` succeeded entirely.
+    /// A failure is counted, shown in the status, and asked for again in 1 s.
+    pub fn handle_address_result(&mut self, now: Instant, iface: CarpIfId, ok: bool) {
+        if let Some(i) = self.ifaces.get_mut(&iface) {
+            i.handle_address_result(now, ok);
+        }
+    }
+
+    /// Report the end of an `Action::PrepareMaster`: `ok` if every step succeeded.
+    pub fn handle_prepared(&mut self, now: Instant, iface: CarpIfId, ok: bool) {
+        let Some(ctx) = self.context_of(iface) else {
+            return;
+        };
+        if let Some(i) = self.ifaces.get_mut(&iface) {
+            i.handle_prepared(now, ok, ctx, &mut self.out);
         }
         self.apply_demotions(now);
     }
@@ -375,32 +436,45 @@ impl Node {
         if to == State::Init {
             return Err(ControlError::BadState(to));
         }
-        let ctx = self.context_of(id)?;
-        let Some(v) = self.vhosts.get_mut(&id) else {
-            return Err(ControlError::UnknownVhost(id));
-        };
-        if v.state == State::Init {
-            return Err(ControlError::NotRunning(id));
-        }
-        v.force(now, to, &ctx, &mut self.out);
+        let &(iface, slot) = self.index.get(&id).ok_or(ControlError::UnknownVhost(id))?;
+        let ctx = self
+            .context_of(iface)
+            .ok_or(ControlError::UnknownVhost(id))?;
+        let i = self
+            .ifaces
+            .get_mut(&iface)
+            .ok_or(ControlError::UnknownVhost(id))?;
+        let result = i.with(slot, ctx, &mut self.out, |v, cx| {
+            if v.state == State::Init {
+                return Err(ControlError::NotRunning(id));
+            }
+            v.force(now, to, cx);
+            Ok(())
+        });
         self.apply_demotions(now);
-        Ok(())
+        result.unwrap_or(Err(ControlError::UnknownVhost(id)))
     }
 
-    /// Disable (bow out, release addresses, stay in INIT) or re-enable a vhost.
+    /// Disable (bow out, release addresses, stay in INIT) or re-enable the carp
+    /// interface of vhost `id`.
     pub fn set_enabled(
         &mut self,
         now: Instant,
         id: VhostId,
         enabled: bool,
     ) -> Result<(), ControlError> {
+        let iface = self
+            .interface_of(id)
+            .ok_or(ControlError::UnknownVhost(id))?;
         if !enabled {
-            return self.stop_vhost(now, id, Cause::Disabled);
+            return self.stop_interface(now, iface, Cause::Disabled);
         }
-        let ctx = self.context_of(id)?;
-        if let Some(v) = self.vhosts.get_mut(&id) {
-            v.disabled = false;
-            v.refresh(now, Cause::Init, &ctx, &mut self.out);
+        let ctx = self
+            .context_of(iface)
+            .ok_or(ControlError::UnknownVhost(id))?;
+        if let Some(i) = self.ifaces.get_mut(&iface) {
+            i.shared.disabled = false;
+            i.each(ctx, &mut self.out, |v, cx| v.refresh(now, Cause::Init, cx));
         }
         self.apply_demotions(now);
         Ok(())
@@ -411,22 +485,24 @@ impl Node {
     /// The actions come out in the order to perform them: the bow-out
     /// advertisements first, then the address removals.
     pub fn begin_shutdown(&mut self, now: Instant) {
-        let ids: Vec<VhostId> = self.vhosts.keys().copied().collect();
+        let ids: Vec<CarpIfId> = self.ifaces.keys().copied().collect();
         for id in &ids {
-            let Ok(ctx) = self.context_of(*id) else {
+            let Some(ctx) = self.context_of(*id) else {
                 continue;
             };
-            if let Some(v) = self.vhosts.get_mut(id) {
-                v.bow_out(now, &ctx, &mut self.out);
+            if let Some(i) = self.ifaces.get_mut(id) {
+                i.each(ctx, &mut self.out, |v, cx| v.bow_out(now, cx));
             }
         }
         for id in ids {
-            let Ok(ctx) = self.context_of(id) else {
+            let Some(ctx) = self.context_of(id) else {
                 continue;
             };
-            if let Some(v) = self.vhosts.get_mut(&id) {
-                v.disabled = true;
-                v.refresh(now, Cause::Shutdown, &ctx, &mut self.out);
+            if let Some(i) = self.ifaces.get_mut(&id) {
+                i.shared.disabled = true;
+                i.each(ctx, &mut self.out, |v, cx| {
+                    v.refresh(now, Cause::Shutdown, cx)
+                });
             }
         }
         self.out.demotions.clear();
@@ -444,26 +520,52 @@ impl Node {
     /// harmless; later delays advertisements. Call after draining `poll_action`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.vhosts.values().filter_map(Vhost::poll_timeout).min()
+        self.ifaces.values().filter_map(CarpIf::poll_timeout).min()
     }
 
     /// Return the host-wide counters (every vhost's plus the pre-lookup drops).
     pub fn stats(&self) -> Stats {
         let mut total = self.stats;
-        for v in self.vhosts.values() {
+        for v in self.vhosts() {
             total += &v.stats;
         }
         total
     }
 
-    /// Return the status of every vhost, ordered by link and vhid.
+    /// Return the status of every vhost, ordered by interface, then vhid.
     pub fn status(&self) -> Vec<VhostStatus> {
-        self.vhosts.values().map(|v| self.status_of(v)).collect()
+        self.ifaces
+            .values()
+            .flat_map(|i| i.vhosts.iter().map(move |v| self.status_of(&i.shared, v)))
+            .collect()
+    }
+
+    /// Return the status of every carp interface.
+    pub fn interfaces(&self) -> Vec<CarpIfStatus> {
+        self.ifaces
+            .values()
+            .map(|i| CarpIfStatus {
+                id: i.shared.id,
+                nodes: i.vhosts.iter().map(|v| v.id).collect(),
+                mask: i.shared.mask(),
+                live: i.shared.live(),
+                addresses: i.shared.config.addresses.clone(),
+                address_failures: i.shared.address_failures,
+                gate_failures: i.shared.gate_failures,
+                preparing: i.shared.preparing,
+            })
+            .collect()
     }
 
     /// Return the state of one vhost.
     pub fn state(&self, id: VhostId) -> Option<State> {
-        self.vhosts.get(&id).map(|v| v.state)
+        let (iface, slot) = self.index.get(&id)?;
+        Some(self.ifaces.get(iface)?.vhosts.get(*slot)?.state)
+    }
+
+    /// Return the carp interface vhost `id` is a node of.
+    pub fn interface_of(&self, id: VhostId) -> Option<CarpIfId> {
+        self.index.get(&id).map(|(iface, _)| *iface)
     }
 
     /// Return the OpenBSD demote counters of the interface groups.
@@ -478,45 +580,57 @@ impl Node {
 
     // ===== internals =====
 
-    fn status_of(&self, v: &Vhost) -> VhostStatus {
-        let ctx = self.context(v);
+    fn vhosts(&self) -> impl Iterator<Item = &Vhost> {
+        self.ifaces.values().flat_map(|i| i.vhosts.iter())
+    }
+
+    fn status_of(&self, shared: &Shared, v: &Vhost) -> VhostStatus {
+        let ctx = self.context(shared);
         VhostStatus {
             id: v.id,
+            iface: shared.id,
             state: v.state,
             since: v.since,
             cause: v.last_cause,
-            advbase: v.config.advbase,
-            advskew: v.config.advskew,
+            advbase: shared.config.advbase,
+            advskew: v.advskew,
             effective_advskew: v.effective_advskew(&ctx),
             demote: ctx.demote,
-            addresses: v.config.addresses(),
+            addresses: shared.config.addresses.iter().map(|a| a.addr).collect(),
             last_master: v.last_master,
             next_timeout: v.poll_timeout(),
             stats: v.stats,
         }
     }
 
-    fn stop_vhost(&mut self, now: Instant, id: VhostId, cause: Cause) -> Result<(), ControlError> {
-        let ctx = self.context_of(id)?;
-        if let Some(v) = self.vhosts.get_mut(&id) {
-            v.bow_out(now, &ctx, &mut self.out);
-            v.disabled = true;
-            v.refresh(now, cause, &ctx, &mut self.out);
+    fn stop_interface(
+        &mut self,
+        now: Instant,
+        id: CarpIfId,
+        cause: Cause,
+    ) -> Result<(), ControlError> {
+        let ctx = self
+            .context_of(id)
+            .ok_or(ControlError::UnknownInterface(id))?;
+        if let Some(i) = self.ifaces.get_mut(&id) {
+            i.each(ctx, &mut self.out, |v, cx| v.bow_out(now, cx));
+            i.shared.disabled = true;
+            i.each(ctx, &mut self.out, |v, cx| v.refresh(now, cause, cx));
         }
         self.apply_demotions(now);
         Ok(())
     }
 
-    /// The demote byte of a vhost: the sum of its groups' counters, or its own
+    /// The demote byte of an interface: the sum of its groups' counters, or its own
     /// count when that sum is 0, capped at 255 (OpenBSD `carp_group_demote_count`).
-    fn context(&self, v: &Vhost) -> Context {
+    fn context(&self, shared: &Shared) -> Context {
         let sum: u32 = std::iter::once(DEFAULT_GROUP)
-            .chain(v.config.groups.iter().map(String::as_str))
+            .chain(shared.config.groups.iter().map(String::as_str))
             .filter_map(|g| self.groups.get(g))
             .map(|&d| u32::from(d))
             .sum();
         let demote = if sum == 0 {
-            u32::from(v.own_demote)
+            u32::from(shared.own_demote)
         } else {
             sum
         };
@@ -527,11 +641,8 @@ impl Node {
         }
     }
 
-    fn context_of(&self, id: VhostId) -> Result<Context, ControlError> {
-        self.vhosts
-            .get(&id)
-            .map(|v| self.context(v))
-            .ok_or(ControlError::UnknownVhost(id))
+    fn context_of(&self, id: CarpIfId) -> Option<Context> {
+        self.ifaces.get(&id).map(|i| self.context(&i.shared))
     }
 
     fn adjust_groups(&mut self, groups: &[String], adj: i32) -> Vec<(String, u8)> {
@@ -547,7 +658,7 @@ impl Node {
         changed
     }
 
-    /// Apply automatic demotions queued by vhosts (OpenBSD `carp_group_demote_adj`
+    /// Apply automatic demotions queued by interfaces (OpenBSD `carp_group_demote_adj`
     /// plus the FreeBSD demotion factor), then let MASTERs advertise the change.
     fn apply_demotions(&mut self, now: Instant) {
         if self.out.demotions.is_empty() {
@@ -555,11 +666,11 @@ impl Node {
         }
         let before = self.demote_snapshot();
         for (id, adj, reason) in std::mem::take(&mut self.out.demotions) {
-            let Some(v) = self.vhosts.get_mut(&id) else {
+            let Some(i) = self.ifaces.get_mut(&id) else {
                 continue;
             };
-            v.own_demote = (i32::from(v.own_demote) + adj).clamp(0, 255) as u8;
-            let groups = v.config.groups.clone();
+            i.shared.own_demote = (i32::from(i.shared.own_demote) + adj).clamp(0, 255) as u8;
+            let groups = i.shared.config.groups.clone();
             for (group, value) in self.adjust_groups(&groups, adj) {
                 self.out.actions.push_back(Action::DemotionChanged {
                     group: Some(group),
@@ -581,11 +692,13 @@ impl Node {
     }
 
     fn demote_snapshot(&self) -> Vec<(VhostId, u8, AdvSkew)> {
-        self.vhosts
+        self.ifaces
             .values()
-            .map(|v| {
-                let ctx = self.context(v);
-                (v.id, ctx.demote, v.effective_advskew(&ctx))
+            .flat_map(|i| {
+                let ctx = self.context(&i.shared);
+                i.vhosts
+                    .iter()
+                    .map(move |v| (v.id, ctx.demote, v.effective_advskew(&ctx)))
             })
             .collect()
     }
@@ -598,12 +711,14 @@ impl Node {
             if old == new {
                 continue;
             }
-            let id = new.0;
-            let Ok(ctx) = self.context_of(id) else {
+            let Some(&(iface, slot)) = self.index.get(&new.0) else {
                 continue;
             };
-            if let Some(v) = self.vhosts.get_mut(&id) {
-                v.advertise_now(now, &ctx, &mut self.out);
+            let Some(ctx) = self.context_of(iface) else {
+                continue;
+            };
+            if let Some(i) = self.ifaces.get_mut(&iface) {
+                i.with(slot, ctx, &mut self.out, |v, cx| v.advertise_now(now, cx));
             }
         }
     }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::*;
 use crate::auth::Auth;
 use crate::config::Passphrase;
-use crate::wire::carp::{AUTHLEN, TYPE_ADVERTISEMENT, VERSION};
+use crate::wire::carp::{AUTHLEN, Packet, Repr, TYPE_ADVERTISEMENT, VERSION};
 
 const LINK: LinkId = LinkId(1);
 const OTHER_LINK: LinkId = LinkId(2);
@@ -78,6 +78,7 @@ fn meta() -> RxMeta {
     RxMeta {
         link: LINK,
         src: PEER,
+        dst: IpAddr::V4(crate::action::CARP_GROUP_V4),
         ttl: 255,
     }
 }
@@ -95,7 +96,7 @@ fn transmits(actions: &[Action]) -> Vec<[u8; 36]> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Transmit { packet, .. } => Some(*packet),
+            Action::Transmit { bytes, .. } => bytes.as_slice().try_into().ok(),
             _ => None,
         })
         .collect()
@@ -232,7 +233,10 @@ fn master_yielding_to_a_better_master_says_farewell_to_it_only() {
     let farewells: Vec<_> = actions
         .iter()
         .filter_map(|a| match a {
-            Action::Transmit { to, packet, .. } => Some((*to, packet[2])),
+            // A farewell is the one advertisement sent to a unicast address.
+            Action::Transmit { dst, bytes, .. } => {
+                Some(((!dst.is_multicast()).then_some(*dst), bytes[2]))
+            }
             _ => None,
         })
         .collect();
@@ -324,7 +328,7 @@ fn bow_out_advert_uses_255_255() {
     make_master(&mut node);
     node.begin_shutdown(at(9000));
     let actions = drain(&mut node);
-    let Action::Transmit { packet, .. } = &actions[0] else {
+    let Action::Transmit { bytes: packet, .. } = &actions[0] else {
         panic!("bow-out must come first: {actions:?}")
     };
     let p = Packet::new_checked(&packet[..]).unwrap();
@@ -427,7 +431,7 @@ fn link_down_goes_init_and_demotes_the_other_links() {
     let sent: Vec<_> = actions
         .iter()
         .filter_map(|a| match a {
-            Action::Transmit { id, packet, .. } if *id == other_id => Some(packet[4]),
+            Action::Transmit { id, bytes, .. } if *id == other_id => Some(bytes[4]),
             _ => None,
         })
         .collect();

@@ -1,6 +1,7 @@
 //! The per-vhost timer table (quinn-proto's `TimerTable` shape).
 //!
-//! OpenBSD has three `timeout`s per vhost: `ad_tmo`, `md_tmo`, `md6_tmo`.
+//! OpenBSD has three `timeout`s per vhost: `ad_tmo`, `md_tmo`, `md6_tmo`;
+//! carpd adds the deadline of the pre-master gate.
 //! Here they are slots in an array; nothing fires by itself, the owner asks
 //! which are expired when `handle_timeout` is called.
 
@@ -15,18 +16,24 @@ pub(crate) enum Timer {
     MasterDownV4 = 1,
     /// When to declare the master dead for want of IPv6 advertisements (BACKUP).
     MasterDownV6 = 2,
+    /// When to stop waiting for the pre-master gate (BACKUP taking over).
+    Prepare = 3,
 }
 
 impl Timer {
     /// Every timer, in the order expired ones are handled.
-    pub(crate) const VALUES: [Timer; 3] =
-        [Timer::Advertise, Timer::MasterDownV4, Timer::MasterDownV6];
+    pub(crate) const VALUES: [Timer; 4] = [
+        Timer::Advertise,
+        Timer::MasterDownV4,
+        Timer::MasterDownV6,
+        Timer::Prepare,
+    ];
 }
 
 /// Deadlines of a vhost's timers.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TimerTable {
-    data: [Option<Instant>; 3],
+    data: [Option<Instant>; 4],
 }
 
 impl TimerTable {
@@ -43,7 +50,7 @@ impl TimerTable {
     }
 
     pub(crate) fn stop_all(&mut self) {
-        self.data = [None; 3];
+        self.data = [None; 4];
     }
 
     pub(crate) fn next_timeout(&self) -> Option<Instant> {

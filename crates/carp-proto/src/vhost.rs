@@ -1,18 +1,21 @@
-//! The state machine of one vhid (spec section 5).
+//! The state machine of one vhid, a node of a carp interface (spec section 5).
 //!
 //! OpenBSD writes it as three switches plus one setter: `carp_proto_input_c`
 //! (an advertisement arrived), `carp_master_down` (a timer expired) and
 //! `carp_setrun` (arm timers for the state), all changing state only through
 //! `carp_set_state`. Here they are [`Vhost::receive`], [`Vhost::master_down`],
 //! [`Vhost::setrun`] and [`Vhost::transition`]; nothing else assigns `state`.
+//! A vhost only elects: what follows for the addresses is its interface's
+//! business ([`crate::carpif`]), told through `Cx::shared`.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use crate::action::{Action, Cause, DemoteReason, Family, State, VhostId};
+use crate::action::{Action, CarpIfId, Cause, DemoteReason, Family, LinkId, State, VhostId};
 use crate::auth::Auth;
-use crate::config::{AdvSkew, VhostConfig, interval};
-use crate::election::{self, Standing};
+use crate::carpif::Cx;
+use crate::config::{AdvSkew, CarpIfConfig, CarpNode, Lladdr, interval, virtual_mac};
+use crate::election::{self, Decision, Standing};
 use crate::stats::{DropReason, Stats};
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
@@ -33,19 +36,22 @@ pub(crate) struct Context {
     pub(crate) skew_demotion: i32,
 }
 
-/// Where a vhost puts its outputs.
+/// Where the core puts its outputs.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     pub(crate) actions: VecDeque<Action>,
-    /// Automatic demotion adjustments for the node to apply: (vhost, +1/-1, why).
-    pub(crate) demotions: Vec<(VhostId, i32, DemoteReason)>,
+    /// Automatic demotion adjustments for the node to apply: (interface, +1/-1, why).
+    pub(crate) demotions: Vec<(CarpIfId, i32, DemoteReason)>,
 }
 
-/// One vhid on one parent interface.
+/// One node (vhid) of a carp interface.
 #[derive(Debug)]
 pub(crate) struct Vhost {
     pub(crate) id: VhostId,
-    pub(crate) config: VhostConfig,
+    /// Position in the interface's vhid order: bit `slot` of the load-share mask.
+    slot: u8,
+    /// The configured advskew.
+    pub(crate) advskew: AdvSkew,
     auth: Auth,
     /// The OpenBSD-style constant counter, chosen by the caller (spec 3).
     cookie: [u8; 8],
@@ -55,61 +61,83 @@ pub(crate) struct Vhost {
     timers: TimerTable,
     /// OpenBSD `sc_delayed_arp`: adverts left before the repeated announcement, -1 for none.
     delayed_arp: i8,
-    /// Parent link down (OpenBSD "suppressed"): stay in INIT.
-    pub(crate) link_down: bool,
-    /// Disabled by the operator or shutting down: stay in INIT.
-    pub(crate) disabled: bool,
     sendad_errors: u32,
     sendad_success: u32,
-    /// Demotion this vhost contributes itself (OpenBSD `sc_demote_cnt`).
-    pub(crate) own_demote: u8,
     pub(crate) stats: Stats,
     /// Source address and time of the last accepted advertisement.
     pub(crate) last_master: Option<(IpAddr, Instant)>,
     /// Timing the last accepted advertisement carried: (advbase, advskew, demote).
     pub(crate) last_master_timing: Option<(u8, u8, u8)>,
+    /// A takeover waiting for the pre-master gate, with the cause it will carry.
+    pending: Option<Cause>,
 }
 
 impl Vhost {
-    pub(crate) fn new(id: VhostId, config: VhostConfig, cookie: [u8; 8], now: Instant) -> Vhost {
-        let auth = Auth::new(&config.passphrase, config.vhid, &config.ipv4, &config.ipv6);
+    pub(crate) fn new(
+        link: LinkId,
+        slot: u8,
+        node: &CarpNode,
+        shared: &CarpIfConfig,
+        cookie: [u8; 8],
+        now: Instant,
+    ) -> Vhost {
         Vhost {
-            id,
-            config,
-            auth,
+            id: VhostId {
+                link,
+                vhid: node.vhid,
+            },
+            slot,
+            advskew: node.advskew,
+            auth: Self::auth_for(node, shared),
             cookie,
             state: State::Init,
             since: now,
             last_cause: Cause::Init,
             timers: TimerTable::default(),
             delayed_arp: -1,
-            link_down: false,
-            disabled: false,
             sendad_errors: 0,
             sendad_success: 0,
-            own_demote: 0,
             stats: Stats::default(),
             last_master: None,
             last_master_timing: None,
+            pending: None,
         }
+    }
+
+    fn auth_for(node: &CarpNode, shared: &CarpIfConfig) -> Auth {
+        Auth::new(
+            &shared.passphrase,
+            node.vhid,
+            &shared.ipv4(),
+            &shared.ipv6(),
+        )
+    }
+
+    /// Recompute the HMAC context after the key or the addresses changed.
+    pub(crate) fn rekey(&mut self, shared: &CarpIfConfig) {
+        let node = CarpNode {
+            vhid: self.id.vhid,
+            advskew: self.advskew,
+        };
+        self.auth = Self::auth_for(&node, shared);
     }
 
     /// Return the advskew we advertise and compare with (FreeBSD `DEMOTE_ADVSKEW`).
     pub(crate) fn effective_advskew(&self, ctx: &Context) -> AdvSkew {
-        election::demoted_advskew(self.config.advskew, ctx.skew_demotion)
+        election::demoted_advskew(self.advskew, ctx.skew_demotion)
     }
 
-    fn standing(&self, ctx: &Context) -> Standing {
+    fn standing(&self, cx: &Cx<'_>) -> Standing {
         Standing {
-            advbase: self.config.advbase.0,
-            advskew: self.effective_advskew(ctx).0,
-            demote: ctx.demote,
+            advbase: cx.shared.config.advbase.0,
+            advskew: self.effective_advskew(&cx.ctx).0,
+            demote: cx.ctx.demote,
         }
     }
 
-    fn families(&self) -> impl Iterator<Item = Family> + use<> {
-        let v4 = (!self.config.ipv4.is_empty()).then_some(Family::V4);
-        let v6 = (!self.config.ipv6.is_empty()).then_some(Family::V6);
+    fn families(config: &CarpIfConfig) -> impl Iterator<Item = Family> + use<> {
+        let v4 = config.has(Family::V4).then_some(Family::V4);
+        let v6 = config.has(Family::V6).then_some(Family::V6);
         v4.into_iter().chain(v6)
     }
 
@@ -117,26 +145,29 @@ impl Vhost {
         self.timers.next_timeout()
     }
 
+    /// Return true if `counter`/`md` is an authentic advertisement of a peer.
+    pub(crate) fn authentic(&self, counter: &[u8; 8], md: &[u8; 20]) -> bool {
+        *counter != self.cookie && self.auth.verify(counter, md)
+    }
+
     /// Return true if the preconditions to leave INIT hold (spec 5.1).
-    fn can_run(&self) -> bool {
-        !self.link_down && !self.disabled && self.families().next().is_some()
+    fn can_run(cx: &Cx<'_>) -> bool {
+        !cx.shared.link_down
+            && !cx.shared.disabled
+            && Self::families(&cx.shared.config).next().is_some()
     }
 
     // ===== inputs =====
 
-    /// Spec 8 steps 8-11 and 5.3: the vhid matched; check version, HMAC and
-    /// cookie, then apply the election rules.
+    /// Spec 8 steps 9-11 and 5.3: the vhid matched; check HMAC and cookie,
+    /// then let the flavour's election decide.
     pub(crate) fn receive(
         &mut self,
         now: Instant,
         src: IpAddr,
         repr: &Repr,
-        ctx: &Context,
-        out: &mut Outbox,
+        cx: &mut Cx<'_>,
     ) -> Result<(), DropReason> {
-        if repr.version != VERSION {
-            return Err(DropReason::BadVersion(repr.version));
-        }
         if !self.auth.verify(&repr.counter, &repr.md) {
             return Err(DropReason::BadAuth);
         }
@@ -150,42 +181,52 @@ impl Vhost {
         self.last_master = Some((src, now));
         self.last_master_timing = Some((repr.advbase, repr.advskew, repr.demote));
 
-        let ours = self.standing(ctx);
+        let ours = self.standing(cx);
         let theirs = Standing {
             advbase: repr.advbase,
             advskew: repr.advskew,
             demote: repr.demote,
         };
-        match self.state {
-            State::Init => {}
-            State::Master => match election::master_yields_to(ours, theirs) {
-                Some(cause) => {
-                    self.transition(now, State::Backup, cause, ctx, out);
-                    if election::strictly_better(theirs, ours) {
-                        self.farewell(src, ctx, out);
-                    }
+        let decision = cx
+            .shared
+            .config
+            .flavour
+            .decide(self.state, ours, theirs, cx.ctx.preempt);
+        match decision {
+            Decision::Ignore => {}
+            Decision::Yield { cause, farewell } => {
+                self.transition(now, State::Backup, cause, cx);
+                if farewell {
+                    self.farewell(src, cx);
                 }
-                None => {
-                    // DEVIATION: a second master exists (a healed partition). The
-                    // kernels send nothing here, since their advertisements carry
-                    // the virtual MAC and move the switches back by themselves;
-                    // carpd's leave with the real MAC, so it re-announces now and
-                    // two advertisements later, as ucarp does ("reasserting control").
-                    self.announce(out);
-                    self.delayed_arp = 2;
+            }
+            // DEVIATION: a second master exists (a healed partition). The
+            // kernels send nothing here, since their advertisements carry
+            // the virtual MAC and move the switches back by themselves;
+            // carpd re-announces now and two advertisements later, as ucarp
+            // does ("reasserting control"), which also covers `lladdr` real.
+            Decision::Reassert => {
+                cx.shared.announce(self.slot, cx.out);
+                self.delayed_arp = 2;
+            }
+            Decision::TakeOver(cause) => self.master_down(now, cause, cx),
+            Decision::RestartTimer => {
+                if self.pending.take().is_some() {
+                    // The master is alive after all: the gated takeover is off.
+                    self.timers.stop(Timer::Prepare);
+                    cx.shared.preparing = false;
+                    self.setrun(now, cx);
+                } else {
+                    // Only the family the advertisement came in on is restarted (spec 4.3).
+                    self.arm_master_down(now, Family::of(&src), cx);
                 }
-            },
-            State::Backup => match election::backup_takes_over(ours, theirs, ctx.preempt) {
-                Some(cause) => self.master_down(now, cause, ctx, out),
-                // Only the family the advertisement came in on is restarted (spec 4.3).
-                None => self.arm_master_down(now, Family::of(&src)),
-            },
+            }
         }
         Ok(())
     }
 
     /// Walk the expired timers in a fixed order (quinn `handle_timeout`).
-    pub(crate) fn handle_timeout(&mut self, now: Instant, ctx: &Context, out: &mut Outbox) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, cx: &mut Cx<'_>) {
         for timer in Timer::VALUES {
             if !self.timers.is_expired(timer, now) {
                 continue;
@@ -194,23 +235,24 @@ impl Vhost {
             match timer {
                 Timer::Advertise => {
                     if self.state == State::Master {
-                        self.send_advert(now, false, ctx, out);
+                        self.send_advert(now, false, cx);
                     }
                 }
                 Timer::MasterDownV4 | Timer::MasterDownV6 => {
-                    self.master_down(now, Cause::MasterDown, ctx, out);
+                    self.master_down(now, Cause::MasterDown, cx);
                 }
+                Timer::Prepare => self.finish_gate(now, false, cx),
             }
         }
     }
 
     /// Count the outcome of one `Transmit` (OpenBSD `carp_send_ad` error handling).
-    pub(crate) fn handle_send_result(&mut self, ok: bool, out: &mut Outbox) {
+    pub(crate) fn handle_send_result(&mut self, ok: bool, iface: CarpIfId, out: &mut Outbox) {
         if ok {
             if self.sendad_errors >= SENDAD_THRESHOLD {
                 self.sendad_success += 1;
                 if self.sendad_success >= SENDAD_THRESHOLD {
-                    out.demotions.push((self.id, -1, DemoteReason::SendErrors));
+                    out.demotions.push((iface, -1, DemoteReason::SendErrors));
                     self.sendad_errors = 0;
                 }
             } else {
@@ -220,105 +262,101 @@ impl Vhost {
             self.stats.send_errors += 1;
             self.sendad_errors = self.sendad_errors.saturating_add(1);
             if self.sendad_errors == SENDAD_THRESHOLD {
-                out.demotions.push((self.id, 1, DemoteReason::SendErrors));
+                out.demotions.push((iface, 1, DemoteReason::SendErrors));
             }
             self.sendad_success = 0;
         }
     }
 
     /// Leave INIT if the preconditions now hold, or go to INIT if they do not.
-    pub(crate) fn refresh(&mut self, now: Instant, cause: Cause, ctx: &Context, out: &mut Outbox) {
-        if self.can_run() {
+    pub(crate) fn refresh(&mut self, now: Instant, cause: Cause, cx: &mut Cx<'_>) {
+        if Self::can_run(cx) {
             if self.state == State::Init {
-                self.transition(now, State::Backup, cause, ctx, out);
+                self.transition(now, State::Backup, cause, cx);
             }
         } else if self.state != State::Init {
-            self.transition(now, State::Init, cause, ctx, out);
+            self.transition(now, State::Init, cause, cx);
         }
     }
 
     /// A forced `state master|backup` (OpenBSD SIOCSVH, FreeBSD `carp_ioctl_set`).
-    pub(crate) fn force(&mut self, now: Instant, to: State, ctx: &Context, out: &mut Outbox) {
+    pub(crate) fn force(&mut self, now: Instant, to: State, cx: &mut Cx<'_>) {
         match (self.state, to) {
-            (State::Backup, State::Master) => self.master_down(now, Cause::Forced, ctx, out),
+            (State::Backup, State::Master) => self.master_down(now, Cause::Forced, cx),
             (State::Master, State::Backup) => {
-                self.transition(now, State::Backup, Cause::Forced, ctx, out)
+                self.transition(now, State::Backup, Cause::Forced, cx)
             }
             _ => {}
         }
     }
 
     /// Send the bow-out advertisement if MASTER (spec 5.4); the caller then moves us to INIT.
-    pub(crate) fn bow_out(&mut self, now: Instant, ctx: &Context, out: &mut Outbox) {
+    pub(crate) fn bow_out(&mut self, now: Instant, cx: &mut Cx<'_>) {
         if self.state == State::Master {
-            self.send_advert(now, true, ctx, out);
+            self.send_advert(now, true, cx);
         }
     }
 
     /// Send an advertisement now if MASTER (after a demotion change).
-    pub(crate) fn advertise_now(&mut self, now: Instant, ctx: &Context, out: &mut Outbox) {
+    pub(crate) fn advertise_now(&mut self, now: Instant, cx: &mut Cx<'_>) {
         if self.state == State::Master {
-            self.send_advert(now, false, ctx, out);
+            self.send_advert(now, false, cx);
         }
     }
 
-    /// Replace the configuration, keeping state when the vhid, key and addresses are unchanged.
-    pub(crate) fn reconfigure(
-        &mut self,
-        now: Instant,
-        config: VhostConfig,
-        ctx: &Context,
-        out: &mut Outbox,
-    ) {
-        let same_identity = config.passphrase == self.config.passphrase
-            && config.ipv4 == self.config.ipv4
-            && config.ipv6 == self.config.ipv6;
-        if same_identity {
-            self.config = config;
-            return;
-        }
-        let old = self.config.addresses();
-        self.auth = Auth::new(&config.passphrase, config.vhid, &config.ipv4, &config.ipv6);
-        self.config = config;
+    /// The interface's key or addresses changed (its address actions are out):
+    /// a MASTER announces and advertises at once, then timers follow the families.
+    pub(crate) fn reconfigured(&mut self, now: Instant, cx: &mut Cx<'_>) {
         if self.state == State::Master {
-            let new = self.config.addresses();
-            let gone: Vec<IpAddr> = old.iter().filter(|a| !new.contains(a)).copied().collect();
-            if !gone.is_empty() {
-                out.actions.push_back(Action::RemoveAddresses {
-                    id: self.id,
-                    addresses: gone,
-                });
-            }
-            out.actions.push_back(Action::AddAddresses {
-                id: self.id,
-                addresses: new,
-            });
-            self.announce(out);
-            self.send_advert(now, false, ctx, out);
+            cx.shared.announce(self.slot, cx.out);
+            self.send_advert(now, false, cx);
         }
         // A family may have appeared or vanished: re-arm for the current state.
-        self.setrun(now, ctx);
-        self.refresh(now, Cause::Reconfigured, ctx, out);
+        self.setrun(now, cx);
+        self.refresh(now, Cause::Reconfigured, cx);
+    }
+
+    /// The pre-master gate opened (`ok`) or failed: a waiting takeover goes on,
+    /// unless the gate is strict and failed.
+    pub(crate) fn finish_gate(&mut self, now: Instant, ok: bool, cx: &mut Cx<'_>) {
+        let Some(cause) = self.pending.take() else {
+            return;
+        };
+        self.timers.stop(Timer::Prepare);
+        cx.shared.preparing = false;
+        if !ok {
+            cx.shared.gate_failures += 1;
+        }
+        let strict = cx.shared.config.gate.is_some_and(|g| g.strict);
+        if ok || !strict {
+            self.transition(now, State::Master, cause, cx);
+        } else {
+            self.setrun(now, cx);
+        }
     }
 
     // ===== the OpenBSD verbs =====
 
     /// OpenBSD `carp_master_down`: BACKUP becomes MASTER; a no-op in INIT and MASTER.
-    fn master_down(&mut self, now: Instant, cause: Cause, ctx: &Context, out: &mut Outbox) {
-        if self.state == State::Backup {
-            self.transition(now, State::Master, cause, ctx, out);
+    /// With a pre-master gate the takeover first waits for `finish_gate`.
+    fn master_down(&mut self, now: Instant, cause: Cause, cx: &mut Cx<'_>) {
+        if self.state != State::Backup || self.pending.is_some() {
+            return;
         }
+        let Some(gate) = cx.shared.config.gate else {
+            self.transition(now, State::Master, cause, cx);
+            return;
+        };
+        self.pending = Some(cause);
+        self.timers.stop(Timer::MasterDownV4);
+        self.timers.stop(Timer::MasterDownV6);
+        let deadline = now + gate.deadline;
+        self.timers.set(Timer::Prepare, deadline);
+        cx.shared.request_prepare(deadline, cx.out);
     }
 
     /// OpenBSD `carp_set_state` plus the entry/exit actions of `carp_master_down`.
-    fn transition(
-        &mut self,
-        now: Instant,
-        to: State,
-        cause: Cause,
-        ctx: &Context,
-        out: &mut Outbox,
-    ) {
+    fn transition(&mut self, now: Instant, to: State, cause: Cause, cx: &mut Cx<'_>) {
         let from = self.state;
         if from == to {
             return;
@@ -327,92 +365,96 @@ impl Vhost {
         self.since = now;
         self.last_cause = cause;
         self.stats.transitions += 1;
-        out.actions.push_back(Action::StateChanged {
+        if self.pending.take().is_some() {
+            self.timers.stop(Timer::Prepare);
+            cx.shared.preparing = false;
+        }
+        cx.out.actions.push_back(Action::StateChanged {
             id: self.id,
             from,
             to,
             cause,
         });
         if from == State::Master {
-            let addresses = self.config.addresses();
-            out.actions.push_back(Action::RemoveAddresses {
-                id: self.id,
-                addresses,
-            });
+            cx.shared.node_left_master(self.slot, cx.out);
             self.delayed_arp = -1;
         }
         if to == State::Master {
-            let addresses = self.config.addresses();
-            out.actions.push_back(Action::AddAddresses {
-                id: self.id,
-                addresses,
-            });
             self.stats.preempt += 1;
             // DEVIATION: OpenBSD advertises first, then sends the gratuitous ARP.
             // Announcing first moves the switches to us before the old master,
             // hearing our advertisement, drops the addresses.
-            self.announce(out);
-            self.send_advert(now, false, ctx, out);
+            cx.shared.node_entered_master(self.slot, cx.out);
+            self.send_advert(now, false, cx);
             // "Schedule a delayed ARP to deal w/ some L3 switches."
             self.delayed_arp = 2;
         }
-        self.setrun(now, ctx);
+        self.setrun(now, cx);
     }
 
     /// OpenBSD `carp_setrun`: arm the timers the current state needs.
-    fn setrun(&mut self, now: Instant, ctx: &Context) {
+    fn setrun(&mut self, now: Instant, cx: &Cx<'_>) {
         match self.state {
             State::Init => self.timers.stop_all(),
             State::Backup => {
                 self.timers.stop(Timer::Advertise);
                 self.timers.stop(Timer::MasterDownV4);
                 self.timers.stop(Timer::MasterDownV6);
-                for family in self.families() {
-                    self.arm_master_down(now, family);
+                if self.pending.is_none() {
+                    for family in Self::families(&cx.shared.config) {
+                        self.arm_master_down(now, family, cx);
+                    }
                 }
             }
             State::Master => {
                 self.timers.stop(Timer::MasterDownV4);
                 self.timers.stop(Timer::MasterDownV6);
                 if self.timers.get(Timer::Advertise).is_none() {
-                    let at = now + interval(self.config.advbase, self.effective_advskew(ctx));
+                    let at = now + self.interval(cx);
                     self.timers.set(Timer::Advertise, at);
                 }
             }
         }
     }
 
-    fn arm_master_down(&mut self, now: Instant, family: Family) {
+    fn interval(&self, cx: &Cx<'_>) -> core::time::Duration {
+        interval(cx.shared.config.advbase, self.effective_advskew(&cx.ctx))
+    }
+
+    fn arm_master_down(&mut self, now: Instant, family: Family, cx: &Cx<'_>) {
+        let config = &cx.shared.config;
         let timer = match family {
-            Family::V4 if !self.config.ipv4.is_empty() => Timer::MasterDownV4,
-            Family::V6 if !self.config.ipv6.is_empty() => Timer::MasterDownV6,
+            Family::V4 if config.has(Family::V4) => Timer::MasterDownV4,
+            Family::V6 if config.has(Family::V6) => Timer::MasterDownV6,
             // An advert of a family we have no address of (a peer misconfigured,
             // caught by the HMAC anyway) restarts nothing.
             _ => return,
         };
         // Both kernels use the configured (undemoted) advskew for this timer.
-        let d = election::master_down_interval(
-            self.config.advbase,
-            self.config.advskew,
-            self.config.master_down,
-        );
+        let d =
+            config
+                .flavour
+                .master_down_interval(config.advbase, self.advskew, config.master_down);
         self.timers.set(timer, now + d);
     }
 
     /// The advertisement this vhost sends now (a bow-out one if `bow_out`).
-    fn advert(&self, bow_out: bool, ctx: &Context) -> Repr {
+    fn advert(&self, bow_out: bool, cx: &Cx<'_>) -> Repr {
         let (advbase, advskew) = if bow_out {
             (255, 255)
         } else {
-            (self.config.advbase.0, self.effective_advskew(ctx).0)
+            (
+                cx.shared.config.advbase.0,
+                self.effective_advskew(&cx.ctx).0,
+            )
         };
         Repr {
             version: VERSION,
             kind: TYPE_ADVERTISEMENT,
-            vhid: self.config.vhid.get(),
+            vhid: self.id.vhid.get(),
             advskew,
             authlen: AUTHLEN,
-            demote: ctx.demote,
+            demote: cx.ctx.demote,
             advbase,
             counter: self.cookie,
             md: self.auth.generate(&self.cookie),
@@ -420,11 +462,10 @@ impl Vhost {
     }
 
     /// OpenBSD `carp_send_ad`: one advertisement per family that has addresses.
-    fn send_advert(&mut self, now: Instant, bow_out: bool, ctx: &Context, out: &mut Outbox) {
-        let repr = self.advert(bow_out, ctx);
-        let packet = repr.to_bytes();
-        for family in self.families() {
-            self.transmit(family, packet, None, out);
+    fn send_advert(&mut self, now: Instant, bow_out: bool, cx: &mut Cx<'_>) {
+        let bytes = self.advert(bow_out, cx).to_bytes();
+        for family in Self::families(&cx.shared.config) {
+            self.transmit(family, &bytes, None, cx);
         }
         if bow_out {
             // The advertise timer is not re-armed after a bow-out.
@@ -437,10 +478,10 @@ impl Vhost {
         if self.delayed_arp == 0 {
             // DEVIATION: OpenBSD repeats only the ARP; carpd repeats the NA too,
             // since Linux neighbours may miss the first one in the same way.
-            self.announce(out);
+            cx.shared.announce(self.slot, cx.out);
             self.delayed_arp = -1;
         }
-        let at = now + interval(self.config.advbase, self.effective_advskew(ctx));
+        let at = now + self.interval(cx);
         self.timers.set(Timer::Advertise, at);
     }
 
@@ -452,30 +493,33 @@ impl Vhost {
     /// advertisement before stepping down; carpd sends it to the winner only
     /// (unicast), so backups that preempt do not see a slower master and churn.
     /// The winner, hearing a worse master, re-announces.
-    fn farewell(&mut self, winner: IpAddr, ctx: &Context, out: &mut Outbox) {
-        let packet = self.advert(false, ctx).to_bytes();
-        self.transmit(Family::of(&winner), packet, Some(winner), out);
+    fn farewell(&mut self, winner: IpAddr, cx: &mut Cx<'_>) {
+        let bytes = self.advert(false, cx).to_bytes();
+        self.transmit(Family::of(&winner), &bytes, Some(winner), cx);
     }
 
     /// Queue one advertisement and count it (`carps_opackets` / `carps_opackets6`).
-    fn transmit(&mut self, family: Family, packet: [u8; 36], to: Option<IpAddr>, out: &mut Outbox) {
+    ///
+    /// It goes to `to`, else the configured peer, else the group; multicast from a
+    /// virtual-lladdr interface leaves from the node's virtual MAC, as the kernels send it.
+    fn transmit(&mut self, family: Family, bytes: &[u8], to: Option<IpAddr>, cx: &mut Cx<'_>) {
+        let config = &cx.shared.config;
+        let dst = to.unwrap_or(match family {
+            Family::V4 => IpAddr::V4(config.peer.unwrap_or(crate::action::CARP_GROUP_V4)),
+            Family::V6 => IpAddr::V6(config.peer6.unwrap_or(crate::action::CARP_GROUP_V6)),
+        });
+        let src_mac = (config.lladdr == Lladdr::Virtual && dst.is_multicast())
+            .then(|| virtual_mac(self.id.vhid));
         match family {
             Family::V4 => self.stats.opackets += 1,
             Family::V6 => self.stats.opackets6 += 1,
         }
-        out.actions.push_back(Action::Transmit {
+        cx.out.actions.push_back(Action::Transmit {
             id: self.id,
             family,
-            packet,
-            to,
-        });
-    }
-
-    fn announce(&self, out: &mut Outbox) {
-        out.actions.push_back(Action::Announce {
-            id: self.id,
-            ipv4: self.config.ipv4.clone(),
-            ipv6: self.config.ipv6.clone(),
+            bytes: bytes.to_vec(),
+            dst,
+            src_mac,
         });
     }
 }

@@ -54,12 +54,14 @@ proptest! {
         for (i, (mut bytes, ttl, v6, link)) in datagrams.into_iter().enumerate() {
             // Bias towards packets that pass the early checks.
             if bytes.len() >= 36 && ttl % 2 == 0 {
+                // Version 2 is read first (FreeBSD order), so keep it.
+                bytes[0] = 0x20 | (bytes[0] & 0x0f);
                 bytes[1] = 1;
                 CarpPacket::new_unchecked(&mut bytes[..]).fill_checksum();
             }
             let src = if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)) };
             let ttl = if ttl % 3 == 0 { ttl } else { 255 };
-            node.handle_datagram(Instant::from_millis(i as u64), RxMeta { link: LinkId(link), src, ttl }, &bytes);
+            node.handle_datagram(Instant::from_millis(i as u64), RxMeta { link: LinkId(link), src, dst: src, ttl }, &bytes);
             while node.poll_action().is_some() {}
         }
         let s = node.stats();

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use carp_proto::config::{MasterDownFormula, interval};
 use carp_proto::{
-    AdvBase, AdvSkew, Family, Instant, LinkId, NodeConfig, Passphrase, Vhid, VhostConfig,
+    AdvBase, AdvSkew, CarpIfConfig, Family, Instant, LinkId, NodeConfig, Passphrase, Vhid,
+    VhostConfig,
 };
 
 use crate::sim::link_suffix;
@@ -95,6 +96,8 @@ pub struct NodeSpec {
     /// The vhosts, each on a parent link; `LinkId(n)` of every node is
     /// attached to the same virtual segment n.
     pub vhosts: Vec<(LinkId, VhostConfig)>,
+    /// Carp interfaces with several nodes (`carpnodes`), booted after the vhosts.
+    pub interfaces: Vec<(LinkId, CarpIfConfig)>,
 }
 
 impl NodeSpec {
@@ -106,7 +109,29 @@ impl NodeSpec {
                 ..NodeConfig::default()
             },
             vhosts: Vec::new(),
+            interfaces: Vec::new(),
         }
+    }
+
+    /// Add a carp interface with several nodes on `link`.
+    pub fn with_interface_on(mut self, link: LinkId, config: CarpIfConfig) -> NodeSpec {
+        self.interfaces.push((link, config));
+        self
+    }
+
+    /// Return every vhost this host runs with (link, vhid, advbase, advskew, formula).
+    pub(crate) fn timings(&self) -> Vec<(LinkId, VhostConfig)> {
+        let mut out = self.vhosts.clone();
+        for (link, c) in &self.interfaces {
+            for n in &c.nodes {
+                let mut v = VhostConfig::new(n.vhid, &[]);
+                v.advbase = c.advbase;
+                v.advskew = n.advskew;
+                v.master_down = c.master_down;
+                out.push((*link, v));
+            }
+        }
+        out
     }
 
     /// Add a vhost on `link`.
@@ -129,6 +154,19 @@ impl NodeSpec {
                 link_suffix(*link),
                 v.advbase.0,
                 v.advskew.0
+            );
+        }
+        for (link, c) in &self.interfaces {
+            let nodes: Vec<String> = c
+                .nodes
+                .iter()
+                .map(|n| format!("{}:{}", n.vhid, n.advskew.0))
+                .collect();
+            s += &format!(
+                " carpnodes={}{} advbase={}",
+                nodes.join(","),
+                link_suffix(*link),
+                c.advbase.0
             );
         }
         s

@@ -1,14 +1,16 @@
 //! The simulator proper: nodes, the virtual segments, the clock and the event loop.
 
 mod check;
+mod query;
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use carp_proto::config::interval;
-use carp_proto::wire::CARP_HEADER_LEN;
-use carp_proto::{Action, Cause, Family, Instant, LinkId, Node, RxMeta, State, Vhid, VhostId};
+use carp_proto::{
+    Action, CarpIfId, Cause, Family, Instant, LinkId, Node, RxMeta, State, Vhid, VhostId,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -29,7 +31,8 @@ struct Delivery {
     to: usize,
     link: LinkId,
     src: IpAddr,
-    packet: [u8; CARP_HEADER_LEN],
+    dst: IpAddr,
+    packet: Vec<u8>,
 }
 
 /// One simulated host (index = node number - 1).
@@ -42,8 +45,8 @@ struct SimNode {
     node: Option<Node>,
     links_down: BTreeSet<LinkId>,
     partition: usize,
-    /// Vhosts whose addresses are configured (AddAddresses minus RemoveAddresses).
-    holds: BTreeSet<VhostId>,
+    /// Carp interfaces whose addresses are configured (AddAddresses minus RemoveAddresses).
+    holds: BTreeSet<CarpIfId>,
     announces: u64,
     /// Extra send-failure probability of this node ([`Event::SendFailure`]).
     send_failure: f64,
@@ -128,7 +131,7 @@ impl Sim {
     pub fn add_node(&mut self, spec: NodeSpec) -> usize {
         let n = self.nodes.len() + 1;
         let octet = u8::try_from(n).unwrap_or(u8::MAX);
-        for (_, v) in &spec.vhosts {
+        for (_, v) in &spec.timings() {
             let w = master_down_interval(v) + interval(v.advbase, v.advskew) + self.cfg.latency_max;
             self.settle = self.settle.max(w);
         }
@@ -376,75 +379,6 @@ impl Sim {
         all
     }
 
-    /// Return the state of vhid `vhid` on `LinkId(1)` of node `n`, `None` if dead or unknown.
-    pub fn state(&self, n: usize, vhid: u8) -> Option<State> {
-        self.state_of(n, id1(vhid)?)
-    }
-
-    /// Return the state of vhost `id` of node `n`, `None` if dead or unknown.
-    pub fn state_of(&self, n: usize, id: VhostId) -> Option<State> {
-        self.index(n)
-            .and_then(|i| self.nodes[i].node.as_ref())
-            .and_then(|nd| nd.state(id))
-    }
-
-    /// Return the numbers of the live nodes that are MASTER of vhost `id`.
-    pub fn masters_of(&self, id: VhostId) -> Vec<usize> {
-        (1..=self.nodes.len())
-            .filter(|&n| self.state_of(n, id) == Some(State::Master))
-            .collect()
-    }
-
-    /// Return the numbers of the live nodes that are MASTER of vhid `vhid` on `LinkId(1)`.
-    pub fn masters(&self, vhid: u8) -> Vec<usize> {
-        id1(vhid).map(|id| self.masters_of(id)).unwrap_or_default()
-    }
-
-    /// Return whether node `n` has the addresses of vhost `id` configured.
-    pub fn holds_vip(&self, n: usize, id: VhostId) -> bool {
-        self.index(n)
-            .is_some_and(|i| self.nodes[i].holds.contains(&id))
-    }
-
-    /// Return how many `Announce` actions (gratuitous ARP / NA bursts) node `n` performed.
-    pub fn announces(&self, n: usize) -> u64 {
-        self.index(n).map_or(0, |i| self.nodes[i].announces)
-    }
-
-    /// Return the `Node` of `n` (for stats and status), `None` if dead.
-    pub fn node(&self, n: usize) -> Option<&Node> {
-        self.index(n).and_then(|i| self.nodes[i].node.as_ref())
-    }
-
-    /// Return the number of nodes ever added.
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Return how long the network must be quiet before invariants (a) and (c)
-    /// apply: the largest master-down interval + advertisement interval of any
-    /// configured vhost, plus the largest latency.
-    pub fn settle_window(&self) -> Duration {
-        self.settle
-    }
-
-    /// Return the largest one-way latency.
-    pub fn max_latency(&self) -> Duration {
-        self.cfg.latency_max
-    }
-
-    /// Return whether nothing (event, loss, send failure) has disturbed the
-    /// network for [`Sim::settle_window`].
-    pub fn is_quiet(&self) -> bool {
-        self.now.saturating_since(self.last_disturbance) >= self.settle
-    }
-
-    /// Return (sent, delivered, lost, duplicated, send failures) counts of the segment.
-    pub fn wire_counts(&self) -> (u64, u64, u64, u64, u64) {
-        let w = self.wire;
-        (w.sent, w.delivered, w.lost, w.duplicated, w.send_failures)
-    }
-
     // ===== internals =====
 
     fn index(&self, n: usize) -> Option<usize> {
@@ -484,6 +418,16 @@ impl Sim {
             let cookie = self.rng.random::<u64>().to_be_bytes();
             if let Err(e) = node.add_vhost(self.now, link, cfg, cookie) {
                 self.fail(format!("n{} add_vhost refused: {e}", i + 1));
+            }
+        }
+        for (link, cfg) in self.nodes[i].spec.interfaces.clone() {
+            let cookies: Vec<[u8; 8]> = cfg
+                .nodes
+                .iter()
+                .map(|_| self.rng.random::<u64>().to_be_bytes())
+                .collect();
+            if let Err(e) = node.add_interface(self.now, link, cfg, &cookies) {
+                self.fail(format!("n{} add_interface refused: {e}", i + 1));
             }
         }
         self.nodes[i].node = Some(node);
@@ -538,8 +482,9 @@ impl Sim {
                 Action::Transmit {
                     id,
                     family,
-                    packet,
-                    to,
+                    bytes,
+                    dst,
+                    ..
                 } => {
                     let p = self.cfg.send_failure.max(self.nodes[i].send_failure);
                     let fail = p > 0.0 && self.rng.random_bool(p);
@@ -547,18 +492,18 @@ impl Sim {
                         self.wire.send_failures += 1;
                         self.last_disturbance = self.now;
                     } else {
-                        self.fan_out(i, id.link, family, packet, to);
+                        self.fan_out(i, id.link, family, bytes, dst);
                     }
                     if let Some(nd) = self.nodes[i].node.as_mut() {
                         nd.handle_send_result(self.now, id, !fail);
                     }
                 }
-                Action::AddAddresses { id, .. } => {
+                Action::AddAddresses { iface: id, .. } => {
                     if !self.nodes[i].holds.insert(id) && self.cfg.checks.vip_matches_state {
                         self.fail(format!("n{} added the addresses of {id} twice", i + 1));
                     }
                 }
-                Action::RemoveAddresses { id, .. } => {
+                Action::RemoveAddresses { iface: id, .. } => {
                     if !self.nodes[i].holds.remove(&id) && self.cfg.checks.vip_matches_state {
                         self.fail(format!(
                             "n{} removed addresses of {id} it did not hold",
@@ -573,7 +518,10 @@ impl Sim {
                     to,
                     cause,
                 } => self.record_transition(i, id, from, to, cause),
-                Action::DemotionChanged { .. } => {}
+                // No balancing datapath and no gate in the simulator.
+                Action::DemotionChanged { .. }
+                | Action::LoadShare { .. }
+                | Action::PrepareMaster { .. } => {}
             }
         }
     }
@@ -627,7 +575,8 @@ impl Sim {
         from != to
             && b.node.is_some()
             && a.partition == b.partition
-            && b.spec.vhosts.iter().any(|(l, _)| *l == link)
+            && (b.spec.vhosts.iter().any(|(l, _)| *l == link)
+                || b.spec.interfaces.iter().any(|(l, _)| *l == link))
             && !b.links_down.contains(&link)
     }
 
@@ -639,15 +588,8 @@ impl Sim {
     }
 
     /// Deliver `packet` to every node that `i` reaches on `link`, or only to
-    /// the node with address `to` when it is unicast.
-    fn fan_out(
-        &mut self,
-        i: usize,
-        link: LinkId,
-        family: Family,
-        packet: [u8; CARP_HEADER_LEN],
-        to: Option<IpAddr>,
-    ) {
+    /// the node with address `dst` when it is unicast.
+    fn fan_out(&mut self, i: usize, link: LinkId, family: Family, packet: Vec<u8>, dst: IpAddr) {
         if self.nodes[i].links_down.contains(&link) {
             return;
         }
@@ -660,9 +602,9 @@ impl Sim {
             if !self.reaches(i, j, link) {
                 continue;
             }
-            let addressed = to.is_none_or(|dst| {
-                dst == IpAddr::V4(self.nodes[j].v4) || dst == IpAddr::V6(self.nodes[j].v6)
-            });
+            let addressed = dst.is_multicast()
+                || dst == IpAddr::V4(self.nodes[j].v4)
+                || dst == IpAddr::V6(self.nodes[j].v6);
             if !addressed {
                 continue;
             }
@@ -684,7 +626,8 @@ impl Sim {
                     to: j,
                     link,
                     src,
-                    packet,
+                    dst,
+                    packet: packet.clone(),
                 };
                 self.deliveries.insert((at, seq), d);
             }
@@ -760,6 +703,7 @@ impl Sim {
         let meta = RxMeta {
             link: d.link,
             src: d.src,
+            dst: d.dst,
             ttl: TTL,
         };
         if let Some(nd) = self.nodes[d.to].node.as_mut() {
@@ -780,7 +724,7 @@ impl Sim {
     }
 }
 
-fn id1(vhid: u8) -> Option<VhostId> {
+pub(super) fn id1(vhid: u8) -> Option<VhostId> {
     Vhid::new(vhid).map(|vhid| VhostId {
         link: LinkId(1),
         vhid,

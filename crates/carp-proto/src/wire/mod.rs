@@ -1,4 +1,5 @@
-//! Wire formats: the CARP v2 advertisement and the Internet checksum.
+//! Wire formats: the CARP v2 advertisement, the [`Advert`] enum that tells
+//! flavours apart, and the Internet checksum.
 //!
 //! Every header follows one contract, taken from smoltcp's `wire` module:
 //!
@@ -23,6 +24,43 @@ pub mod checksum;
 
 pub use carp::{HEADER_LEN as CARP_HEADER_LEN, Packet as CarpPacket, Repr as CarpRepr};
 
+/// A received advertisement of any flavour, told apart by its version nibble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advert {
+    /// CARP v2.
+    Carp(CarpRepr),
+}
+
+impl Advert {
+    /// Parse `bytes` (after the IP header): read the version nibble first,
+    /// then check that flavour's length and checksum.
+    ///
+    /// FreeBSD `carp_input` splits on the version before the checksum, since
+    /// VRRPv3 checksums a pseudo-header and CARP does not.
+    pub fn parse(bytes: &[u8]) -> Result<Advert, ParseError> {
+        let Some(first) = bytes.first() else {
+            return Err(ParseError::Truncated(0));
+        };
+        match first >> 4 {
+            carp::VERSION => {
+                let packet = CarpPacket::new_checked(bytes)?;
+                if !packet.verify_checksum() {
+                    return Err(ParseError::BadChecksum);
+                }
+                CarpRepr::parse(&packet).map(Advert::Carp)
+            }
+            other => Err(ParseError::BadVersion(other)),
+        }
+    }
+
+    /// Return the vhid (VRRP: vrid) the advertisement is for.
+    pub fn vhid(&self) -> u8 {
+        match self {
+            Advert::Carp(repr) => repr.vhid,
+        }
+    }
+}
+
 /// Why bytes could not be read as a CARP advertisement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
@@ -30,7 +68,7 @@ pub enum ParseError {
     Truncated(usize),
     /// The Internet checksum over the 36 bytes is not zero (OpenBSD `badsum`).
     BadChecksum,
-    /// The version nibble is not 2 (OpenBSD `badver`).
+    /// The version nibble is not one the core speaks (OpenBSD `badver`).
     BadVersion(u8),
 }
 
@@ -45,3 +83,20 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn version_is_read_before_the_checksum() {
+        // A version-3 packet with a broken checksum is a bad version, not a bad sum.
+        let mut bytes = [0u8; CARP_HEADER_LEN];
+        bytes[0] = 0x31;
+        assert_eq!(Advert::parse(&bytes), Err(ParseError::BadVersion(3)));
+        bytes[0] = 0x21;
+        assert_eq!(Advert::parse(&bytes), Err(ParseError::BadChecksum));
+        assert_eq!(Advert::parse(&[]), Err(ParseError::Truncated(0)));
+        assert_eq!(Advert::parse(&bytes[..20]), Err(ParseError::Truncated(20)));
+    }
+}

@@ -39,7 +39,8 @@ impl Sim {
         out
     }
 
-    /// (d) holds-VIP set == MASTER set.
+    /// (d) per carp interface: the load-share mask is the set of its nodes that are
+    /// MASTER, and the addresses are held exactly while that set is not empty.
     fn check_vip(&mut self) {
         for (i, sn) in self.nodes.iter().enumerate() {
             if sn.node.is_none() && !sn.holds.is_empty() {
@@ -48,18 +49,51 @@ impl Sim {
                 return;
             }
         }
-        for (i, id, state) in self.vhost_states() {
-            let holds = self.nodes[i].holds.contains(&id);
-            if holds != (state == State::Master) {
-                let what = format!(
-                    "(d) VIP: n{} vhid {} is {state} but {} its addresses",
-                    i + 1,
-                    id.vhid,
-                    if holds { "holds" } else { "does not hold" }
-                );
-                self.fail(what);
-                return;
+        let mut failure = None;
+        for (i, sn) in self.nodes.iter().enumerate() {
+            let Some(nd) = sn.node.as_ref() else { continue };
+            for iface in nd.interfaces() {
+                let masters = iface
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, id)| nd.state(**id) == Some(State::Master))
+                    .fold(0u32, |m, (slot, _)| m | 1 << slot);
+                let holds = sn.holds.contains(&iface.id);
+                if masters != iface.mask {
+                    failure = Some(format!(
+                        "(d) VIP: n{} carp interface {} has mask {:#x} but its MASTER nodes are {masters:#x}",
+                        i + 1,
+                        iface.id,
+                        iface.mask
+                    ));
+                } else if holds != (masters != 0) {
+                    let state = if masters == 0 {
+                        State::Backup
+                    } else {
+                        State::Master
+                    };
+                    let state = nd
+                        .state(iface.nodes[0])
+                        .filter(|_| iface.nodes.len() == 1)
+                        .unwrap_or(state);
+                    failure = Some(format!(
+                        "(d) VIP: n{} vhid {} is {state} but {} its addresses",
+                        i + 1,
+                        iface.id.vhid,
+                        if holds { "holds" } else { "does not hold" }
+                    ));
+                }
+                if failure.is_some() {
+                    break;
+                }
             }
+            if failure.is_some() {
+                break;
+            }
+        }
+        if let Some(what) = failure {
+            self.fail(what);
         }
     }
 
@@ -109,7 +143,7 @@ impl Sim {
             let since = *self.orphan_since.entry(key).or_insert(self.now);
             let Some(cfg) = self.nodes[key.0]
                 .spec
-                .vhosts
+                .timings()
                 .iter()
                 .find(|(l, c)| *l == key.1.link && c.vhid == key.1.vhid)
                 .map(|(_, c)| c.clone())

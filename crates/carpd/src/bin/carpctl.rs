@@ -291,6 +291,12 @@ fn print_status(vhosts: &[VhostView], groups: &[(String, u8)]) {
             s.opackets + s.opackets6,
             s.send_errors
         );
+        if v.address_failures > 0 {
+            println!(
+                "{:>15} address adds failed {} times (retried every second while MASTER; see the log)",
+                "", v.address_failures
+            );
+        }
     }
     let demoted: Vec<String> = groups
         .iter()

@@ -85,6 +85,9 @@ pub struct VhostView {
     pub last_master_age_secs: Option<f64>,
     /// This vhost's counters.
     pub stats: Stats,
+    /// Address adds of its carp interface that failed (each is retried while MASTER).
+    #[serde(default)]
+    pub address_failures: u64,
 }
 
 /// A state change as streamed by `watch`.

@@ -97,10 +97,9 @@ async fn timers_follow_the_monotonic_clock_not_real_time() {
     );
 }
 
-/// Input: the daemon loop's sources and the core's sources. Output: no wall
-/// clock (`SystemTime`, `UNIX_EPOCH`) and no second monotonic clock
-/// (`std::time::Instant`) in the daemon loop; no clock read at all in the
-/// core (it is given `Instant`s).
+/// Input: the daemon loop's sources. Output: no wall clock (`SystemTime`,
+/// `UNIX_EPOCH`) and no second monotonic clock (`std::time::Instant`) in the
+/// daemon loop.
 #[test]
 fn no_other_clock_feeds_the_timers() {
     let daemon = [
@@ -120,22 +119,5 @@ fn no_other_clock_feeds_the_timers() {
             assert!(!text.contains(banned), "daemon/{name} uses {banned}");
         }
     }
-    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("../carp-proto/src");
-    let mut stack = vec![core];
-    let mut files = 0;
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                for banned in ["SystemTime", "std::time::Instant", "Instant::now", "tokio"] {
-                    assert!(!text.contains(banned), "{} uses {banned}", path.display());
-                }
-                files += 1;
-            }
-        }
-    }
-    assert!(files > 5, "carp-proto sources not found");
+    // The core's purity (no clock, RNG, I/O) is enforced by clippy: crates/carp-proto/clippy.toml.
 }

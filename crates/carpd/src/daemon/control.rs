@@ -160,6 +160,12 @@ impl<O: Os> Daemon<O> {
             last_master: s.last_master.map(|(a, _)| a.to_string()),
             last_master_age_secs: s.last_master.map(|(_, t)| (now - t).as_secs_f64()),
             stats: s.stats,
+            address_failures: self
+                .node
+                .interfaces()
+                .iter()
+                .find(|i| i.id == s.iface)
+                .map_or(0, |i| i.address_failures),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::bail;
-use carp_proto::{Action, NodeConfig, Vhid, VhostId};
+use carp_proto::{Action, CarpIfId, Node, NodeConfig, VhostId};
 use tokio::sync::mpsc;
 
 use super::Daemon;
@@ -62,10 +62,8 @@ impl<O: Os> Daemon<O> {
                 Some(spec) => {
                     let spec = spec.clone();
                     self.node
-                        .reconfigure_vhost(now, id, spec.proto.clone())
+                        .reconfigure_interface(now, CarpIfId::of(id), spec.carp_if_config())
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    // Addresses removed from a MASTER were released by the core; their
-                    // prefix lengths are known only to the old spec, so act before replacing it.
                     self.drain().await;
                     if let Some(r) = self.vhosts.get_mut(&id) {
                         r.spec = spec;
@@ -116,7 +114,7 @@ impl<O: Os> Daemon<O> {
             }
         }
         if let Some(rx) = rx {
-            await_successor(rx, bowed_out).await;
+            await_successor(&self.node, rx, bowed_out).await;
         }
         for action in rest {
             self.perform(action).await;
@@ -143,16 +141,19 @@ impl<O: Os> Daemon<O> {
 /// them until the successor's first advertisement (which it sends as it
 /// takes over, right after adding the addresses) closes the window in which
 /// neither host answers, so a planned switchover loses no traffic.
-async fn await_successor(rx: &mut mpsc::Receiver<Datagram>, mut waiting: BTreeSet<VhostId>) {
+async fn await_successor(
+    node: &Node,
+    rx: &mut mpsc::Receiver<Datagram>,
+    mut waiting: BTreeSet<VhostId>,
+) {
     let deadline = tokio::time::Instant::now() + BOW_OUT_GRACE;
     while !waiting.is_empty() {
         let Ok(Some(d)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
             return;
         };
-        let b = &d.bytes;
-        let is_advert = b.len() >= 36 && b[0] >> 4 == 2 && !(b[2] == 255 && b[5] == 255);
-        if let (true, Some(vhid)) = (is_advert, Vhid::new(b.get(1).copied().unwrap_or(0))) {
-            waiting.remove(&VhostId { link: d.link, vhid });
+        // Only an authentic advertisement (HMAC checked) counts as the successor's.
+        if let Some(id) = node.successor_advert(d.link, &d.bytes) {
+            waiting.remove(&id);
         }
     }
 }

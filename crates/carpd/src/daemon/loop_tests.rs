@@ -125,9 +125,14 @@ impl Fake {
             .find(|(_, f, _)| *f == family)
             .map(|(_, _, tx)| tx.clone())
             .expect("socket open");
+        let dst = match family {
+            Family::V4 => IpAddr::V4(carp_proto::action::CARP_GROUP_V4),
+            Family::V6 => IpAddr::V6(carp_proto::action::CARP_GROUP_V6),
+        };
         let d = Datagram {
             link: LinkId(ETH0),
             src,
+            dst,
             ttl: 255,
             ifindex: ETH0,
             bytes: bytes.to_vec(),
@@ -543,7 +548,12 @@ async fn failed_address_add_is_logged_and_the_loop_goes_on() {
         assert!(calls.contains(&Call::AddAddress(ETH0, ip(VIP6), 64)));
         assert!(calls.iter().any(|c| matches!(c, Call::Garp(..))));
         assert!(calls.iter().filter(|c| c.advert().is_some()).count() >= 3, "{calls:#?}");
-        assert_eq!(h.view(1).await.state, VhostState::Master);
+        let view = h.view(1).await;
+        assert_eq!(view.state, VhostState::Master);
+        // Fed back to the core: counted, shown, and asked for again every second.
+        assert!(view.address_failures >= 3, "{view:?}");
+        let tries = calls.iter().filter(|c| **c == Call::AddAddress(ETH0, ip(VIP), 24)).count();
+        assert!(tries >= 3, "the failed add is retried: {calls:#?}");
         h.signal(Signal::Terminate).await;
     })
     .await;

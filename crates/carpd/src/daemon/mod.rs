@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use carp_proto::node::RxMeta;
-use carp_proto::{Instant, LinkId, Node, NodeConfig, VhostId};
+use carp_proto::{CarpIfId, Instant, LinkId, Node, NodeConfig, VhostId};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::carplog;
@@ -65,8 +65,6 @@ struct Realised {
     /// Interface that holds the addresses: the macvlan or the carpdev.
     addr_index: u32,
     addr_ifname: String,
-    /// MAC announced in gratuitous ARP / NA.
-    mac: [u8; 6],
     /// A macvlan we created and delete on exit.
     macvlan: Option<u32>,
     hooks: HookQueue,
@@ -280,6 +278,7 @@ impl<O: Os> Daemon<O> {
         let meta = RxMeta {
             link: dgram.link,
             src: dgram.src,
+            dst: dgram.dst,
             ttl: dgram.ttl,
         };
         let link = if dgram.ifindex == dgram.link.0 || dgram.ifindex == 0 {
@@ -303,3 +302,11 @@ impl<O: Os> Daemon<O> {
 mod clock_tests;
 #[cfg(test)]
 mod loop_tests;
+
+/// The vhost of a one-node carp interface (every interface the daemon makes today).
+fn vhost_of(iface: CarpIfId) -> VhostId {
+    VhostId {
+        link: iface.link,
+        vhid: iface.vhid,
+    }
+}

@@ -1,22 +1,21 @@
 //! Executing the core's actions: transmit, addresses, announcements, and
 //! the reporting of transitions and demotions.
 //!
-//! Each `Action` variant maps onto one method here, and only here does the
-//! shell join an action back to its vhost's configuration (prefix lengths,
-//! interface, MAC); when the core's actions carry those, this is what changes.
+//! Each `Action` variant maps onto one method here. Actions carry what the
+//! shell needs (addresses with prefixes, destination, source MAC), so the
+//! only lookup is from the carp interface to the Linux interface holding
+//! its addresses.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use carp_proto::{Action, Cause, Family, State, VhostId};
+use carp_proto::{Action, AddrSpec, CarpIfId, Cause, Family, State, VhostId};
 
-use super::{Daemon, Realised};
+use super::{Daemon, vhost_of};
 use crate::carplog;
-use crate::config::{Lladdr, VirtualAddress};
 use crate::control::types::Transition;
 use crate::hooks::HookRun;
 use crate::log::{self, Level, chain};
 use crate::os::Os;
-use crate::os::raw::{CARP_GROUP_V4, CARP_GROUP_V6};
 use crate::owned::OwnedAddress;
 
 impl<O: Os> Daemon<O> {
@@ -32,18 +31,38 @@ impl<O: Os> Daemon<O> {
             Action::Transmit {
                 id,
                 family,
-                packet,
-                to,
+                bytes,
+                dst,
+                src_mac,
             } => {
-                let ok = self.transmit(id, family, &packet, to).await;
+                let ok = self.transmit(id, family, &bytes, dst, src_mac).await;
                 let now = self.now();
                 self.node.handle_send_result(now, id, ok);
             }
-            Action::AddAddresses { id, addresses } => self.add_addresses(id, &addresses).await,
-            Action::RemoveAddresses { id, addresses } => {
-                self.remove_addresses(id, &addresses).await;
+            Action::AddAddresses { iface, addresses } => {
+                let ok = self.add_addresses(iface, &addresses).await;
+                let now = self.now();
+                self.node.handle_address_result(now, iface, ok);
             }
-            Action::Announce { id, ipv4, ipv6 } => self.announce(id, &ipv4, &ipv6),
+            Action::RemoveAddresses { iface, addresses } => {
+                self.remove_addresses(iface, &addresses).await;
+            }
+            Action::Announce {
+                iface,
+                mac,
+                ipv4,
+                ipv6,
+            } => self.announce(vhost_of(iface), mac, &ipv4, &ipv6),
+            Action::LoadShare { iface, mask, nodes } => carplog!(
+                Debug,
+                "{}: load-share mask {mask:#x} of {nodes} node(s)",
+                self.label(vhost_of(iface))
+            ),
+            Action::PrepareMaster { iface, .. } => {
+                // The daemon configures no gate yet (state sync will): go live at once.
+                let now = self.now();
+                self.node.handle_prepared(now, iface, true);
+            }
             Action::StateChanged {
                 id,
                 from,
@@ -61,14 +80,18 @@ impl<O: Os> Daemon<O> {
         }
     }
 
-    /// Record, then add, the vhost's addresses among `addresses`; the
-    /// requests go out together.
-    async fn add_addresses(&mut self, id: VhostId, addresses: &[IpAddr]) {
+    /// Record, then add, `addresses` on the interface holding `iface`'s
+    /// addresses; the requests go out together. Return true if all succeeded.
+    async fn add_addresses(&mut self, iface: CarpIfId, addresses: &[AddrSpec]) -> bool {
+        let id = vhost_of(iface);
         let Some(r) = self.vhosts.get(&id) else {
-            return;
+            return false;
         };
-        let chosen = chosen(r, addresses);
-        let record: Vec<OwnedAddress> = chosen.iter().map(|v| owned_address(r, v)).collect();
+        let chosen = addresses;
+        let record: Vec<OwnedAddress> = chosen
+            .iter()
+            .map(|v| owned_address(&r.addr_ifname, v))
+            .collect();
         let index = r.addr_index;
         if let Err(e) = self.os.hold_addresses(&record) {
             carplog!(Warning, "{}", chain(&e));
@@ -77,19 +100,24 @@ impl<O: Os> Daemon<O> {
             .iter()
             .map(|va| self.os.add_address(index, va.addr, va.prefix_len));
         let results = futures::future::join_all(requests).await;
+        let mut ok = true;
         for (va, result) in chosen.iter().zip(results) {
             if let Err(e) = result {
                 carplog!(Err, "{}: cannot add {va}: {}", self.label(id), chain(&e));
+                ok = false;
             }
         }
+        ok
     }
 
-    /// Remove the vhost's addresses among `addresses`, then forget those gone.
-    async fn remove_addresses(&mut self, id: VhostId, addresses: &[IpAddr]) {
+    /// Remove `addresses` from `iface`'s interface, then forget those gone.
+    async fn remove_addresses(&mut self, iface: CarpIfId, addresses: &[AddrSpec]) {
+        let id = vhost_of(iface);
         let Some(r) = self.vhosts.get(&id) else {
             return;
         };
-        let chosen = chosen(r, addresses);
+        let chosen = addresses;
+        let ifname = r.addr_ifname.clone();
         let index = r.addr_index;
         let requests = chosen
             .iter()
@@ -103,7 +131,7 @@ impl<O: Os> Daemon<O> {
             // Gone (or never there): forget it; otherwise the next start retries.
             let errno = result.as_ref().err().and_then(|e| e.raw_os_error());
             if result.is_ok() || matches!(errno, Some(libc::EADDRNOTAVAIL | libc::ENODEV)) {
-                gone.push(owned_address(r, va));
+                gone.push(owned_address(&ifname, va));
             }
         }
         if gone.is_empty() {
@@ -119,24 +147,17 @@ impl<O: Os> Daemon<O> {
         id: VhostId,
         family: Family,
         packet: &[u8],
-        to: Option<IpAddr>,
+        dst: IpAddr,
+        src_mac: Option<[u8; 6]>,
     ) -> bool {
-        let (Some(dev), Some(r)) = (self.carpdevs.get(&id.link), self.vhosts.get(&id)) else {
+        let Some(dev) = self.carpdevs.get(&id.link) else {
             return false;
         };
-        let (has_socket, src, dst) = match family {
-            Family::V4 => (
-                dev.has4,
-                dev.src4.map(IpAddr::V4),
-                to.unwrap_or(IpAddr::V4(r.spec.peer.unwrap_or(CARP_GROUP_V4))),
-            ),
-            Family::V6 => (
-                dev.has6,
-                None,
-                to.unwrap_or(IpAddr::V6(r.spec.peer6.unwrap_or(CARP_GROUP_V6))),
-            ),
+        let (has_socket, src) = match family {
+            Family::V4 => (dev.has4, dev.src4.map(IpAddr::V4)),
+            Family::V6 => (dev.has6, None),
         };
-        let result = if r.spec.lladdr == Lladdr::Virtual && dst.is_multicast() {
+        let result = if let Some(mac) = src_mac {
             // Like the kernels: multicast advertisements leave from the virtual
             // MAC, so every advertisement refreshes the switches' MAC tables.
             let src = match dst {
@@ -153,7 +174,7 @@ impl<O: Os> Daemon<O> {
                     IpAddr::V6(src)
                 }
             };
-            self.os.send_advert_frame(id.link, r.mac, src, dst, packet)
+            self.os.send_advert_frame(id.link, mac, src, dst, packet)
         } else if has_socket {
             self.os.send_advert(id.link, family, src, dst, packet).await
         } else {
@@ -173,12 +194,13 @@ impl<O: Os> Daemon<O> {
         }
     }
 
-    fn announce(&self, id: VhostId, ipv4: &[Ipv4Addr], ipv6: &[Ipv6Addr]) {
-        let Some(r) = self.vhosts.get(&id) else {
+    fn announce(&self, id: VhostId, mac: Option<[u8; 6]>, ipv4: &[Ipv4Addr], ipv6: &[Ipv6Addr]) {
+        let Some(dev) = self.carpdevs.get(&id.link) else {
             return;
         };
+        let mac = mac.unwrap_or(dev.mac);
         for ip in ipv4 {
-            if let Err(e) = self.os.send_gratuitous_arp(id.link, r.mac, *ip) {
+            if let Err(e) = self.os.send_gratuitous_arp(id.link, mac, *ip) {
                 carplog!(
                     Warning,
                     "{}: gratuitous ARP for {ip}: {}",
@@ -195,7 +217,7 @@ impl<O: Os> Daemon<O> {
             .read_sysctl("net/ipv6/conf/all/forwarding")
             .is_some_and(|v| v == "1");
         for ip in ipv6 {
-            if let Err(e) = self.os.send_unsolicited_na(id.link, r.mac, *ip, router) {
+            if let Err(e) = self.os.send_unsolicited_na(id.link, mac, *ip, router) {
                 carplog!(
                     Warning,
                     "{}: neighbour advertisement for {ip}: {}",
@@ -254,20 +276,10 @@ impl<O: Os> Daemon<O> {
     }
 }
 
-/// The vhost's configured addresses among `addresses`, in configuration order.
-fn chosen(r: &Realised, addresses: &[IpAddr]) -> Vec<VirtualAddress> {
-    r.spec
-        .addresses
-        .iter()
-        .filter(|v| addresses.contains(&v.addr))
-        .cloned()
-        .collect()
-}
-
-fn owned_address(r: &Realised, va: &VirtualAddress) -> OwnedAddress {
+fn owned_address(ifname: &str, a: &AddrSpec) -> OwnedAddress {
     OwnedAddress {
-        ifname: r.addr_ifname.clone(),
-        addr: va.addr,
-        prefix_len: va.prefix_len,
+        ifname: ifname.to_string(),
+        addr: a.addr,
+        prefix_len: a.prefix_len,
     }
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{Context as _, bail};
 use carp_proto::{Family, LinkId};
 
-use super::{Carpdev, Daemon, Realised};
+use super::{Carpdev, Daemon, Realised, vhost_of};
 use crate::carplog;
 use crate::config::{Lladdr, VhostSpec};
 use crate::hooks::HookQueue;
@@ -101,13 +101,10 @@ impl<O: Os> Daemon<O> {
         let need4 = !spec.proto.ipv4.is_empty();
         let need6 = !spec.proto.ipv6.is_empty();
         let link = self.carpdev(&spec.carpdev, need4, need6).await?;
-        let (parent_mac, parent_name) = {
-            let dev = &self.carpdevs[&link];
-            (dev.mac, dev.name.clone())
-        };
+        let parent_name = self.carpdevs[&link].name.clone();
         let vhid = spec.proto.vhid.get();
-        let (addr_index, addr_ifname, mac, macvlan) = match spec.lladdr {
-            Lladdr::Real => (link.0, parent_name.clone(), parent_mac, None),
+        let (addr_index, addr_ifname, macvlan) = match spec.lladdr {
+            Lladdr::Real => (link.0, parent_name.clone(), None),
             Lladdr::Virtual => {
                 let name = macvlan_name(link.0, vhid);
                 let mac = virtual_mac(vhid);
@@ -125,7 +122,7 @@ impl<O: Os> Daemon<O> {
                 // ARP request for the client then carries the VIP as sender IP and
                 // its real MAC, and the client re-points the VIP at that MAC.
                 self.set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_announce"), "2");
-                (index, name, mac, Some(index))
+                (index, name, Some(index))
             }
         };
         // Start-up hygiene: a previous run killed with -9 may have left VIPs behind,
@@ -149,17 +146,17 @@ impl<O: Os> Daemon<O> {
         }
         let cookie: [u8; 8] = rand::random();
         let now = self.now();
-        let id = self
+        let iface = self
             .node
-            .add_vhost(now, link, spec.proto.clone(), cookie)
+            .add_interface(now, link, spec.carp_if_config(), &[cookie])
             .map_err(|e| anyhow::anyhow!("{}: {e}", spec.carpdev))?;
+        let id = vhost_of(iface);
         self.vhosts.insert(
             id,
             Realised {
                 spec,
                 addr_index,
                 addr_ifname,
-                mac,
                 macvlan,
                 hooks: HookQueue::spawn(),
             },

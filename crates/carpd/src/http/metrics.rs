@@ -282,6 +282,7 @@ mod test {
             last_master: None,
             last_master_age_secs: None,
             stats,
+            address_failures: 0,
         };
         let text = render(&stats, &[v], &[("carp".into(), 128)], true).unwrap();
         for line in [

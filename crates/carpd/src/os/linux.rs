@@ -251,6 +251,7 @@ fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>)
                     let d = Datagram {
                         link,
                         src: r.src,
+                        dst: r.dst,
                         ttl: r.ttl,
                         ifindex: r.ifindex,
                         bytes: buf[..r.len.min(buf.len())].to_vec(),

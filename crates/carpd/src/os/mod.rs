@@ -46,6 +46,8 @@ pub struct Datagram {
     pub link: LinkId,
     /// Source address from the IP header.
     pub src: IpAddr,
+    /// Destination address (the group, or ours for unicast).
+    pub dst: IpAddr,
     /// TTL or hop limit; 0 when unknown.
     pub ttl: u8,
     /// Interface it arrived on; 0 when unknown.

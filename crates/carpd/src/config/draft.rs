@@ -1,0 +1,593 @@
+//! The two front ends of the configuration and their validation: the TOML
+//! file format, the command-line words, and the per-vhost draft both fill.
+
+#![allow(unused_imports)]
+
+use super::*;
+
+// ===== file format =====
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default)]
+    pub(super) preempt: bool,
+    pub(super) log_level: Option<Spanned<i64>>,
+    pub(super) control: Option<Spanned<PathBuf>>,
+    pub(super) state_dir: Option<Spanned<PathBuf>>,
+    pub(super) http: Option<Spanned<String>>,
+    pub(super) http_token: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) vhost: Vec<FileVhost>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileVhost {
+    pub(super) carpdev: Spanned<String>,
+    pub(super) vhid: Spanned<i64>,
+    pub(super) advbase: Option<Spanned<i64>>,
+    pub(super) advskew: Option<Spanned<i64>>,
+    pub(super) pass: Option<Spanned<String>>,
+    pub(super) passfile: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub(super) addresses: Vec<Spanned<String>>,
+    pub(super) lladdr: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) groups: Vec<Spanned<String>>,
+    pub(super) up: Option<Spanned<PathBuf>>,
+    pub(super) down: Option<Spanned<PathBuf>>,
+    /// An integer number of seconds, or a string `"10s"`, `"500ms"`, `"10"`.
+    pub(super) hook_timeout: Option<Spanned<toml::Value>>,
+    pub(super) peer: Option<Spanned<String>>,
+    peer6: Option<Spanned<String>>,
+    pub(super) master_down: Option<Spanned<String>>,
+}
+
+impl FileVhost {
+    pub(super) fn into_draft(self, loc: &Locator<'_>) -> Draft {
+        Draft {
+            carpdev: Some(loc.one(self.carpdev)),
+            vhid: Some(loc.one(self.vhid)),
+            advbase: loc.opt(self.advbase),
+            advskew: loc.opt(self.advskew),
+            pass: self.pass.map(|v| loc.one(v).map(String::into_bytes)),
+            passfile: loc.opt(self.passfile),
+            addresses: self.addresses.into_iter().map(|v| loc.one(v)).collect(),
+            lladdr: loc.opt(self.lladdr),
+            groups: self.groups.into_iter().map(|v| loc.one(v)).collect(),
+            up: loc.opt(self.up),
+            down: loc.opt(self.down),
+            hook_timeout: self.hook_timeout.map(|v| {
+                loc.one(v).map(|v| match v {
+                    toml::Value::Integer(secs) => u64::try_from(secs).ok().map(Duration::from_secs),
+                    toml::Value::String(s) => parse_timeout(&s),
+                    _ => None,
+                })
+            }),
+            peer: loc.opt(self.peer),
+            peer6: loc.opt(self.peer6),
+            master_down: loc.opt(self.master_down),
+            ..Draft::default()
+        }
+    }
+}
+
+/// Turns toml byte spans into file locations.
+pub(super) struct Locator<'a> {
+    pub(super) text: &'a str,
+    pub(super) path: &'a Path,
+}
+
+impl Locator<'_> {
+    /// Return the 1-based line and character column of byte `offset`.
+    pub(super) fn at(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let before = &self.text.as_bytes()[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let column = self
+            .text
+            .get(line_start..offset)
+            .map_or(offset - line_start, |s| s.chars().count());
+        Location::Span {
+            path: self.path.into(),
+            line,
+            column: column + 1,
+        }
+    }
+
+    pub(super) fn one<T>(&self, v: Spanned<T>) -> Located<T> {
+        let at = self.at(v.span().start);
+        Located {
+            value: v.into_inner(),
+            at,
+        }
+    }
+
+    pub(super) fn opt<T>(&self, v: Option<Spanned<T>>) -> Option<Located<T>> {
+        v.map(|v| self.one(v))
+    }
+}
+
+pub(super) fn resolve(base: Option<&Path>, path: PathBuf) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path,
+    }
+}
+
+// ===== command-line words =====
+
+pub(super) const KEYWORDS: &str = "carpdev, vhid, advbase, advskew, pass, passfile, lladdr, group, \
+                        peer, peer6, up, down, master-down, hook-timeout";
+
+pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileError> {
+    let mut drafts = Vec::new();
+    let Some(first) = words.first() else {
+        return Ok(drafts);
+    };
+    let new_draft = |start| Draft {
+        start: Some(start),
+        words: true,
+        ..Draft::default()
+    };
+    let mut cur = new_draft(word_location(0, first));
+    let mut i = 0;
+    while i < words.len() {
+        let here = word_location(i, &words[i]);
+        let keyword = words[i].as_str();
+        let mut value = |expected: &str| -> Result<Located<String>, ConfigFileError> {
+            i += 1;
+            match words.get(i) {
+                Some(w) => Ok(Located {
+                    value: w.clone(),
+                    at: word_location(i, w),
+                }),
+                None => Err(invalid(
+                    &here,
+                    format!("{keyword} expects {expected}, got nothing"),
+                )),
+            }
+        };
+        match keyword {
+            "carpdev" => {
+                let dev = value("an interface name")?;
+                if cur.carpdev.is_some() && !cur.carpdev_inherited && cur.vhid.is_some() {
+                    let next = new_draft(here);
+                    drafts.push(std::mem::replace(&mut cur, next));
+                }
+                if cur.carpdev_inherited {
+                    cur.carpdev = None;
+                    cur.carpdev_inherited = false;
+                }
+                set_once(&mut cur.carpdev, dev, keyword)?;
+            }
+            "vhid" => {
+                let vhid = number(value("a number 1..255")?, "vhid expects a number 1..255")?;
+                if cur.vhid.is_some() {
+                    let mut next = new_draft(here);
+                    next.carpdev = cur.carpdev.clone();
+                    next.carpdev_inherited = true;
+                    drafts.push(std::mem::replace(&mut cur, next));
+                }
+                cur.vhid = Some(vhid);
+            }
+            "advbase" => {
+                let v = number(value("a number 0..255")?, "advbase expects a number 0..255")?;
+                set_once(&mut cur.advbase, v, keyword)?;
+            }
+            "advskew" => {
+                let v = number(value("a number 0..254")?, "advskew expects a number 0..254")?;
+                set_once(&mut cur.advskew, v, keyword)?;
+            }
+            "pass" => {
+                let v = value("a passphrase")?.map(String::into_bytes);
+                set_once(&mut cur.pass, v, keyword)?;
+            }
+            "passfile" => set_once(
+                &mut cur.passfile,
+                value("a path")?.map(PathBuf::from),
+                keyword,
+            )?,
+            "lladdr" => set_once(&mut cur.lladdr, value("virtual or real")?, keyword)?,
+            "group" => cur.groups.push(value("a group name")?),
+            "peer" => set_once(&mut cur.peer, value("an IPv4 address")?, keyword)?,
+            "peer6" => set_once(&mut cur.peer6, value("an IPv6 address")?, keyword)?,
+            "up" => set_once(
+                &mut cur.up,
+                value("a script path")?.map(PathBuf::from),
+                keyword,
+            )?,
+            "down" => set_once(
+                &mut cur.down,
+                value("a script path")?.map(PathBuf::from),
+                keyword,
+            )?,
+            "master-down" => set_once(&mut cur.master_down, value("openbsd or freebsd")?, keyword)?,
+            "hook-timeout" => {
+                let v = value("a duration like 10s or 500ms")?.map(|s| parse_timeout(&s));
+                set_once(&mut cur.hook_timeout, v, keyword)?;
+            }
+            _ if keyword.parse::<IpAddr>().is_ok() || keyword.parse::<IpNet>().is_ok() => {
+                cur.addresses.push(Located {
+                    value: keyword.to_string(),
+                    at: here,
+                });
+            }
+            _ if keyword.contains(['.', ':', '/']) => {
+                let message =
+                    "expected an address or CIDR like 198.51.100.50/24 or 2001:db8::50/64";
+                return Err(invalid(&here, message));
+            }
+            _ => {
+                let message = format!("unknown keyword, expected one of {KEYWORDS} or an address");
+                return Err(invalid(&here, message));
+            }
+        }
+        i += 1;
+    }
+    drafts.push(cur);
+    Ok(drafts)
+}
+
+pub(super) fn word_location(index: usize, word: &str) -> Location {
+    Location::Word {
+        position: index + 1,
+        word: word.to_string(),
+    }
+}
+
+pub(super) fn number(v: Located<String>, expected: &str) -> Result<Located<i64>, ConfigFileError> {
+    match v.value.parse::<i64>() {
+        Ok(n) => Ok(Located { value: n, at: v.at }),
+        Err(_) => Err(invalid(&v.at, expected)),
+    }
+}
+
+pub(super) fn set_once<T>(
+    slot: &mut Option<Located<T>>,
+    v: Located<T>,
+    name: &str,
+) -> Result<(), ConfigFileError> {
+    if let Some(prev) = slot {
+        return Err(invalid(
+            &v.at,
+            format!("{name} is already given at {}", prev.at),
+        ));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+// ===== validation shared by both front ends =====
+
+/// A value with where it came from.
+#[derive(Debug, Clone)]
+pub(super) struct Located<T> {
+    pub(super) value: T,
+    pub(super) at: Location,
+}
+
+impl<T> Located<T> {
+    pub(super) fn map<U>(self, f: impl FnOnce(T) -> U) -> Located<U> {
+        Located {
+            value: f(self.value),
+            at: self.at,
+        }
+    }
+}
+
+pub(super) fn invalid(at: &Location, message: impl Into<String>) -> ConfigFileError {
+    ConfigFileError::Invalid {
+        at: at.clone(),
+        message: message.into(),
+    }
+}
+
+/// One vhost as written, before validation.
+#[derive(Default)]
+pub(super) struct Draft {
+    /// The first word of the vhost on the command line (a file vhost always has a vhid).
+    pub(super) start: Option<Location>,
+    /// Whether this came from command-line words (for key spellings in messages).
+    pub(super) words: bool,
+    pub(super) carpdev: Option<Located<String>>,
+    pub(super) carpdev_inherited: bool,
+    pub(super) vhid: Option<Located<i64>>,
+    pub(super) advbase: Option<Located<i64>>,
+    pub(super) advskew: Option<Located<i64>>,
+    pub(super) pass: Option<Located<Vec<u8>>>,
+    pub(super) passfile: Option<Located<PathBuf>>,
+    pub(super) addresses: Vec<Located<String>>,
+    pub(super) lladdr: Option<Located<String>>,
+    pub(super) groups: Vec<Located<String>>,
+    pub(super) up: Option<Located<PathBuf>>,
+    pub(super) down: Option<Located<PathBuf>>,
+    /// `None` inside means the text was not a duration.
+    pub(super) hook_timeout: Option<Located<Option<Duration>>>,
+    pub(super) peer: Option<Located<String>>,
+    peer6: Option<Located<String>>,
+    pub(super) master_down: Option<Located<String>>,
+}
+
+/// A validated vhost with the locations needed for cross-vhost checks.
+pub(super) struct Checked {
+    pub(super) spec: VhostSpec,
+    pub(super) vhid_at: Location,
+    pub(super) address_at: Vec<Location>,
+}
+
+impl Draft {
+    pub(super) fn finish(self, base: Option<&Path>) -> Result<Checked, ConfigFileError> {
+        // The spelling of the keys that differ between the file and the words.
+        let words = self.words;
+        let key = move |file: &'static str, word: &'static str| if words { word } else { file };
+        let Some(vhid_at) = self.vhid else {
+            let start = self.start.unwrap_or(Location::CommandLine);
+            return Err(invalid(&start, "this vhost has no vhid"));
+        };
+        let vhid = Vhid::new(in_range("vhid", &vhid_at, 1, 255)?)
+            .ok_or_else(|| invalid(&vhid_at.at, ConfigError::VhidZero.to_string()))?;
+        let Some(carpdev) = self.carpdev else {
+            return Err(invalid(&vhid_at.at, format!("vhid {vhid} has no carpdev")));
+        };
+        check_ifname(&carpdev)?;
+
+        let mut proto = VhostConfig::new(vhid, &[]);
+        if let Some(v) = &self.advbase {
+            proto.advbase = AdvBase(in_range("advbase", v, 0, 255)?);
+        }
+        if let Some(v) = &self.advskew {
+            proto.advskew = AdvSkew(in_range("advskew", v, 0, MAX_CONFIG_ADVSKEW)?);
+        }
+        proto.passphrase = match (self.pass, self.passfile) {
+            (Some(_), Some(file)) => {
+                return Err(invalid(
+                    &file.at,
+                    "pass and passfile are mutually exclusive",
+                ));
+            }
+            (Some(pass), None) => passphrase(&pass.value).map_err(|e| invalid(&pass.at, e))?,
+            (None, Some(file)) => read_passfile(&file.at, &resolve(base, file.value))?,
+            (None, None) => Passphrase::default(),
+        };
+        if let Some(v) = self.master_down {
+            proto.master_down = match v.value.as_str() {
+                "openbsd" => MasterDownFormula::Openbsd,
+                "freebsd" => MasterDownFormula::Freebsd,
+                _ => {
+                    let message = format!(
+                        "{} expects openbsd or freebsd",
+                        key("master_down", "master-down")
+                    );
+                    return Err(invalid(&v.at, message));
+                }
+            };
+        }
+        for g in self.groups {
+            check_group(&g)?;
+            if !proto.groups.contains(&g.value) {
+                proto.groups.push(g.value);
+            }
+        }
+
+        let mut addresses = Vec::new();
+        let mut address_at = Vec::new();
+        for a in self.addresses {
+            let va = VirtualAddress::from_str(&a.value).map_err(|e| invalid(&a.at, e))?;
+            match va.addr {
+                IpAddr::V4(v4) => proto.ipv4.push(v4),
+                IpAddr::V6(v6) => proto.ipv6.push(v6),
+            }
+            addresses.push(va);
+            address_at.push(a.at);
+        }
+        if addresses.is_empty() {
+            let message = format!(
+                "vhid {vhid} has no addresses (give {})",
+                key("addresses", "an address")
+            );
+            return Err(invalid(&vhid_at.at, message));
+        }
+        // Safety net: the core's own checks must agree with the ones above.
+        proto
+            .validate()
+            .map_err(|e| invalid(&vhid_at.at, e.to_string()))?;
+
+        let lladdr = match self.lladdr {
+            Some(v) => Lladdr::from_str(&v.value).map_err(|e| invalid(&v.at, e))?,
+            None => Lladdr::default(),
+        };
+        let mut hooks = Hooks {
+            up: self.up.map(|p| resolve(base, p.value)),
+            down: self.down.map(|p| resolve(base, p.value)),
+            ..Hooks::default()
+        };
+        if let Some(t) = self.hook_timeout {
+            hooks.timeout = t.value.filter(|d| !d.is_zero()).ok_or_else(|| {
+                let name = key("hook_timeout", "hook-timeout");
+                invalid(
+                    &t.at,
+                    format!("{name} expects a positive duration like 10s or 500ms"),
+                )
+            })?;
+        }
+        let peer = match self.peer {
+            Some(p) => Some(parse_peer::<Ipv4Addr>(&p, "peer expects an IPv4 address")?),
+            None => None,
+        };
+        let peer6 = match self.peer6 {
+            Some(p) => Some(parse_peer::<Ipv6Addr>(&p, "peer6 expects an IPv6 address")?),
+            None => None,
+        };
+        let carpdev = carpdev.value;
+        let spec = VhostSpec {
+            carpdev,
+            lladdr,
+            addresses,
+            hooks,
+            peer,
+            peer6,
+            proto,
+        };
+        Ok(Checked {
+            spec,
+            vhid_at: vhid_at.at,
+            address_at,
+        })
+    }
+}
+
+/// Validate every draft, then refuse duplicate vhids per carpdev and duplicate addresses.
+pub(super) fn finish_all(
+    drafts: Vec<Draft>,
+    base: Option<&Path>,
+) -> Result<Vec<VhostSpec>, ConfigFileError> {
+    let checked = drafts
+        .into_iter()
+        .map(|d| d.finish(base))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut vhids: HashMap<(&str, Vhid), &Location> = HashMap::new();
+    let mut addrs: HashMap<IpAddr, (&Checked, &Location)> = HashMap::new();
+    for c in &checked {
+        let key = (c.spec.carpdev.as_str(), c.spec.proto.vhid);
+        if let Some(first) = vhids.insert(key, &c.vhid_at) {
+            let message = format!(
+                "vhid {} on {} is already configured at {first}",
+                key.1, key.0
+            );
+            return Err(invalid(&c.vhid_at, message));
+        }
+        for (va, at) in c.spec.addresses.iter().zip(&c.address_at) {
+            if let Some((other, first)) = addrs.get(&va.addr) {
+                // Link-local addresses are per link: the same one on two carpdevs is fine.
+                let link_local = matches!(va.addr, IpAddr::V6(a) if a.is_unicast_link_local());
+                if !link_local || other.spec.carpdev == c.spec.carpdev {
+                    let message = format!(
+                        "address {} is already configured for vhid {} on {} at {first}",
+                        va.addr, other.spec.proto.vhid, other.spec.carpdev
+                    );
+                    return Err(invalid(at, message));
+                }
+            }
+            addrs.insert(va.addr, (c, at));
+        }
+    }
+    Ok(checked.into_iter().map(|c| c.spec).collect())
+}
+
+pub(super) fn in_range(
+    name: &str,
+    v: &Located<i64>,
+    lo: u8,
+    hi: u8,
+) -> Result<u8, ConfigFileError> {
+    u8::try_from(v.value)
+        .ok()
+        .filter(|n| (lo..=hi).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                &v.at,
+                format!("{name} {} is out of range {lo}..{hi}", v.value),
+            )
+        })
+}
+
+/// Return the HMAC key for `bytes`, at most 20 bytes (see the module doc on 19-byte peers).
+pub(super) fn passphrase(bytes: &[u8]) -> Result<Passphrase, String> {
+    Passphrase::new(bytes).map_err(|e| e.to_string())
+}
+
+/// Read the passphrase from `file`: its content with one trailing newline stripped.
+///
+/// The mode is checked on the opened file, so it is the one actually read.
+pub(super) fn read_passfile(at: &Location, file: &Path) -> Result<Passphrase, ConfigFileError> {
+    let read_err = |source| ConfigFileError::PassfileRead {
+        at: at.clone(),
+        file: file.into(),
+        source,
+    };
+    // A FIFO or device would block or never end, and a reload runs in the
+    // daemon loop: look before opening, and read at most 64 KiB.
+    if !fs::metadata(file).map_err(read_err)?.is_file() {
+        return Err(invalid(
+            at,
+            format!("passfile {} is not a regular file", file.display()),
+        ));
+    }
+    let f = fs::File::open(file).map_err(read_err)?;
+    let mode = f.metadata().map_err(read_err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        let mode = mode & 0o7777;
+        return Err(ConfigFileError::PassfileMode {
+            at: at.clone(),
+            file: file.into(),
+            mode,
+        });
+    }
+    let mut content = Vec::new();
+    f.take(64 * 1024)
+        .read_to_end(&mut content)
+        .map_err(read_err)?;
+    if content.last() == Some(&b'\n') {
+        content.pop();
+    }
+    passphrase(&content).map_err(|e| invalid(at, format!("passfile {}: {e}", file.display())))
+}
+
+/// Refuse names Linux would refuse (`dev_valid_name`).
+pub(super) fn check_ifname(dev: &Located<String>) -> Result<(), ConfigFileError> {
+    let name = dev.value.as_str();
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
+    if bad {
+        let message = "carpdev expects an interface name of 1..15 bytes without /, : or spaces";
+        return Err(invalid(&dev.at, message));
+    }
+    Ok(())
+}
+
+/// Refuse group names OpenBSD ifconfig refuses (`if_addgroup`: IFNAMSIZ, no trailing digit).
+pub(super) fn check_group(g: &Located<String>) -> Result<(), ConfigFileError> {
+    let name = g.value.as_str();
+    if name.is_empty() || name.len() > 15 || name.ends_with(|c: char| c.is_ascii_digit()) {
+        let message = "group expects a name of 1..15 bytes that does not end in a digit";
+        return Err(invalid(&g.at, message));
+    }
+    Ok(())
+}
+
+pub(super) fn parse_peer<A>(p: &Located<String>, expected: &str) -> Result<A, ConfigFileError>
+where
+    A: FromStr + Into<IpAddr> + Copy,
+{
+    let addr = A::from_str(&p.value).map_err(|_| invalid(&p.at, expected))?;
+    if addr.into().is_unspecified() {
+        return Err(invalid(
+            &p.at,
+            format!("{expected}, not the unspecified address"),
+        ));
+    }
+    Ok(addr)
+}
+
+/// Parse `10`, `10s` (seconds) or `500ms` (milliseconds).
+pub(super) fn parse_timeout(s: &str) -> Option<Duration> {
+    let (digits, millis_per_unit) = if let Some(d) = s.strip_suffix("ms") {
+        (d, 1)
+    } else {
+        (s.strip_suffix('s').unwrap_or(s), 1000)
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(millis_per_unit).map(Duration::from_millis)
+}

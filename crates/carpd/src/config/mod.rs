@@ -1,0 +1,489 @@
+//! The daemon configuration: a TOML file or ifconfig-style command-line words.
+//!
+//! Both front ends fill the same per-vhost draft, and one validation pass turns
+//! drafts into [`VhostSpec`]s. Nothing is returned until every vhost is valid,
+//! passfiles are read and cross-vhost conflicts (duplicate vhid on a carpdev,
+//! duplicate address) are ruled out, so the daemon never starts half a config.
+//! Every error names where the value came from: `file:line:column` for the file,
+//! `word N ("text")` (1-based) for the command line.
+//!
+//! File format (all keys but `carpdev`, `vhid` and `addresses` are optional;
+//! relative paths are taken from the directory holding the file):
+//!
+//! ```toml
+//! preempt = true                    # net.inet.carp.preempt, default false
+//! log_level = 2                     # net.inet.carp.log, syslog level 0..7
+//! control = "/run/carpd/carpd.sock"
+//! state_dir = "/var/lib/carpd"      # maintenance mode survives restarts here
+//! http = "127.0.0.1:8080"           # status page, JSON API, /metrics; off by default
+//! http_token = "long-random-text"   # allows changes over HTTP (Bearer); read-only without
+//!
+//! [[vhost]]
+//! carpdev = "eth0"
+//! vhid = 1                          # 1..255
+//! advbase = 1                       # 0..255 s, default 1
+//! advskew = 100                     # 0..254 (1/256 s), default 0
+//! pass = "secret"                   # or passfile = "carpd.key" (mode 0600)
+//! addresses = ["198.51.100.50/24", "2001:db8::50/64"]
+//! lladdr = "virtual"                # or "real"
+//! groups = ["lan"]
+//! up = "/etc/carpd/up"
+//! down = "/etc/carpd/down"
+//! hook_timeout = "10s"              # or 10 (seconds), or "500ms"
+//! peer = "192.0.2.2"                # unicast advertisements
+//! peer6 = "2001:db8::2"
+//! master_down = "openbsd"           # or "freebsd"
+//! ```
+//!
+//! A passfile holds the passphrase with one trailing newline stripped, and is
+//! refused when group or others have any access to it. Passphrases may be up
+//! to 20 bytes (`CARP_KEY_LEN`, as the kernel ioctl and FreeBSD netlink accept),
+//! but OpenBSD and FreeBSD ifconfig use at most 19 (`strlcpy` into the key), and
+//! ucarp refuses more than 19 bytes and an empty password: stay within 1..=19
+//! bytes to interoperate with all of them. No passphrase is the empty key, which
+//! is still HMACed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use carp_proto::config::{
+    AdvBase, AdvSkew, ConfigError, MAX_CONFIG_ADVSKEW, MasterDownFormula, Passphrase, Vhid,
+    VhostConfig,
+};
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The default time a hook script may run before it is killed.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default log level: `LOG_CRIT`, as OpenBSD's `net.inet.carp.log`.
+pub const DEFAULT_LOG_LEVEL: u8 = 2;
+
+/// The default directory of state kept across restarts and reboots.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/carpd";
+
+/// Which link-layer address the virtual addresses answer with.
+///
+/// The default is [`Lladdr::Virtual`]: the VIPs keep the MAC
+/// `00:00:5e:00:01:VHID` across failover, so clients' ARP and neighbour caches
+/// stay valid and the gratuitous ARP only has to move the switches' MAC tables.
+/// It is also what the OpenBSD and FreeBSD kernels do (ucarp uses the real MAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Lladdr {
+    /// A macvlan child of the carpdev with MAC `00:00:5e:00:01:VHID` holds the VIPs.
+    #[default]
+    Virtual,
+    /// The VIPs are added to the carpdev itself and answer with its own MAC.
+    Real,
+}
+
+impl FromStr for Lladdr {
+    type Err = String;
+
+    /// Parse `virtual` or `real`.
+    fn from_str(s: &str) -> Result<Lladdr, String> {
+        match s {
+            "virtual" => Ok(Lladdr::Virtual),
+            "real" => Ok(Lladdr::Real),
+            _ => Err("lladdr expects virtual or real".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Lladdr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lladdr::Virtual => "virtual",
+            Lladdr::Real => "real",
+        })
+    }
+}
+
+/// One virtual address with the prefix length of its subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VirtualAddress {
+    /// The address itself (host bits kept: `198.51.100.50/24` gives `.50`).
+    pub addr: IpAddr,
+    /// The prefix length; a bare address gets /32 or /128.
+    pub prefix_len: u8,
+}
+
+impl FromStr for VirtualAddress {
+    type Err = String;
+
+    /// Parse `198.51.100.50/24`, `2001:db8::50/64` or a bare address, refusing
+    /// addresses that can never be hashed or answered for.
+    fn from_str(s: &str) -> Result<VirtualAddress, String> {
+        let va = match IpNet::from_str(s) {
+            Ok(net) => VirtualAddress {
+                addr: net.addr(),
+                prefix_len: net.prefix_len(),
+            },
+            Err(_) => {
+                let addr = IpAddr::from_str(s).map_err(|_| {
+                    format!("expected an address or CIDR like 198.51.100.50/24, not {s:?}")
+                })?;
+                let prefix_len = if addr.is_ipv4() { 32 } else { 128 };
+                VirtualAddress { addr, prefix_len }
+            }
+        };
+        // Spec 2.2: 0.0.0.0, 255.255.255.255 and :: are never hashed.
+        let unusable = match va.addr {
+            IpAddr::V4(a) => a.is_unspecified() || a.is_broadcast() || a.is_multicast(),
+            IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+        };
+        if unusable {
+            return Err(format!("{} cannot be a virtual address", va.addr));
+        }
+        Ok(va)
+    }
+}
+
+impl fmt::Display for VirtualAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// The scripts run on entering and leaving Master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    /// Run after becoming Master.
+    pub up: Option<PathBuf>,
+    /// Run after leaving Master.
+    pub down: Option<PathBuf>,
+    /// How long a hook may run before it is killed (default 10 s, never zero).
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    /// No hooks, [`DEFAULT_HOOK_TIMEOUT`].
+    fn default() -> Hooks {
+        Hooks {
+            up: None,
+            down: None,
+            timeout: DEFAULT_HOOK_TIMEOUT,
+        }
+    }
+}
+
+/// One validated vhost: the protocol parameters plus how carpd realises them on Linux.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostSpec {
+    /// The parent interface the advertisements are sent and received on.
+    pub carpdev: String,
+    /// Virtual or real MAC for the VIPs.
+    pub lladdr: Lladdr,
+    /// The VIPs in configuration order; `proto.ipv4`/`proto.ipv6` hold the same addresses.
+    pub addresses: Vec<VirtualAddress>,
+    /// Up/down scripts.
+    pub hooks: Hooks,
+    /// Unicast IPv4 destination for advertisements instead of 224.0.0.18 (FreeBSD `peer`).
+    pub peer: Option<Ipv4Addr>,
+    /// Unicast IPv6 destination for advertisements instead of ff02::12 (FreeBSD `peer6`).
+    pub peer6: Option<Ipv6Addr>,
+    /// vhid, advbase, advskew, passphrase, addresses, groups, master-down formula.
+    pub proto: VhostConfig,
+}
+
+impl VhostSpec {
+    /// Return the core's view of this vhost: a carp interface with one node,
+    /// whose addresses carry their prefixes and whose peers and MAC are set.
+    pub fn carp_if_config(&self) -> carp_proto::CarpIfConfig {
+        let mut c: carp_proto::CarpIfConfig = self.proto.clone().into();
+        c.addresses = self
+            .addresses
+            .iter()
+            .map(|a| carp_proto::AddrSpec {
+                addr: a.addr,
+                prefix_len: a.prefix_len,
+            })
+            .collect();
+        c.peer = self.peer;
+        c.peer6 = self.peer6;
+        c.lladdr = match self.lladdr {
+            Lladdr::Virtual => carp_proto::Lladdr::Virtual,
+            Lladdr::Real => carp_proto::Lladdr::Parent,
+        };
+        c
+    }
+}
+
+/// Where a configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A TOML file (the path as given, for reloads and messages).
+    File(PathBuf),
+    /// Command-line words.
+    CommandLine,
+}
+
+/// The whole validated daemon configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Let a backup with better timing take over from a master (`net.inet.carp.preempt`).
+    pub preempt: bool,
+    /// Syslog level 0..=7 below which carp events are logged (`net.inet.carp.log`, default 2).
+    pub log_level: u8,
+    /// Path of the control socket, if one is wanted.
+    pub control: Option<PathBuf>,
+    /// Directory of state kept across restarts (maintenance mode); `None` means
+    /// [`DEFAULT_STATE_DIR`].
+    pub state_dir: Option<PathBuf>,
+    /// Address of the HTTP status page, JSON API and metrics; off when `None`.
+    pub http: Option<SocketAddr>,
+    /// Bearer token allowing changes over HTTP; without one HTTP is read-only.
+    pub http_token: Option<String>,
+    /// Every vhost, in configuration order; at least one.
+    pub vhosts: Vec<VhostSpec>,
+    /// Where this configuration came from.
+    pub source: ConfigSource,
+}
+
+/// Where a configuration value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A place in a configuration file; line and column are 1-based, the column counts characters.
+    Span {
+        /// The file as given.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// Column number.
+        column: usize,
+    },
+    /// A configuration file as a whole.
+    File(PathBuf),
+    /// A command-line word; the position is 1-based among the positional words.
+    Word {
+        /// Position of the word.
+        position: usize,
+        /// The word itself.
+        word: String,
+    },
+    /// The command line as a whole.
+    CommandLine,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Span { path, line, column } => {
+                write!(f, "{}:{line}:{column}", path.display())
+            }
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Word { position, word } => write!(f, "word {position} ({word:?})"),
+            Location::CommandLine => f.write_str("command line"),
+        }
+    }
+}
+
+/// A reason a configuration is refused; nothing of it has been applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A value is malformed, out of range, missing or conflicts with another.
+    #[error("{at}: {message}")]
+    Invalid {
+        /// Where the offending value is.
+        at: Location,
+        /// What was expected.
+        message: String,
+    },
+    /// A passfile could not be read.
+    #[error("{at}: cannot read passfile {}", file.display())]
+    PassfileRead {
+        /// Where the passfile is named.
+        at: Location,
+        /// The passfile.
+        file: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A passfile can be read or written by group or others.
+    #[error(
+        "{at}: passfile {} has mode {mode:04o}, group and others must have no access (chmod 600)",
+        file.display()
+    )]
+    PassfileMode {
+        /// Where the passfile is named.
+        at: Location,
+        /// The passfile.
+        file: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl DaemonConfig {
+    /// Parse and validate the TOML `text` of the file at `path`.
+    ///
+    /// `path` names the file in messages, and its directory anchors relative
+    /// `passfile`, `up`, `down` and `control` paths. Passfiles are read here.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<DaemonConfig, ConfigFileError> {
+        let loc = Locator { text, path };
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigFileError::Invalid {
+            at: e
+                .span()
+                .map_or_else(|| Location::File(path.into()), |s| loc.at(s.start)),
+            message: e.message().trim_end().to_string(),
+        })?;
+        let base = path.parent();
+        let log_level = match file.log_level {
+            None => DEFAULT_LOG_LEVEL,
+            Some(v) => in_range("log_level", &loc.one(v), 0, 7)?,
+        };
+        let control = file.control.map(|c| resolve(base, c.into_inner()));
+        let state_dir = file.state_dir.map(|c| resolve(base, c.into_inner()));
+        let http = match file.http {
+            None => None,
+            Some(v) => {
+                let v = loc.one(v);
+                Some(v.value.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        &v.at,
+                        "http expects an address and port like 127.0.0.1:8080",
+                    )
+                })?)
+            }
+        };
+        let http_token = match file.http_token {
+            Some(t) if t.get_ref().is_empty() => {
+                return Err(invalid(
+                    &loc.at(t.span().start),
+                    "http_token must not be empty",
+                ));
+            }
+            t => t.map(Spanned::into_inner),
+        };
+        let drafts = file.vhost.into_iter().map(|v| v.into_draft(&loc)).collect();
+        let vhosts = finish_all(drafts, base)?;
+        if vhosts.is_empty() {
+            return Err(invalid(
+                &Location::File(path.into()),
+                "no [[vhost]] table, nothing to run",
+            ));
+        }
+        let source = ConfigSource::File(path.into());
+        Ok(DaemonConfig {
+            preempt: file.preempt,
+            log_level,
+            control,
+            state_dir,
+            http,
+            http_token,
+            vhosts,
+            source,
+        })
+    }
+
+    /// Read the file at `path`, then parse and validate it as [`DaemonConfig::from_toml_str`].
+    pub fn load(path: &Path) -> Result<DaemonConfig, ConfigFileError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.into(),
+            source,
+        })?;
+        DaemonConfig::from_toml_str(&text, path)
+    }
+
+    /// Parse and validate the positional ifconfig-style words of the command line.
+    ///
+    /// Keywords: `carpdev IF`, `vhid N`, `advbase N`, `advskew N`, `pass TEXT`,
+    /// `passfile PATH`, `lladdr virtual|real`, `group NAME` (repeatable), `peer A`,
+    /// `peer6 A`, `up PATH`, `down PATH`, `master-down openbsd|freebsd`,
+    /// `hook-timeout 10s`; any word that parses as an address or CIDR is a VIP.
+    /// Every keyword applies to the current vhost. `vhid` starts a new vhost
+    /// when the current one already has a vhid, and `carpdev` does when the
+    /// current one already has a vhid and named its carpdev; a new vhost
+    /// inherits only the carpdev. Relative passfiles are taken from the working
+    /// directory. No words give no vhosts.
+    pub fn from_ifconfig_words(words: &[String]) -> Result<Vec<VhostSpec>, ConfigFileError> {
+        finish_all(parse_words(words)?, None)
+    }
+
+    /// Build a command-line configuration from flags and the ifconfig-style `words`.
+    ///
+    /// Refuses a `log_level` above 7 and a command line without any vhost.
+    pub fn from_command_line(
+        preempt: bool,
+        log_level: u8,
+        control: Option<PathBuf>,
+        words: &[String],
+    ) -> Result<DaemonConfig, ConfigFileError> {
+        if log_level > 7 {
+            let message = format!("log level {log_level} is out of range 0..7");
+            return Err(invalid(&Location::CommandLine, message));
+        }
+        let vhosts = DaemonConfig::from_ifconfig_words(words)?;
+        if vhosts.is_empty() {
+            return Err(invalid(
+                &Location::CommandLine,
+                "no vhid given, nothing to run",
+            ));
+        }
+        let source = ConfigSource::CommandLine;
+        Ok(DaemonConfig {
+            preempt,
+            log_level,
+            control,
+            state_dir: None,
+            http: None,
+            http_token: None,
+            vhosts,
+            source,
+        })
+    }
+}
+
+mod draft;
+use draft::*;
+
+/// Settings given as `carpd run` flags, which win over the file on start and on every reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--preempt` (can only turn preemption on).
+    pub preempt: bool,
+    /// `--log-level`.
+    pub log_level: Option<u8>,
+    /// `--control`.
+    pub control: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--http`.
+    pub http: Option<SocketAddr>,
+    /// `--http-token`.
+    pub http_token: Option<String>,
+    /// `--user`: run as this user after set-up (not part of [`DaemonConfig`]).
+    pub user: Option<String>,
+}
+
+impl Overrides {
+    /// Apply the flags to a configuration read from a file or the command line.
+    pub fn apply(&self, config: &mut DaemonConfig) {
+        config.preempt |= self.preempt;
+        config.log_level = self.log_level.unwrap_or(config.log_level);
+        config.control = self.control.clone().or(config.control.take());
+        config.state_dir = self.state_dir.clone().or(config.state_dir.take());
+        config.http = self.http.or(config.http);
+        config.http_token = self.http_token.clone().or(config.http_token.take());
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod test;
