@@ -656,6 +656,43 @@ async fn reload_keeps_an_unchanged_vhost_untouched() {
     result.unwrap();
 }
 
+/// Input: a MASTER with 192.0.2.50/24; a reload adds 198.51.100.51/24.
+/// Output: the new address is added with its own prefix (the actions carry
+/// it), the old one stays, and the vhost stays MASTER. Before the carp
+/// interface layer the daemon filtered the core's addresses through the old
+/// configuration and never added the new one (a defect of the hostile run).
+#[tokio::test(start_paused = true)]
+async fn reload_that_adds_an_address_adds_it() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "real", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            let before = h.fake.calls().len();
+            h.write_config(&vhost(1, 0, "real", &["192.0.2.50/24", "198.51.100.51/24"]));
+            h.signal(Signal::Reload).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = h.fake.calls()[before..].to_vec();
+            let new: IpAddr = "198.51.100.51".parse().unwrap();
+            assert!(
+                after.contains(&Call::AddAddress(ETH0, new, 24)),
+                "the added address was not configured: {after:#?}"
+            );
+            assert!(
+                !after
+                    .iter()
+                    .any(|c| matches!(c, Call::DelAddress(_, a, _) if *a == ip(VIP))),
+                "the kept address was removed: {after:#?}"
+            );
+            assert_eq!(h.view(1).await.state, VhostState::Master);
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
+
 /// A signed advertisement of vhid `vhid` for the VIPs `vips` with pass
 /// "secret", as a peer would send it.
 fn peer_advert(vhid: u8, advskew: u8, vips: &[Ipv4Addr]) -> [u8; 36] {
