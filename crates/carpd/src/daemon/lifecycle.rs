@@ -61,6 +61,11 @@ impl<O: Os> Daemon<O> {
                 Some(spec) if *spec == r.spec => kept += 1,
                 Some(spec) => {
                     let spec = spec.clone();
+                    // A family the vhost did not have needs its socket before the
+                    // core advertises or listens on it (as at start-up).
+                    let need4 = !spec.proto.ipv4.is_empty();
+                    let need6 = !spec.proto.ipv6.is_empty();
+                    self.carpdev(&spec.carpdev, need4, need6).await?;
                     self.node
                         .reconfigure_interface(now, CarpIfId::of(id), spec.carp_if_config())
                         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -693,6 +693,49 @@ async fn reload_that_adds_an_address_adds_it() {
     result.unwrap();
 }
 
+/// Input: an IPv4-only MASTER; a reload adds 2001:db8::50/64. Output: the
+/// IPv6 CARP socket is opened, the IPv6 address is added and advertisements
+/// go out on IPv6 too, as a fresh start with the new file would do. (The
+/// hostile run saw a BACKUP that never listened on IPv6 and flapped.)
+#[tokio::test(start_paused = true)]
+async fn reload_that_adds_a_family_opens_its_socket() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "real", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            assert!(
+                !h.fake
+                    .calls()
+                    .contains(&Call::OpenSocket(LinkId(ETH0), Family::V6))
+            );
+            let before = h.fake.calls().len();
+            h.write_config(&vhost(1, 0, "real", &["192.0.2.50/24", "2001:db8::50/64"]));
+            h.signal(Signal::Reload).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let after = h.fake.calls()[before..].to_vec();
+            assert!(
+                after.contains(&Call::OpenSocket(LinkId(ETH0), Family::V6)),
+                "{after:#?}"
+            );
+            assert!(
+                after.contains(&Call::AddAddress(ETH0, ip(VIP6), 64)),
+                "{after:#?}"
+            );
+            assert!(
+                after
+                    .iter()
+                    .any(|c| matches!(c, Call::Advert(Family::V6, ..))),
+                "no IPv6 advertisement: {after:#?}"
+            );
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
+
 /// A signed advertisement of vhid `vhid` for the VIPs `vips` with pass
 /// "secret", as a peer would send it.
 fn peer_advert(vhid: u8, advskew: u8, vips: &[Ipv4Addr]) -> [u8; 36] {

@@ -17,7 +17,12 @@ use crate::owned::OwnedAddress;
 
 impl<O: Os> Daemon<O> {
     /// Make sure carpdev `name` is known, with the sockets of the families needed.
-    async fn carpdev(&mut self, name: &str, need4: bool, need6: bool) -> anyhow::Result<LinkId> {
+    pub(super) async fn carpdev(
+        &mut self,
+        name: &str,
+        need4: bool,
+        need6: bool,
+    ) -> anyhow::Result<LinkId> {
         let info = self
             .os
             .link_by_name(name)
