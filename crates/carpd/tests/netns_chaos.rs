@@ -47,8 +47,8 @@
 //!    of the VIP, the others BACKUP) within 15 s.
 //!
 //! ```sh
-//! CARPD_NETNS_TESTS=1 cargo test -p carpd --test netns_chaos -- --nocapture   # 60 s (CI runs 300 s)
-//! CARPD_SOAK_SECS=300 CARPD_NETNS_TESTS=1 cargo test -p carpd --test netns_chaos -- --nocapture
+//! cargo test -p carpd --test netns_chaos -- --include-ignored --nocapture   # 60 s (CI runs 300 s)
+//! CARPD_SOAK_SECS=300 cargo test -p carpd --test netns_chaos -- --include-ignored --nocapture
 //! CARPD_SOAK_SECS=3600 ...            # the long run
 //! CARPD_SOAK_SEED=42 ...              # replay a schedule (the seed is printed)
 //! CARPD_SOAK_LENIENT_GARP=1 ...       # criterion 5 is only printed
