@@ -8,25 +8,22 @@ use std::time::{Duration, Instant};
 
 use common::Lab;
 use common::daemon::{carpctl_ok, view, wait_for, wait_single_master, wait_state};
+use common::testbed::words::Words;
 
 const VIP4: &str = "192.0.2.60";
 const ELECTION: Duration = Duration::from_secs(8);
 const POLL: Duration = Duration::from_millis(20);
 
 fn words(vhid: u8, advskew: u8, extra: &[&str]) -> Vec<String> {
-    let mut w: Vec<String> = ["carpdev", "eth0", "vhid", &vhid.to_string(), "advbase", "1"]
+    let w = Words::new("eth0", vhid)
+        .advbase(1)
+        .advskew(advskew)
+        .pass("behave");
+    extra
         .iter()
-        .map(|s| s.to_string())
-        .collect();
-    w.extend([
-        "advskew".to_string(),
-        advskew.to_string(),
-        "pass".into(),
-        "behave".into(),
-    ]);
-    w.extend(extra.iter().map(|s| s.to_string()));
-    w.push(format!("{VIP4}/24"));
-    w
+        .fold(w, |w, x| w.raw(x))
+        .addr(&format!("{VIP4}/24"))
+        .build()
 }
 
 /// Write an executable shell script at `path`.

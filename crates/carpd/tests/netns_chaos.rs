@@ -70,28 +70,19 @@ use chaos::recording::{Life, Sample, Shared, StopOnDrop, capture, garps, sampler
 use chaos::{CLIENT, NAMES, PASS, SKEWS, VHID, VIP, VIP_SLACK, node_list};
 use common::Lab;
 use common::daemon::{Carpd, Pinger, wait_single_master, wall_now};
+use common::testbed::words::Words;
 use nix::sys::signal::Signal;
 
 // ===== the lab =====
 
 fn words(advskew: u8) -> Vec<String> {
-    [
-        "--preempt",
-        "carpdev",
-        "eth0",
-        "vhid",
-        &VHID.to_string(),
-        "advbase",
-        "1",
-        "advskew",
-        &advskew.to_string(),
-        "pass",
-        PASS,
-        &format!("{VIP}/24"),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    Words::new("eth0", VHID)
+        .preempt()
+        .advbase(1)
+        .advskew(advskew)
+        .pass(PASS)
+        .addr(&format!("{VIP}/24"))
+        .build()
 }
 
 fn env_u64(name: &str) -> Option<u64> {

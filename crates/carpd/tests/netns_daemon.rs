@@ -18,6 +18,7 @@ use common::daemon::{
     Carpd, Pinger, carpctl, carpctl_ok, master_down, signed_advert, state, stats, view, wait_for,
     wait_single_master, wait_state, wait_state_fast, wall_now,
 };
+use common::testbed::words::Words;
 use common::{Lab, in_netns};
 use nix::sys::signal::Signal;
 
@@ -31,23 +32,11 @@ const ELECTION: Duration = Duration::from_secs(8);
 
 /// ifconfig-style words for one vhost on eth0 with advbase 1.
 fn vhost(vhid: u8, advskew: u8, addrs: &[&str]) -> Vec<String> {
-    let mut w: Vec<String> = [
-        "carpdev",
-        "eth0",
-        "vhid",
-        &vhid.to_string(),
-        "advbase",
-        "1",
-        "advskew",
-        &advskew.to_string(),
-        "pass",
-        PASS,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    w.extend(addrs.iter().map(|a| (*a).to_owned()));
-    w
+    let w = Words::new("eth0", vhid)
+        .advbase(1)
+        .advskew(advskew)
+        .pass(PASS);
+    addrs.iter().fold(w, |w, a| w.addr(a)).build()
 }
 
 fn with_preempt(mut words: Vec<String>) -> Vec<String> {
