@@ -131,6 +131,14 @@ fn sleep(d: Duration) -> anyhow::Result<()> {
 fn client_saw(pinger: &Pinger, from: f64) -> Outage {
     let o = pinger.snapshot().outage(from, wall_now());
     println!("   client: {o}");
+    if o.lost > o.run {
+        // Several runs: the path came back and broke again (the switch or
+        // the client re-learning where the virtual MAC or the VIP lives).
+        println!(
+            "   ({} more probes lost in other runs than the longest one)",
+            o.lost - o.run
+        );
+    }
     o
 }
 
@@ -249,8 +257,8 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     };
     let took = t.elapsed();
     println!(
-        "   node {} is MASTER after {:.2}s: it came up BACKUP, heard {}'s adverts (advskew 50, \
-         slower than its own 0) and with --preempt took over at once; {} heard the faster \
+        "   node {} is MASTER after {:.2}s: it came up BACKUP, heard {}'s next advert (advskew \
+         50, slower than its own 0) and with --preempt took over; {} heard the faster \
          adverts and stepped down to BACKUP",
         lab.nodes[back].name,
         took.as_secs_f64(),
