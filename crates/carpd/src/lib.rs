@@ -19,7 +19,6 @@ pub mod control;
 pub mod daemon;
 pub mod hooks;
 pub mod http;
-pub mod lab;
 pub mod log;
 pub mod maintenance;
 pub mod os;

@@ -1,32 +1,29 @@
 //! Root-only tests of daemon behaviours around the election: hooks, address
 //! repair, local reachability of the VIP, link state. Same harness and gating
-//! as `netns_daemon.rs` (`CARPD_NETNS_TESTS=1`, root).
+//! as `netns_daemon.rs` (root, `-- --include-ignored`).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::Lab;
 use common::daemon::{carpctl_ok, view, wait_for, wait_single_master, wait_state};
-use common::{Lab, skip};
+use common::testbed::words::Words;
 
 const VIP4: &str = "192.0.2.60";
 const ELECTION: Duration = Duration::from_secs(8);
 const POLL: Duration = Duration::from_millis(20);
 
 fn words(vhid: u8, advskew: u8, extra: &[&str]) -> Vec<String> {
-    let mut w: Vec<String> = ["carpdev", "eth0", "vhid", &vhid.to_string(), "advbase", "1"]
+    let w = Words::new("eth0", vhid)
+        .advbase(1)
+        .advskew(advskew)
+        .pass("behave");
+    extra
         .iter()
-        .map(|s| s.to_string())
-        .collect();
-    w.extend([
-        "advskew".to_string(),
-        advskew.to_string(),
-        "pass".into(),
-        "behave".into(),
-    ]);
-    w.extend(extra.iter().map(|s| s.to_string()));
-    w.push(format!("{VIP4}/24"));
-    w
+        .fold(w, |w, x| w.raw(x))
+        .addr(&format!("{VIP4}/24"))
+        .build()
 }
 
 /// Write an executable shell script at `path`.
@@ -42,10 +39,8 @@ fn script(path: &std::path::Path, body: &str) {
 /// ucarp's `<interface> <vip>` arguments and the right state, previous state,
 /// vhid and addresses.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn hooks_run_in_order_with_environment() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("hooks", 2);
     let log = lab.path("hooks.log");
     let line = format!(
@@ -89,10 +84,8 @@ fn hooks_run_in_order_with_environment() {
 /// killed (its process is gone) shortly after the timeout, and the daemon
 /// keeps answering meanwhile.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn hung_hook_is_killed_after_its_timeout() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("hookto", 1);
     let pidfile = lab.path("hook.pid");
     let up = lab.path("slow-up.sh");
@@ -125,10 +118,8 @@ fn hung_hook_is_killed_after_its_timeout() {
 /// Input: A is MASTER; someone deletes the VIP from its interface. Output:
 /// carpd puts it back (and logs it) without a state change.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn address_removed_by_someone_else_is_restored() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("repair", 2);
     let a = lab.carpd(0, "a", &words(13, 0, &[]));
     wait_state(&a, 13, "MASTER", ELECTION);
@@ -167,10 +158,8 @@ fn address_removed_by_someone_else_is_restored() {
 /// address on A (A reaches its own VIP) and not on B, which routes it to the
 /// LAN instead and reaches it through A.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn master_reaches_own_vip_and_backup_does_not_own_it() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("ownvip", 2);
     let a = lab.carpd(0, "a", &words(14, 0, &[]));
     let b = lab.carpd(1, "b", &words(14, 100, &[]));
@@ -189,10 +178,8 @@ fn master_reaches_own_vip_and_backup_does_not_own_it() {
 /// "hardware interface down" and releases the VIP; after link up it returns
 /// to BACKUP ("hardware interface up") and, alone, becomes MASTER again.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn link_down_goes_init_and_back() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("linkst", 1);
     let a = lab.carpd(0, "a", &words(15, 0, &[]));
     wait_state(&a, 15, "MASTER", ELECTION);

@@ -2,9 +2,9 @@
 //! namespaces joined by a bridge (issue "carpd on Linux"; spec sections 5,
 //! 6, 10.3 and 11; STYLE 6.7 item 8).
 //!
-//! Run with `CARPD_NETNS_TESTS=1 cargo test -p carpd --test netns_daemon --
-//! --test-threads=2`; without root or the variable every test prints
-//! "skipped" and passes. Every daemon uses advbase 1, so master-down is
+//! The tests need root and are ignored by default; run them with
+//! `cargo test -p carpd --test netns_daemon -- --include-ignored
+//! --test-threads=2`. Every daemon uses advbase 1, so master-down is
 //! 3 s + advskew/256; waits are bounded by that plus slack. Timings are
 //! printed (`--nocapture` shows them).
 
@@ -15,10 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::daemon::{
-    Carpd, Pinger, carpctl, carpctl_ok, longest_gap, master_down, signed_advert, state, stats,
-    view, wait_for, wait_single_master, wait_state, wait_state_fast, wall_now,
+    Carpd, Pinger, carpctl, carpctl_ok, master_down, signed_advert, state, stats, view, wait_for,
+    wait_single_master, wait_state, wait_state_fast, wall_now,
 };
-use common::{Lab, in_netns, skip};
+use common::testbed::words::Words;
+use common::{Lab, in_netns};
 use nix::sys::signal::Signal;
 
 const VIP4: &str = "192.0.2.50";
@@ -31,23 +32,11 @@ const ELECTION: Duration = Duration::from_secs(8);
 
 /// ifconfig-style words for one vhost on eth0 with advbase 1.
 fn vhost(vhid: u8, advskew: u8, addrs: &[&str]) -> Vec<String> {
-    let mut w: Vec<String> = [
-        "carpdev",
-        "eth0",
-        "vhid",
-        &vhid.to_string(),
-        "advbase",
-        "1",
-        "advskew",
-        &advskew.to_string(),
-        "pass",
-        PASS,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    w.extend(addrs.iter().map(|a| (*a).to_owned()));
-    w
+    let w = Words::new("eth0", vhid)
+        .advbase(1)
+        .advskew(advskew)
+        .pass(PASS);
+    addrs.iter().fold(w, |w, a| w.addr(a)).build()
 }
 
 fn with_preempt(mut words: Vec<String>) -> Vec<String> {
@@ -95,10 +84,8 @@ fn ping_ok(lab: &Lab, ns: &str, dst: &str) {
 /// A only; the client pings both, and its neighbour entries for them show
 /// the virtual MAC 00:00:5e:00:01:07 (spec 6, FB-T nd6_ns_source_mac).
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn election_two_nodes_ipv4_ipv6() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("elect2", 3);
     let addrs = [v4(VIP4), v6(VIP6)];
     let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
@@ -128,10 +115,8 @@ fn election_two_nodes_ipv4_ipv6() {
 /// Output: exactly one MASTER, the advskew-0 node (its master-down timer
 /// fires first, the others hear it and stay BACKUP).
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn election_three_nodes() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("elect3", 3);
     let vip = v4(VIP4);
     let c = lab.carpd(2, "c", &vhost(1, 200, &[&vip]));
@@ -147,10 +132,8 @@ fn election_three_nodes() {
 /// 3 x interval(B) + 1 s and A in INIT without the VIP; after the link
 /// returns A preempts back and B releases the VIP.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn failover_on_master_link_down() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("linkdown", 2);
     let vip = v4(VIP4);
     let a = lab.carpd(0, "a", &with_preempt(vhost(1, 0, &[&vip])));
@@ -186,10 +169,8 @@ fn failover_on_master_link_down() {
 /// the stale VIP and A, now BACKUP (no preempt), does not hold it while B
 /// stays MASTER.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn failover_on_kill9() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("kill9", 2);
     let addrs = [v4(VIP4), v6(VIP6)];
     let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
@@ -237,10 +218,8 @@ fn failover_on_kill9() {
 /// A removes its VIP and exits 0; the client's longest gap between
 /// replies stays under 250 ms (in practice one ping interval).
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn bow_out_on_sigterm() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("bowout", 3);
     let vip = v4(VIP4);
     let a = lab.carpd(0, "a", &vhost(1, 0, &[&vip]));
@@ -249,7 +228,7 @@ fn bow_out_on_sigterm() {
     let client = lab.ns(2);
     ping_ok(&lab, client, VIP4);
 
-    let pinger = Pinger::start(client, VIP4, "0.01");
+    let pinger = Pinger::start(client, VIP4, Duration::from_millis(10)).expect("ping");
     // A baseline of replies before the switch-over.
     thread::sleep(Duration::from_millis(500));
     let wall0 = wall_now();
@@ -261,9 +240,9 @@ fn bow_out_on_sigterm() {
     // The window ends a little before ping is stopped, so the last reply
     // is not missing just because it was still in flight.
     let wall1 = wall_now() - 0.05;
-    let replies = pinger.finish();
-    let outage = longest_gap(&replies, wall0 - 0.3, wall1);
-    println!("bow-out: B MASTER after {took:?}; client outage {outage:?}");
+    let seen = pinger.finish().outage(wall0 - 0.3, wall1);
+    let outage = seen.outage;
+    println!("bow-out: B MASTER after {took:?}; client {seen}");
     assert!(
         took < Duration::from_millis(250),
         "bow-out failover took {took:?}; it must not wait for master-down"
@@ -282,10 +261,8 @@ fn bow_out_on_sigterm() {
 /// A stays BACKUP over several of B's adverts; with preempt A takes over at
 /// B's next advert (spec 5.3 rule 1).
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn preemption_on_off() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("preempt", 2);
     let vip = v4(VIP4);
     let b = lab.carpd(1, "b", &vhost(1, 100, &[&vip]));
@@ -320,10 +297,8 @@ fn preemption_on_off() {
 /// demote 1 at once and B, seeing a higher demote count, takes over within
 /// 100 ms (OB-REG carp_1); after undemote A preempts back.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn demotion_via_carpctl() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("demote", 2);
     let vip = v4(VIP4);
     let a = lab.carpd(0, "a", &with_preempt(vhost(1, 0, &[&vip])));
@@ -355,10 +330,8 @@ fn demotion_via_carpctl() {
 /// is MASTER of vhid 9. Output: tshark's CARP dissector decodes our
 /// adverts as version 2, vhid 9, checksum good, advbase 1.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn tshark_decodes_our_adverts() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("tshark", 2);
     let vip = v4(VIP4);
     let a = lab.carpd(0, "a", &vhost(9, 0, &[&vip]));
@@ -449,10 +422,8 @@ fn send_raw(ns: &str, src: Ipv4Addr, ttl: u32, bytes: Vec<u8>) {
 /// bad_vhid, bad_sum) and nothing else changes: B stays BACKUP, A MASTER,
 /// no transition. Control: the same advert, correct, makes B take over.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn bad_packets_are_dropped_and_counted() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("badpkt", 3);
     let vip = v4(VIP4);
     let a = lab.carpd(0, "a", &vhost(5, 0, &[&vip]));
@@ -524,10 +495,8 @@ fn bad_packets_are_dropped_and_counted() {
 /// Output: .50 moves to provider within master-down + slack, .51 stays on
 /// hostb; when hosta returns it takes .50 back.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn freebsd_handbook_scenario() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("handbook", 3);
     let (v50, v51) = (v4("192.0.2.50"), v4("192.0.2.51"));
     let hosta = lab.carpd(0, "hosta", &with_preempt(vhost(1, 0, &[&v50])));
@@ -565,10 +534,8 @@ fn freebsd_handbook_scenario() {
 /// so Y takes vhid 1 at once (higher demote on X's advert) and vhid 2 at
 /// master-down; when eth1 returns X takes both back.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn openbsd_group_failover() {
-    if skip() {
-        return;
-    }
     let mut lab = Lab::new("group", 2);
     let ifname = lab.add_lan(&[0, 1]);
     assert_eq!(ifname, "eth1");
@@ -637,10 +604,8 @@ fn wait_log(d: &Carpd, needle: &str) {
 /// reload` reports the error. A forced `state backup` at the end proves the
 /// watch was listening.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn config_file_and_reload() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("reload", 1);
     let file = lab.path("carpd.toml");
     let toml = |skew: u8| {
@@ -719,10 +684,8 @@ fn config_file_and_reload() {
 /// leftover socket of a SIGKILLed daemon. Output: non-zero exits; the first
 /// says no vhid 9 is configured, the others name the socket path.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn carpctl_errors() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("ctlerr", 1);
     let vip = v4(VIP4);
     let a = lab.carpd(0, "a", &vhost(1, 0, &[&vip]));
@@ -762,10 +725,8 @@ fn carpctl_errors() {
 /// after the reload: A (preempt) takes the master role back from the
 /// slower B after undemote, and a SIGHUP reload is logged at level 6.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn reload_keeps_command_line_overrides() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("override", 2);
     let file = lab.path("a.toml");
     std::fs::write(
@@ -824,10 +785,8 @@ fn garps(pcap: &std::path::Path, vip: &str, mac: &str) -> usize {
 /// VIP. After SIGCONT the two masters resolve to exactly one, the better
 /// A, and the VIP is held by A only.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn sigstop_failover_and_gratuitous_arp() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("sigstop", 3);
     let vip = v4(VIP4);
     let a = lab.carpd(0, "a", &vhost(4, 0, &[&vip]));

@@ -1,15 +1,15 @@
 //! Least privilege and start-up refusals of the real `carpd` (issue
 //! "Hardening", item 3).
 //!
-//! Root only: `CARPD_NETNS_TESTS=1 cargo test -p carpd --test netns_privs`.
+//! Root only: `cargo test -p carpd --test netns_privs -- --include-ignored`.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use common::Lab;
 use common::daemon::{CARPD, Carpd, view, wait_state};
-use common::{Lab, skip};
 use nix::sys::signal::Signal;
 
 const VIP: &str = "192.0.2.50";
@@ -82,10 +82,8 @@ fn assert_only_net_caps(d: &Carpd, uid: &str) {
 /// (master-down fires 3 s after start-up), answers carpctl, and on SIGTERM
 /// removes the VIP and exits 0.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn only_net_admin_and_net_raw_remain() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("privs", 2);
     let a = lab.carpd(0, "a", &words(&lab, "a", &[]));
     assert_only_net_caps(&a, "0");
@@ -125,10 +123,8 @@ fn only_net_admin_and_net_raw_remain() {
 /// Input: `--user` naming no user.
 /// Output: exit status 1 before anything is set up, with a message naming the user.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn unknown_user_is_refused() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("privuser", 1);
     let sock = lab.path("a.sock");
     let mut argv = vec![CARPD, "run", "--control", sock.to_str().expect("utf-8")];
@@ -145,10 +141,8 @@ fn unknown_user_is_refused() {
 /// Output: carpd exits with status 2 before touching the network, saying
 /// which file has which mode and what to do.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn passfile_readable_by_others_is_refused_at_start() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("privpass", 1);
     let key = lab.path("carpd.key");
     std::fs::write(&key, "secret\n").expect("write key");

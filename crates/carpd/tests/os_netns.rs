@@ -1,7 +1,7 @@
 //! Root-only tests of `carpd::os` in network namespaces.
 //!
-//! Run with `CARPD_NETNS_TESTS=1 cargo test -p carpd --test os_netns`; without
-//! root or the variable every test prints "skipped" and passes.
+//! Root only, ignored by default: `cargo test -p carpd --test os_netns --
+//! --include-ignored`.
 
 mod common;
 
@@ -14,7 +14,7 @@ use carpd::os::OsError;
 use carpd::os::l2::{self, L2Sender, virtual_mac};
 use carpd::os::netlink::{LinkEvent, LinkMonitor, Netlink};
 use carpd::os::raw::{CARP_GROUP_V4, CARP_GROUP_V6, CarpSocket, Received};
-use common::{Lab, block_on, block_on_in, skip, spawn_in_netns};
+use common::{Lab, block_on, block_on_in, spawn_in_netns};
 use socket2::{Domain, Protocol, Socket, Type};
 
 const T: Duration = Duration::from_secs(20);
@@ -32,10 +32,8 @@ fn payload(tag: u8) -> [u8; 36] {
 /// per family by unicast to B. Output: B receives each with TTL 255, its
 /// own ifindex and the right src/dst; A's own sockets receive nothing.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn raw_multicast_and_unicast_between_hosts() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("raw", 2);
     let (a, b) = (lab.host(0).clone(), lab.host(1).clone());
 
@@ -118,10 +116,8 @@ fn raw_multicast_and_unicast_between_hosts() {
 /// Input: a send whose source family does not match the socket.
 /// Output: an error, not a panic or a packet.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn raw_send_family_mismatch_is_error() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("rawfam", 1);
     let a = lab.host(0).clone();
     block_on_in(&a.ns, T, move || async move {
@@ -143,10 +139,8 @@ fn raw_send_family_mismatch_is_error() {
 /// Output: both calls succeed each time; the IPv6 address is nodad and
 /// never tentative; the addresses come and go in the dump and in `ip`.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn netlink_addresses_idempotent() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("addr", 1);
     let a = lab.host(0).clone();
     let v4: IpAddr = Ipv4Addr::new(198, 51, 100, 7).into();
@@ -218,10 +212,8 @@ fn netlink_addresses_idempotent() {
 /// Output: same index on reuse; up, bridge mode, right MAC, no fe80 address;
 /// a MAC change replaces the link; delete_link is idempotent.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn netlink_macvlan_vmac() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("mvlan", 1);
     let a = lab.host(0).clone();
     let aa = a.clone();
@@ -309,10 +301,8 @@ async fn wait_event(
 /// Input: eth0 set down and up, its bridge port set down and up, an address
 /// added and removed with `ip`. Output: matching link and address events.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn link_monitor_sees_link_and_address_changes() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("mon", 1);
     let a = lab.host(0).clone();
     let (ns, sw, port, idx) = (a.ns.clone(), lab.switch.clone(), a.port.clone(), a.ifindex);
@@ -403,10 +393,8 @@ fn recv_frame(s: &Socket, mut pred: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
 /// Input: A sends a gratuitous ARP and an unsolicited NA for VIPs at
 /// 00:00:5e:00:01:07. Output: B's packet sockets see exactly those frames.
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn l2_garp_and_na_reach_peer() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("l2", 2);
     let (a, b) = (lab.host(0).clone(), lab.host(1).clone());
     let vmac = virtual_mac(7);
@@ -441,10 +429,8 @@ fn l2_garp_and_na_reach_peer() {
 /// socket need not be reopened across down/up (only when the ifindex
 /// changes).
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn raw_sockets_survive_link_flap() {
-    if skip() {
-        return;
-    }
     let lab = Lab::new("flap", 2);
     let (a, b) = (lab.host(0).clone(), lab.host(1).clone());
     common::run_ok(&["ip", "-n", &b.ns, "link", "set", "eth0", "down"]);

@@ -1,13 +1,12 @@
 //! `carpctl`: query and steer a running carpd over its control socket.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use carpd::control::client::{Connection, DEFAULT_TIMEOUT};
 use carpd::control::types::{Reply, Request, VhostView};
 
 /// Control a running carpd.
@@ -125,57 +124,8 @@ fn main() -> ExitCode {
     }
 }
 
-struct Connection {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Connection {
-    fn open(path: &std::path::Path) -> Result<Connection, String> {
-        let stream = UnixStream::connect(path).map_err(|e| {
-            format!(
-                "cannot connect to carpd at {}: {e} (is carpd running with this --control?)",
-                path.display()
-            )
-        })?;
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let writer = stream.try_clone().map_err(|e| e.to_string())?;
-        Ok(Connection {
-            reader: BufReader::new(stream),
-            writer,
-        })
-    }
-
-    fn send(&mut self, request: &Request) -> Result<(), String> {
-        let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
-        line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
-            .map_err(|e| format!("cannot send request: {e}"))
-    }
-
-    fn receive(&mut self) -> Result<Reply, String> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err("carpd closed the connection".to_string()),
-            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("unreadable reply: {e}")),
-            Err(e) => Err(format!("no reply from carpd: {e}")),
-        }
-    }
-
-    fn call(&mut self, request: &Request) -> Result<Reply, String> {
-        self.send(request)?;
-        let reply = self.receive()?;
-        if reply.ok {
-            Ok(reply)
-        } else {
-            Err(reply.error.unwrap_or_else(|| "request failed".into()))
-        }
-    }
-}
-
 fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
-    let mut conn = Connection::open(path)?;
+    let mut conn = Connection::open(path, DEFAULT_TIMEOUT)?;
     match command {
         Command::Status { json } => {
             let reply = conn.call(&Request::Status)?;
@@ -208,7 +158,7 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
         }
         Command::Watch => {
             conn.send(&Request::Watch)?;
-            let _ = conn.reader.get_ref().set_read_timeout(None);
+            conn.wait_forever();
             loop {
                 let reply = conn.receive()?;
                 if let Some(t) = reply.transition {

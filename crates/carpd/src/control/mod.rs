@@ -2,8 +2,10 @@
 //!
 //! The server only parses and forwards: each request travels with a reply
 //! channel to the daemon loop, which owns all protocol state and answers.
-//! `watch` subscribes to a broadcast of transitions instead.
+//! `watch` subscribes to a broadcast of transitions instead. [`client`] is
+//! the other end, used by `carpctl`, `carpd lab` and the tests.
 
+pub mod client;
 pub mod types;
 
 use std::io;

@@ -11,6 +11,11 @@ use carpd::config::{DaemonConfig, Overrides};
 use carpd::daemon::{self, Signal};
 use carpd::os::Linux;
 
+mod lab;
+// The namespace test bed, shared with the integration tests (tests/common).
+#[path = "../../../testbed/mod.rs"]
+mod testbed;
+
 /// Common Address Redundancy Protocol daemon, wire-compatible with OpenBSD and FreeBSD carp(4).
 #[derive(Debug, Parser)]
 #[command(name = "carpd", version, about)]
@@ -57,7 +62,7 @@ enum Command {
         words: Vec<String>,
     },
     /// Build a small LAN of network namespaces, run carpd on it and show a failover.
-    Lab(carpd::lab::LabArgs),
+    Lab(lab::LabArgs),
     /// Run one vhid from a ucarp(8) command line (drop-in; see docs/operations.md
     /// for the differences).
     Ucarp(carpd::ucarp::UcarpArgs),
@@ -133,7 +138,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Lab(args) => match carpd::lab::run(args) {
+        Command::Lab(args) => match lab::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("carpd lab: {e:#}");
