@@ -255,7 +255,7 @@ impl CarpIf {
         out: &mut Outbox,
     ) {
         for (v, node) in self.vhosts.iter_mut().zip(&config.nodes) {
-            v.advskew = node.advskew;
+            v.set_advskew(node.advskew);
         }
         let same_identity = config.passphrase == self.shared.config.passphrase
             && config.addresses == self.shared.config.addresses;

@@ -593,7 +593,7 @@ impl Node {
             since: v.since,
             cause: v.last_cause,
             advbase: shared.config.advbase,
-            advskew: v.advskew,
+            advskew: v.advskew(),
             effective_advskew: v.effective_advskew(&ctx),
             demote: ctx.demote,
             addresses: shared.config.addresses.iter().map(|a| a.addr).collect(),

@@ -51,7 +51,7 @@ pub(crate) struct Vhost {
     /// Position in the interface's vhid order: bit `slot` of the load-share mask.
     slot: u8,
     /// The configured advskew.
-    pub(crate) advskew: AdvSkew,
+    advskew: AdvSkew,
     auth: Auth,
     /// The OpenBSD-style constant counter, chosen by the caller (spec 3).
     cookie: [u8; 8],
@@ -111,6 +111,16 @@ impl Vhost {
             &shared.ipv4(),
             &shared.ipv6(),
         )
+    }
+
+    /// Return the configured advskew.
+    pub(crate) fn advskew(&self) -> AdvSkew {
+        self.advskew
+    }
+
+    /// Take a new configured advskew (SIGHUP); it is advertised from the next advert on.
+    pub(crate) fn set_advskew(&mut self, advskew: AdvSkew) {
+        self.advskew = advskew;
     }
 
     /// Recompute the HMAC context after the key or the addresses changed.
