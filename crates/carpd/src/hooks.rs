@@ -73,6 +73,50 @@ impl HookQueue {
     }
 }
 
+/// Attempts to start a hook that failed for want of descriptors, processes
+/// or memory, with a backoff of 100 ms doubling (1.5 s in all).
+const SPAWN_ATTEMPTS: u32 = 5;
+const SPAWN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a spawn failure may pass (EMFILE while clients hold descriptors),
+/// unlike a missing or non-executable program.
+fn spawn_may_succeed_later(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    )
+}
+
+/// Start `cmd`, retrying transient failures; `None` (logged) if it never starts.
+async fn spawn_with_retry(cmd: &mut Command, run: &HookRun) -> Option<tokio::process::Child> {
+    let mut delay = SPAWN_BACKOFF;
+    for attempt in 1..=SPAWN_ATTEMPTS {
+        match cmd.spawn() {
+            Ok(child) => return Some(child),
+            Err(e) if attempt < SPAWN_ATTEMPTS && spawn_may_succeed_later(&e) => {
+                carplog!(
+                    Warning,
+                    "vhid {}: cannot run hook {} yet: {e}; retrying in {delay:?}",
+                    run.vhid,
+                    run.program.display()
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                carplog!(
+                    Err,
+                    "vhid {}: cannot run hook {} (attempt {attempt}): {e}",
+                    run.vhid,
+                    run.program.display()
+                );
+                return None;
+            }
+        }
+    }
+    None
+}
+
 /// Run one hook: environment variables for new scripts, and ucarp's
 /// `<interface> <first address>` arguments so existing ucarp scripts work.
 async fn execute(run: HookRun) {
@@ -93,17 +137,8 @@ async fn execute(run: HookRun) {
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            carplog!(
-                Err,
-                "vhid {}: cannot run hook {}: {e}",
-                run.vhid,
-                run.program.display()
-            );
-            return;
-        }
+    let Some(mut child) = spawn_with_retry(&mut cmd, &run).await else {
+        return;
     };
     let pid = child.id();
     match tokio::time::timeout(run.timeout, child.wait()).await {
@@ -146,5 +181,46 @@ async fn execute(run: HookRun) {
                 run.timeout
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn only_resource_shortages_are_retried() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
+            assert!(spawn_may_succeed_later(&std::io::Error::from_raw_os_error(
+                errno
+            )));
+        }
+        for errno in [libc::ENOENT, libc::EACCES, libc::ENOEXEC] {
+            assert!(!spawn_may_succeed_later(
+                &std::io::Error::from_raw_os_error(errno)
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_not_retried() {
+        let run = HookRun {
+            program: "/nonexistent/carpd-hook".into(),
+            vhid: 1,
+            state: "MASTER".into(),
+            from: "BACKUP".into(),
+            cause: "test".into(),
+            carpdev: "eth0".into(),
+            interface: "eth0".into(),
+            addresses: vec![],
+            timeout: Duration::from_secs(1),
+        };
+        let started = std::time::Instant::now();
+        assert!(
+            spawn_with_retry(&mut Command::new(&run.program), &run)
+                .await
+                .is_none()
+        );
+        assert!(started.elapsed() < SPAWN_BACKOFF);
     }
 }
