@@ -87,11 +87,15 @@ fn spawn_may_succeed_later(e: &std::io::Error) -> bool {
     )
 }
 
-/// Start `cmd`, retrying transient failures; `None` (logged) if it never starts.
-async fn spawn_with_retry(cmd: &mut Command, run: &HookRun) -> Option<tokio::process::Child> {
+/// Start a hook with `spawn`, retrying transient failures; `None` (logged)
+/// if it never starts.
+async fn spawn_with_retry<T>(
+    mut spawn: impl FnMut() -> std::io::Result<T>,
+    run: &HookRun,
+) -> Option<T> {
     let mut delay = SPAWN_BACKOFF;
     for attempt in 1..=SPAWN_ATTEMPTS {
-        match cmd.spawn() {
+        match spawn() {
             Ok(child) => return Some(child),
             Err(e) if attempt < SPAWN_ATTEMPTS && spawn_may_succeed_later(&e) => {
                 carplog!(
@@ -137,7 +141,7 @@ async fn execute(run: HookRun) {
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .process_group(0);
-    let Some(mut child) = spawn_with_retry(&mut cmd, &run).await else {
+    let Some(mut child) = spawn_with_retry(|| cmd.spawn(), &run).await else {
         return;
     };
     let pid = child.id();
@@ -202,9 +206,8 @@ mod test {
         }
     }
 
-    #[tokio::test]
-    async fn a_missing_program_is_not_retried() {
-        let run = HookRun {
+    fn run() -> HookRun {
+        HookRun {
             program: "/nonexistent/carpd-hook".into(),
             vhid: 1,
             state: "MASTER".into(),
@@ -214,13 +217,49 @@ mod test {
             interface: "eth0".into(),
             addresses: vec![],
             timeout: Duration::from_secs(1),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_not_retried() {
+        let run = run();
         let started = std::time::Instant::now();
-        assert!(
-            spawn_with_retry(&mut Command::new(&run.program), &run)
-                .await
-                .is_none()
-        );
+        let mut cmd = Command::new(&run.program);
+        assert!(spawn_with_retry(|| cmd.spawn(), &run).await.is_none());
         assert!(started.elapsed() < SPAWN_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spawn_out_of_descriptors_is_retried_with_backoff() {
+        let mut attempts = 0;
+        let started = tokio::time::Instant::now();
+        let spawned = spawn_with_retry(
+            || {
+                attempts += 1;
+                if attempts < 3 {
+                    Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+                } else {
+                    Ok(attempts)
+                }
+            },
+            &run(),
+        )
+        .await;
+        assert_eq!(spawned, Some(3));
+        assert_eq!(started.elapsed(), SPAWN_BACKOFF * 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spawn_retries_are_bounded() {
+        let mut attempts = 0;
+        let spawned: Option<()> = spawn_with_retry(
+            || {
+                attempts += 1;
+                Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+            },
+            &run(),
+        )
+        .await;
+        assert_eq!((spawned, attempts), (None, SPAWN_ATTEMPTS));
     }
 }
