@@ -222,13 +222,13 @@ fn unauthenticated_http_bodies_do_not_grow_memory() {
     assert!(problems.is_empty(), "{}", problems.join("; "));
 }
 
-/// Input: A (advskew 100, `--http`, an up hook) and B (advskew 0, MASTER);
+/// Input: A (advskew 100, HTTP, an up hook, from a file) and B (advskew 0, MASTER);
 /// A runs under a soft descriptor limit of 1024. 1,100 clients connect to
-/// A's HTTP port and send half a request line each, then hold. B then
-/// bows out (SIGTERM), so A takes over.
-/// Output: A holds fewer than 512 descriptors, carpctl answers, A becomes
-/// MASTER with the address, the hook ran, and the log has no "Too many
-/// open files".
+/// A's HTTP port and send half a request line each, then hold. A is sent
+/// SIGHUP; B then bows out (SIGTERM), so A takes over.
+/// Output: A holds fewer than 512 descriptors, carpctl answers, the reload
+/// succeeds, A becomes MASTER with the address, the hook ran, and the log
+/// has no "Too many open files".
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn slow_http_clients_do_not_use_up_descriptors() {
@@ -241,13 +241,20 @@ fn slow_http_clients_do_not_use_up_descriptors() {
     )
     .expect("write hook");
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let hook_arg = hook.display().to_string();
-    let a = carpd_with_soft_nofile(
-        &lab,
-        0,
-        "a",
-        node(100, &["--http", HTTP], &["up", &hook_arg]),
-    );
+    // A configuration file, so that SIGHUP has something to re-read.
+    let file = lab.path("a.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "preempt = true\nhttp = \"{HTTP}\"\n\n[[vhost]]\ncarpdev = \"eth0\"\nvhid = 1\n\
+             advbase = 1\nadvskew = 100\npass = \"{PASS}\"\naddresses = [\"{VIP4}/24\"]\n\
+             up = \"{}\"\n",
+            hook.display()
+        ),
+    )
+    .expect("write config");
+    let file_arg = file.display().to_string();
+    let a = carpd_with_soft_nofile(&lab, 0, "a", vec!["--config".into(), file_arg]);
     let b = lab.carpd(1, "b", &node(0, &[], &[]));
     assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 1);
     let base_fds = open_fds(a.pid);
@@ -266,6 +273,21 @@ fn slow_http_clients_do_not_use_up_descriptors() {
     }
     if let Err(e) = carpctl_answers(&a) {
         problems.push(e);
+    }
+    lab.kill(&a, Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reloaded = loop {
+        let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+        if log.contains("reloaded:") || log.contains("reload failed") {
+            break log.contains("reloaded:");
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !reloaded {
+        problems.push("SIGHUP did not reload".to_owned());
     }
     lab.kill(&b, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
