@@ -73,6 +73,54 @@ impl HookQueue {
     }
 }
 
+/// Attempts to start a hook that failed for want of descriptors, processes
+/// or memory, with a backoff of 100 ms doubling (1.5 s in all).
+const SPAWN_ATTEMPTS: u32 = 5;
+const SPAWN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a spawn failure may pass (EMFILE while clients hold descriptors),
+/// unlike a missing or non-executable program.
+fn spawn_may_succeed_later(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    )
+}
+
+/// Start a hook with `spawn`, retrying transient failures; `None` (logged)
+/// if it never starts.
+async fn spawn_with_retry<T>(
+    mut spawn: impl FnMut() -> std::io::Result<T>,
+    run: &HookRun,
+) -> Option<T> {
+    let mut delay = SPAWN_BACKOFF;
+    for attempt in 1..=SPAWN_ATTEMPTS {
+        match spawn() {
+            Ok(child) => return Some(child),
+            Err(e) if attempt < SPAWN_ATTEMPTS && spawn_may_succeed_later(&e) => {
+                carplog!(
+                    Warning,
+                    "vhid {}: cannot run hook {} yet: {e}; retrying in {delay:?}",
+                    run.vhid,
+                    run.program.display()
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                carplog!(
+                    Err,
+                    "vhid {}: cannot run hook {} (attempt {attempt}): {e}",
+                    run.vhid,
+                    run.program.display()
+                );
+                return None;
+            }
+        }
+    }
+    None
+}
+
 /// Run one hook: environment variables for new scripts, and ucarp's
 /// `<interface> <first address>` arguments so existing ucarp scripts work.
 async fn execute(run: HookRun) {
@@ -93,17 +141,8 @@ async fn execute(run: HookRun) {
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            carplog!(
-                Err,
-                "vhid {}: cannot run hook {}: {e}",
-                run.vhid,
-                run.program.display()
-            );
-            return;
-        }
+    let Some(mut child) = spawn_with_retry(|| cmd.spawn(), &run).await else {
+        return;
     };
     let pid = child.id();
     match tokio::time::timeout(run.timeout, child.wait()).await {
@@ -146,5 +185,81 @@ async fn execute(run: HookRun) {
                 run.timeout
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn only_resource_shortages_are_retried() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
+            assert!(spawn_may_succeed_later(&std::io::Error::from_raw_os_error(
+                errno
+            )));
+        }
+        for errno in [libc::ENOENT, libc::EACCES, libc::ENOEXEC] {
+            assert!(!spawn_may_succeed_later(
+                &std::io::Error::from_raw_os_error(errno)
+            ));
+        }
+    }
+
+    fn run() -> HookRun {
+        HookRun {
+            program: "/nonexistent/carpd-hook".into(),
+            vhid: 1,
+            state: "MASTER".into(),
+            from: "BACKUP".into(),
+            cause: "test".into(),
+            carpdev: "eth0".into(),
+            interface: "eth0".into(),
+            addresses: vec![],
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_not_retried() {
+        let run = run();
+        let started = std::time::Instant::now();
+        let mut cmd = Command::new(&run.program);
+        assert!(spawn_with_retry(|| cmd.spawn(), &run).await.is_none());
+        assert!(started.elapsed() < SPAWN_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spawn_out_of_descriptors_is_retried_with_backoff() {
+        let mut attempts = 0;
+        let started = tokio::time::Instant::now();
+        let spawned = spawn_with_retry(
+            || {
+                attempts += 1;
+                if attempts < 3 {
+                    Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+                } else {
+                    Ok(attempts)
+                }
+            },
+            &run(),
+        )
+        .await;
+        assert_eq!(spawned, Some(3));
+        assert_eq!(started.elapsed(), SPAWN_BACKOFF * 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spawn_retries_are_bounded() {
+        let mut attempts = 0;
+        let spawned: Option<()> = spawn_with_retry(
+            || {
+                attempts += 1;
+                Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+            },
+            &run(),
+        )
+        .await;
+        assert_eq!((spawned, attempts), (None, SPAWN_ATTEMPTS));
     }
 }

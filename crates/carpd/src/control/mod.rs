@@ -4,6 +4,11 @@
 //! channel to the daemon loop, which owns all protocol state and answers.
 //! `watch` subscribes to a broadcast of transitions instead. [`client`] is
 //! the other end, used by `carpctl`, `carpd lab` and the tests.
+//!
+//! Clients are bounded: at most a share of the descriptor limit at once
+//! ([`connection_cap`]; one more is told so and closed), lines of at most
+//! [`MAX_LINE`] bytes (an overlong one is refused and the client closed,
+//! without buffering the rest), and idle readers and stalled writers time out.
 
 pub mod client;
 pub mod types;
@@ -11,10 +16,13 @@ pub mod types;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use nix::sys::resource::{Resource, getrlimit};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 
 use types::{Reply, Request, Transition};
 
@@ -27,7 +35,44 @@ pub fn default_path() -> PathBuf {
 }
 
 /// The longest request line accepted; anything longer is refused.
-const MAX_LINE: usize = 4096;
+pub const MAX_LINE: usize = 4096;
+
+/// Control clients served at once, before [`connection_cap`].
+const MAX_CONNECTIONS: usize = 32;
+
+/// Descriptors kept for the protocol's own work whatever the servers hold:
+/// CARP and netlink sockets, the address record, hooks and their pipes.
+const FD_RESERVE: u64 = 256;
+
+/// Return how many connections a server may hold at once: `wanted`, or a
+/// quarter of what the soft RLIMIT_NOFILE leaves above [`FD_RESERVE`], so
+/// the HTTP and control servers together stay well below the limit.
+pub fn connection_cap(wanted: usize) -> usize {
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let share = usize::try_from(soft.saturating_sub(FD_RESERVE) / 4).unwrap_or(usize::MAX);
+    wanted.min(share).max(1)
+}
+
+/// Bounds on the control socket's clients.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Clients served at once.
+    connections: usize,
+    /// A client that sends no complete request for this long is closed.
+    idle: Duration,
+    /// A reply not taken within this long closes the client (it stopped reading).
+    write: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections: connection_cap(MAX_CONNECTIONS),
+            idle: Duration::from_secs(30),
+            write: Duration::from_secs(10),
+        }
+    }
+}
 
 /// A request on its way to the daemon loop.
 pub type Envelope = (Request, oneshot::Sender<Reply>);
@@ -52,16 +97,39 @@ pub async fn serve(
     to_daemon: mpsc::Sender<Envelope>,
     transitions: broadcast::Sender<Transition>,
 ) {
+    serve_with(listener, to_daemon, transitions, Limits::default()).await;
+}
+
+async fn serve_with(
+    listener: UnixListener,
+    to_daemon: mpsc::Sender<Envelope>,
+    transitions: broadcast::Sender<Transition>,
+    limits: Limits,
+) {
+    let slots = Arc::new(Semaphore::new(limits.connections.max(1)));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // EMFILE and friends: back off briefly instead of spinning.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // A clear answer rather than a client left hanging in the backlog.
+            let reply = Reply::failed(format!(
+                "carpd is serving {} control clients already; try again later",
+                limits.connections
+            ));
+            if let Ok(mut line) = serde_json::to_string(&reply) {
+                line.push('\n');
+                let _ = stream.try_write(line.as_bytes());
+            }
             continue;
         };
         let to_daemon = to_daemon.clone();
         let watch = transitions.subscribe();
         tokio::spawn(async move {
-            let _ = client(stream, to_daemon, watch).await;
+            let _slot = slot;
+            let _ = client(stream, to_daemon, watch, limits).await;
         });
     }
 }
@@ -70,63 +138,167 @@ async fn client(
     stream: UnixStream,
     to_daemon: mpsc::Sender<Envelope>,
     mut watch: broadcast::Receiver<Transition>,
+    limits: Limits,
 ) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read.take(1 << 20));
-    let mut line = String::new();
+    let mut lines = BufReader::new(read);
+    let mut line = Vec::new();
     loop {
         line.clear();
-        if lines.read_line(&mut line).await? == 0 {
+        // At most one byte past the cap is buffered: enough to tell an overlong line.
+        let limit = u64::try_from(MAX_LINE + 1).unwrap_or(u64::MAX);
+        let mut capped = (&mut lines).take(limit);
+        let read = capped.read_until(b'\n', &mut line);
+        let Ok(n) = tokio::time::timeout(limits.idle, read).await else {
+            return Ok(());
+        };
+        if n? == 0 {
             return Ok(());
         }
-        let reply = if line.len() > MAX_LINE {
-            Reply::failed(format!("request longer than {MAX_LINE} bytes"))
-        } else {
-            match serde_json::from_str::<Request>(line.trim()) {
-                Err(e) => Reply::failed(format!("bad request: {e}")),
-                Ok(Request::Watch) => {
-                    write_reply(&mut write, &Reply::done("watching")).await?;
-                    loop {
-                        match watch.recv().await {
-                            Ok(t) => {
-                                let r = Reply {
-                                    ok: true,
-                                    transition: Some(t),
-                                    ..Reply::default()
-                                };
-                                write_reply(&mut write, &r).await?;
-                            }
-                            Err(broadcast::error::RecvError::Lagged(n)) => {
-                                write_reply(
-                                    &mut write,
-                                    &Reply::failed(format!("missed {n} events")),
-                                )
-                                .await?;
-                            }
-                            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        if line.len() > MAX_LINE && !line.ends_with(b"\n") {
+            // The rest of the line cannot be told from the next request.
+            let refusal = Reply::failed(format!("request longer than {MAX_LINE} bytes"));
+            return write_reply(&mut write, &refusal, limits.write).await;
+        }
+        let reply = match serde_json::from_slice::<Request>(&line) {
+            Err(e) => Reply::failed(format!("bad request: {e}")),
+            Ok(Request::Watch) => {
+                write_reply(&mut write, &Reply::done("watching"), limits.write).await?;
+                loop {
+                    let r = match watch.recv().await {
+                        Ok(t) => Reply {
+                            ok: true,
+                            transition: Some(t),
+                            ..Reply::default()
+                        },
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            Reply::failed(format!("missed {n} events"))
                         }
-                    }
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    };
+                    write_reply(&mut write, &r, limits.write).await?;
                 }
-                Ok(request) => {
-                    let (tx, rx) = oneshot::channel();
-                    if to_daemon.send((request, tx)).await.is_err() {
-                        Reply::failed("daemon is shutting down")
-                    } else {
-                        rx.await
-                            .unwrap_or_else(|_| Reply::failed("daemon is shutting down"))
-                    }
+            }
+            Ok(request) => {
+                let (tx, rx) = oneshot::channel();
+                if to_daemon.send((request, tx)).await.is_err() {
+                    Reply::failed("daemon is shutting down")
+                } else {
+                    rx.await
+                        .unwrap_or_else(|_| Reply::failed("daemon is shutting down"))
                 }
             }
         };
-        write_reply(&mut write, &reply).await?;
+        write_reply(&mut write, &reply, limits.write).await?;
     }
 }
 
+/// Write one reply line, giving up after `timeout`.
 async fn write_reply(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     reply: &Reply,
+    timeout: Duration,
 ) -> io::Result<()> {
     let mut text = serde_json::to_string(reply).map_err(io::Error::other)?;
     text.push('\n');
-    write.write_all(text.as_bytes()).await
+    tokio::time::timeout(timeout, write.write_all(text.as_bytes()))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))?
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// A fake daemon loop answering every request.
+    fn fake_daemon() -> mpsc::Sender<Envelope> {
+        let (tx, mut rx) = mpsc::channel::<Envelope>(4);
+        tokio::spawn(async move {
+            while let Some((request, reply)) = rx.recv().await {
+                let _ = reply.send(Reply::done(format!("{request:?}")));
+            }
+        });
+        tx
+    }
+
+    async fn start(dir: &Path, connections: usize) -> PathBuf {
+        let path = dir.join("c.sock");
+        let listener = bind(&path).unwrap();
+        let (transitions, _) = broadcast::channel(4);
+        let limits = Limits {
+            connections,
+            idle: Duration::from_millis(300),
+            write: Duration::from_millis(300),
+        };
+        tokio::spawn(serve_with(listener, fake_daemon(), transitions, limits));
+        path
+    }
+
+    /// Send `raw`, then read until the server closes or 2 s pass.
+    async fn exchange(path: &Path, raw: &[u8]) -> String {
+        let mut s = UnixStream::connect(path).await.unwrap();
+        let _ = s.write_all(raw).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn requests_are_answered_line_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = start(dir.path(), 4).await;
+        let out = exchange(&path, b"{\"cmd\":\"status\"}\nnot json\n").await;
+        let replies: Vec<Reply> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(replies.len(), 2, "{out}");
+        assert!(replies[0].ok, "{out}");
+        assert!(!replies[1].ok && replies[1].error.as_deref().unwrap().contains("bad request"));
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_is_refused_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = start(dir.path(), 4).await;
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        // Far more than the cap, and no newline: refused once the cap is passed.
+        let big = vec![b'x'; 64 * MAX_LINE];
+        let (mut r, mut w) = s.split();
+        let (_, reply) = tokio::join!(w.write_all(&big), async {
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), r.read_to_end(&mut out)).await;
+            out
+        });
+        let reply: Reply = serde_json::from_slice(&reply).unwrap();
+        assert!(reply.error.unwrap().contains("longer than 4096 bytes"));
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = start(dir.path(), 4).await;
+        let started = std::time::Instant::now();
+        let out = exchange(&path, b"{\"verb\"").await;
+        assert_eq!(out, "");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn clients_beyond_the_cap_are_told_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = start(dir.path(), 1).await;
+        let _held = UnixStream::connect(&path).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let out = exchange(&path, b"").await;
+        assert!(out.contains("control clients already"), "{out}");
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_a_reserve() {
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let cap = connection_cap(usize::MAX) as u64;
+        assert!(cap >= 1 && cap <= soft.saturating_sub(FD_RESERVE).max(4) / 4);
+        assert_eq!(connection_cap(3).min(3), connection_cap(3));
+    }
 }

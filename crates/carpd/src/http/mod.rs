@@ -17,22 +17,32 @@
 //! Errors are JSON `{"ok": false, "error": "..."}`. Browsers cannot send the
 //! `Authorization` header cross-origin without a CORS preflight, which is
 //! never granted, so another site cannot drive the changes (no CSRF).
+//!
+//! No client can use up carpd's memory or descriptors: the token is checked
+//! on the headers before a body is read, bodies are capped at [`MAX_BODY`]
+//! bytes, headers at [`MAX_HEADER_BUF`], connections at a share of the
+//! descriptor limit ([`crate::control::connection_cap`]), and headers, idle
+//! keep-alive connections, bodies and whole connections all time out.
 
 pub mod metrics;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::control::Envelope;
 use crate::control::types::{Reply, Request};
@@ -40,10 +50,48 @@ use crate::control::types::{Reply, Request};
 /// The status page, served as is.
 const STATUS_PAGE: &str = include_str!("status.html");
 
-/// What the handlers share: a way to the daemon loop and the token.
+/// The longest request body read (a change is a few dozen bytes of JSON).
+pub const MAX_BODY: usize = 4096;
+
+/// hyper's read buffer, which bounds a request's headers (hyper's least is 8 KiB).
+pub const MAX_HEADER_BUF: usize = 16 * 1024;
+
+/// Connections served at once, before [`crate::control::connection_cap`].
+const MAX_CONNECTIONS: usize = 64;
+
+/// Bounds on time, so a slow or silent client gives its slot back.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once; more wait in the kernel's backlog.
+    connections: usize,
+    /// For a request's headers, and for the next request on a kept-alive connection.
+    headers: Duration,
+    /// For the body of an authorised change.
+    body: Duration,
+    /// A connection is asked to close after this long (the request in flight
+    /// finishes; the status page just reconnects) ...
+    lifetime: Duration,
+    /// ... and dropped this long after that (a client that stopped reading).
+    grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections: crate::control::connection_cap(MAX_CONNECTIONS),
+            headers: Duration::from_secs(10),
+            body: Duration::from_secs(10),
+            lifetime: Duration::from_secs(60),
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the handlers share: a way to the daemon loop, the token and the body timeout.
 struct Api {
     to_daemon: mpsc::Sender<Envelope>,
     token: Option<String>,
+    body_timeout: Duration,
 }
 
 /// Bind the HTTP listener (at start-up, so a bad address fails the daemon).
@@ -57,12 +105,53 @@ pub async fn serve(
     to_daemon: mpsc::Sender<Envelope>,
     token: Option<String>,
 ) -> io::Result<()> {
-    axum::serve(listener, router(to_daemon, token)).await
+    let limits = Limits::default();
+    serve_with(listener, router(to_daemon, token, limits.body), limits).await
+}
+
+/// Accept connections while a slot is free and serve each under `limits`.
+async fn serve_with(listener: TcpListener, app: Router, limits: Limits) -> io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.connections.max(1)));
+    loop {
+        // A slot first, then accept: clients beyond the cap wait in the
+        // kernel's backlog and hold none of carpd's descriptors.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.headers)
+                .max_buf_size(MAX_HEADER_BUF);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                () = tokio::time::sleep(limits.lifetime) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = tokio::time::timeout(limits.grace, conn).await;
+        });
+    }
 }
 
 /// Return the router (separate from [`serve`] for tests).
-fn router(to_daemon: mpsc::Sender<Envelope>, token: Option<String>) -> Router {
-    let api = Arc::new(Api { to_daemon, token });
+fn router(to_daemon: mpsc::Sender<Envelope>, token: Option<String>, body: Duration) -> Router {
+    let api = Arc::new(Api {
+        to_daemon,
+        token,
+        body_timeout: body,
+    });
     Router::new()
         .route("/", get(page))
         .route("/api/status", get(status))
@@ -184,16 +273,16 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
-async fn maintenance(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    let b: MaintenanceBody = match api.change_body(&headers, &body) {
+async fn maintenance(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let b: MaintenanceBody = match api.change_body(&headers, body).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
     api.change(Request::Maintenance { on: b.on }).await
 }
 
-async fn demote(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    let b: DemoteBody = match api.change_body(&headers, &body) {
+async fn demote(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let b: DemoteBody = match api.change_body(&headers, body).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -204,8 +293,8 @@ async fn demote(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) ->
     .await
 }
 
-async fn state(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    let b: StateBody = match api.change_body(&headers, &body) {
+async fn state(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let b: StateBody = match api.change_body(&headers, body).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -237,12 +326,47 @@ impl Api {
         rx.await.map_err(|_| unavailable())
     }
 
-    /// Check the token, then parse the JSON body of a change.
-    fn change_body<T: serde::de::DeserializeOwned>(
+    /// Check the token on the headers, then read (at most [`MAX_BODY`]
+    /// bytes, within the body timeout) and parse the JSON body of a change.
+    async fn change_body<T: serde::de::DeserializeOwned>(
         &self,
         headers: &HeaderMap,
-        body: &[u8],
+        body: Body,
     ) -> Result<T, Refused> {
+        self.authorise(headers)?;
+        let too_long = || {
+            Refused::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body longer than {MAX_BODY} bytes"),
+            )
+        };
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_long());
+        }
+        let body =
+            match tokio::time::timeout(self.body_timeout, axum::body::to_bytes(body, MAX_BODY))
+                .await
+            {
+                Ok(Ok(body)) => body,
+                // Longer than announced (chunked), or the client went away.
+                Ok(Err(_)) => return Err(too_long()),
+                Err(_) => {
+                    return Err(Refused::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request body too slow",
+                    ));
+                }
+            };
+        serde_json::from_slice(&body)
+            .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+    }
+
+    /// Refuse a change unless a token is configured and the request carries it.
+    fn authorise(&self, headers: &HeaderMap) -> Result<(), Refused> {
         let Some(token) = &self.token else {
             return Err(Refused::new(
                 StatusCode::FORBIDDEN,
@@ -259,8 +383,7 @@ impl Api {
                 "missing or wrong token; send Authorization: Bearer TOKEN",
             ));
         }
-        serde_json::from_slice(body)
-            .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+        Ok(())
     }
 
     /// Forward an authorised change and map the reply to a status code.
@@ -381,6 +504,102 @@ mod test {
         let (code, body) = call(addr, post("/api/state", Some("s3cret"), bad_vhid)).await;
         assert_eq!(code, 409);
         assert!(body.contains("no vhid 9 is configured"), "{body}");
+    }
+
+    /// Serve with short timeouts and `connections` slots.
+    async fn start_limited(token: Option<&str>, connections: usize) -> SocketAddr {
+        let limits = Limits {
+            connections,
+            headers: Duration::from_millis(300),
+            body: Duration::from_millis(300),
+            lifetime: Duration::from_secs(5),
+            grace: Duration::from_millis(100),
+        };
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(fake_daemon(), token.map(str::to_string), limits.body);
+        tokio::spawn(serve_with(listener, app, limits));
+        addr
+    }
+
+    /// Send `raw` and read until the server closes or 2 s pass.
+    async fn call_within(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(raw).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_token_is_checked_before_the_body_is_read() {
+        let addr = start_limited(Some("s3cret"), 4).await;
+        // A body announced but never sent: the refusal comes on the headers alone.
+        let raw = "POST /api/maintenance HTTP/1.1\r\nHost: x\r\nContent-Length: 1900000\r\n\r\n";
+        let started = std::time::Instant::now();
+        let out = call_within(addr, raw.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn bodies_longer_than_the_cap_are_refused() {
+        let addr = start_limited(Some("s3cret"), 4).await;
+        let big = format!(r#"{{"on":true,"x":"{}"}}"#, "y".repeat(MAX_BODY));
+        let out = call_within(
+            addr,
+            post("/api/maintenance", Some("s3cret"), &big).as_bytes(),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+        let chunked = format!(
+            "POST /api/maintenance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+            big.len()
+        );
+        let out = call_within(addr, chunked.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_times_out() {
+        let addr = start_limited(Some("s3cret"), 4).await;
+        let raw = "POST /api/maintenance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 12\r\n\r\n{\"on\"";
+        let out = call_within(addr, raw.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn silent_and_idle_connections_are_closed() {
+        let addr = start_limited(None, 4).await;
+        let started = std::time::Instant::now();
+        let out = call_within(addr, b"GET /api/st").await;
+        assert!(started.elapsed() < Duration::from_secs(1), "{out}");
+        // Kept alive after an answer, then idle: closed as well.
+        let keep = "GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n";
+        let started = std::time::Instant::now();
+        let out = call_within(addr, keep.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_for_a_slot() {
+        let addr = start_limited(None, 2).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let get = "GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let out = call_within(addr, get.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        // Served once a silent one timed out (300 ms), not before.
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

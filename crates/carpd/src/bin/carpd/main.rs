@@ -164,6 +164,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn run(config: DaemonConfig, overrides: Overrides) -> ExitCode {
+    raise_nofile_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -195,6 +196,22 @@ fn run(config: DaemonConfig, overrides: Overrides) -> ExitCode {
             }
         }
     })
+}
+
+/// Raise the soft descriptor limit to the hard one (at most 2^20), so the
+/// servers' connection caps, a share of it, leave a wide reserve for the
+/// protocol's own sockets, records and hooks.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let want = hard.min(1 << 20);
+    if soft < want
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard)
+    {
+        eprintln!("carpd: warning: cannot raise the descriptor limit from {soft} to {want}: {e}");
+    }
 }
 
 /// SIGTERM and SIGINT end the daemon (bow-out first); SIGHUP reloads.
