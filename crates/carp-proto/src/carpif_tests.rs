@@ -281,3 +281,39 @@ fn successor_advert_needs_a_valid_hmac() {
     me.handle_datagram(at(10), meta, &bytes);
     assert_eq!(me.stats().accepted, 1);
 }
+
+#[test]
+fn advert_from_a_source_outside_the_allow_list_is_dropped() {
+    let mut c = one_node(100);
+    c.allowed_sources = vec!["192.0.2.2".parse().unwrap()];
+    let mut node = Node::new(NodeConfig::default());
+    node.add_interface(at(0), LINK, c, &[[7; 8]]).unwrap();
+    drain(&mut node);
+    let (mut master, _) = node_with(one_node(0));
+    let t = master.poll_timeout().unwrap();
+    master.handle_timeout(t);
+    let Some(Action::Transmit { bytes, .. }) = drain(&mut master)
+        .into_iter()
+        .find(|a| matches!(a, Action::Transmit { .. }))
+    else {
+        panic!("no advertisement")
+    };
+    let meta = |src: &str| RxMeta {
+        link: LINK,
+        src: src.parse().unwrap(),
+        dst: "224.0.0.18".parse().unwrap(),
+        ttl: 255,
+    };
+    let timer = node.poll_timeout();
+    node.handle_datagram(at(10), meta("192.0.2.99"), &bytes);
+    assert!(drain(&mut node).is_empty());
+    assert_eq!(
+        node.poll_timeout(),
+        timer,
+        "a forbidden source restarts no timer"
+    );
+    let s = node.stats();
+    assert_eq!((s.bad_src, s.accepted, s.dropped()), (1, 0, 1));
+    node.handle_datagram(at(20), meta("192.0.2.2"), &bytes);
+    assert_eq!(node.stats().accepted, 1, "the allowed peer is heard");
+}

@@ -295,6 +295,11 @@ pub struct CarpIfConfig {
     pub flavour: Flavour,
     /// An optional pre-master gate.
     pub gate: Option<Gate>,
+    /// If not empty, the only source addresses whose advertisements are
+    /// considered; others are dropped as `bad_src`. The CARP header leaves
+    /// advbase, advskew and demote outside the HMAC, so a replayed advert with
+    /// advbase 0 keeps every node BACKUP; this list limits who can do that.
+    pub allowed_sources: Vec<IpAddr>,
 }
 
 impl CarpIfConfig {
@@ -371,6 +376,7 @@ impl From<VhostConfig> for CarpIfConfig {
             lladdr: Lladdr::default(),
             flavour: Flavour::default(),
             gate: None,
+            allowed_sources: Vec::new(),
         }
     }
 }

@@ -239,7 +239,7 @@ impl Node {
         if let Err(reason) = self.receive(now, meta, bytes) {
             match reason {
                 // Counted by the vhost that checked them.
-                DropReason::BadAuth | DropReason::Replay => {}
+                DropReason::BadAuth | DropReason::BadSource | DropReason::Replay => {}
                 _ => self.stats.count_drop(reason),
             }
         }
@@ -268,7 +268,12 @@ impl Node {
             .ok_or(DropReason::BadVhid(repr.vhid))?;
         iface
             .with(slot, ctx, &mut self.out, |v, cx| {
-                let result = v.receive(now, meta.src, &repr, cx);
+                let allowed = &cx.shared.config.allowed_sources;
+                let result = if allowed.is_empty() || allowed.contains(&meta.src) {
+                    v.receive(now, meta.src, &repr, cx)
+                } else {
+                    Err(DropReason::BadSource)
+                };
                 if let Err(reason) = result {
                     v.stats.count_drop(reason);
                 }

@@ -29,6 +29,9 @@ pub struct Stats {
     pub bad_ver: u64,
     /// HMAC did not verify (`carps_badauth`).
     pub bad_auth: u64,
+    /// The source address is not in the interface's allow-list (carpd).
+    #[serde(default)]
+    pub bad_src: u64,
     /// Our own cookie came back: a loop or a replay of our packets (OpenBSD logs
     /// "replay or network loop detected"; counted apart from `bad_auth` here).
     pub replay: u64,
@@ -63,6 +66,7 @@ impl Stats {
             + self.bad_vhid
             + self.bad_ver
             + self.bad_auth
+            + self.bad_src
             + self.replay
     }
 
@@ -76,6 +80,7 @@ impl Stats {
             DropReason::BadVhid(_) => &mut self.bad_vhid,
             DropReason::BadVersion(_) => &mut self.bad_ver,
             DropReason::BadAuth => &mut self.bad_auth,
+            DropReason::BadSource => &mut self.bad_src,
             DropReason::Replay => &mut self.replay,
         };
         *counter += 1;
@@ -93,6 +98,7 @@ impl AddAssign<&Stats> for Stats {
         self.bad_vhid += o.bad_vhid;
         self.bad_ver += o.bad_ver;
         self.bad_auth += o.bad_auth;
+        self.bad_src += o.bad_src;
         self.replay += o.replay;
         self.accepted += o.accepted;
         self.odd_header += o.odd_header;
@@ -121,6 +127,8 @@ pub enum DropReason {
     BadVersion(u8),
     /// HMAC mismatch.
     BadAuth,
+    /// The source is not in the allow-list.
+    BadSource,
     /// Our own cookie.
     Replay,
 }
@@ -135,6 +143,7 @@ impl fmt::Display for DropReason {
             DropReason::BadVhid(v) => write!(f, "no running vhid {v}"),
             DropReason::BadVersion(v) => write!(f, "invalid version {v}"),
             DropReason::BadAuth => write!(f, "incorrect hash"),
+            DropReason::BadSource => write!(f, "source address not allowed"),
             DropReason::Replay => write!(f, "replay or network loop detected"),
         }
     }

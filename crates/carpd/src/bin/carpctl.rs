@@ -230,13 +230,14 @@ fn print_status(vhosts: &[VhostView], groups: &[(String, u8)]) {
         );
         let s = &v.stats;
         println!(
-            // Drops before the vhid is known (TTL, length, checksum) are host-wide: `carpctl stats`.
-            "{:>15} accepted {} rejected {} (badver {} badauth {} replay {}) sent {} send errors {}",
+            // Drops before the vhid is known (TTL, version, length, checksum) are
+            // host-wide: `carpctl stats`.
+            "{:>15} accepted {} rejected {} (badauth {} badsrc {} replay {}) sent {} send errors {}",
             "",
             s.accepted,
-            s.bad_ver + s.bad_auth + s.replay,
-            s.bad_ver,
+            s.bad_auth + s.bad_src + s.replay,
             s.bad_auth,
+            s.bad_src,
             s.replay,
             s.opackets + s.opackets6,
             s.send_errors
@@ -269,6 +270,7 @@ fn print_stats(s: &carp_proto::Stats) {
         (s.bad_ver, "discarded packets with a bad version"),
         (s.bad_auth, "discarded for bad authentication"),
         (s.bad_vhid, "discarded for unknown vhid"),
+        (s.bad_src, "discarded from a source not allowed"),
         (s.replay, "discarded as our own (loop or replay)"),
         (s.accepted, "accepted"),
         (s.odd_header, "accepted with unusual type or authlen"),

@@ -41,6 +41,8 @@ pub(super) struct FileVhost {
     pub(super) hook_timeout: Option<Spanned<toml::Value>>,
     pub(super) peer: Option<Spanned<String>>,
     peer6: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) allow: Vec<Spanned<String>>,
     pub(super) master_down: Option<Spanned<String>>,
 }
 
@@ -67,6 +69,7 @@ impl FileVhost {
             }),
             peer: loc.opt(self.peer),
             peer6: loc.opt(self.peer6),
+            allow: self.allow.into_iter().map(|v| loc.one(v)).collect(),
             master_down: loc.opt(self.master_down),
             ..Draft::default()
         }
@@ -123,7 +126,7 @@ pub(super) fn resolve(base: Option<&Path>, path: PathBuf) -> PathBuf {
 // ===== command-line words =====
 
 pub(super) const KEYWORDS: &str = "carpdev, vhid, advbase, advskew, pass, passfile, lladdr, group, \
-                        peer, peer6, up, down, master-down, hook-timeout";
+                        peer, peer6, allow, up, down, master-down, hook-timeout";
 
 pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileError> {
     let mut drafts = Vec::new();
@@ -197,6 +200,7 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
             "group" => cur.groups.push(value("a group name")?),
             "peer" => set_once(&mut cur.peer, value("an IPv4 address")?, keyword)?,
             "peer6" => set_once(&mut cur.peer6, value("an IPv6 address")?, keyword)?,
+            "allow" => cur.allow.push(value("a peer's source address")?),
             "up" => set_once(
                 &mut cur.up,
                 value("a script path")?.map(PathBuf::from),
@@ -311,6 +315,7 @@ pub(super) struct Draft {
     pub(super) hook_timeout: Option<Located<Option<Duration>>>,
     pub(super) peer: Option<Located<String>>,
     peer6: Option<Located<String>>,
+    pub(super) allow: Vec<Located<String>>,
     pub(super) master_down: Option<Located<String>>,
 }
 
@@ -424,6 +429,11 @@ impl Draft {
             Some(p) => Some(parse_peer::<Ipv6Addr>(&p, "peer6 expects an IPv6 address")?),
             None => None,
         };
+        let allow = self
+            .allow
+            .iter()
+            .map(|a| parse_peer::<IpAddr>(a, "allow expects an IPv4 or IPv6 address"))
+            .collect::<Result<Vec<_>, _>>()?;
         let carpdev = carpdev.value;
         let spec = VhostSpec {
             carpdev,
@@ -432,6 +442,7 @@ impl Draft {
             hooks,
             peer,
             peer6,
+            allow,
             proto,
         };
         Ok(Checked {

@@ -32,6 +32,7 @@
 //! hook_timeout = "10s"              # or 10 (seconds), or "500ms"
 //! peer = "192.0.2.2"                # unicast advertisements
 //! peer6 = "2001:db8::2"
+//! allow = ["192.0.2.2", "fe80::2"]  # only these sources are heard (default: any)
 //! master_down = "openbsd"           # or "freebsd"
 //! ```
 //!
@@ -190,6 +191,8 @@ pub struct VhostSpec {
     pub peer: Option<Ipv4Addr>,
     /// Unicast IPv6 destination for advertisements instead of ff02::12 (FreeBSD `peer6`).
     pub peer6: Option<Ipv6Addr>,
+    /// If not empty, advertisements from other source addresses are dropped (`bad_src`).
+    pub allow: Vec<IpAddr>,
     /// vhid, advbase, advskew, passphrase, addresses, groups, master-down formula.
     pub proto: VhostConfig,
 }
@@ -209,6 +212,7 @@ impl VhostSpec {
             .collect();
         c.peer = self.peer;
         c.peer6 = self.peer6;
+        c.allowed_sources = self.allow.clone();
         c.lladdr = match self.lladdr {
             Lladdr::Virtual => carp_proto::Lladdr::Virtual,
             Lladdr::Real => carp_proto::Lladdr::Parent,
@@ -405,7 +409,7 @@ impl DaemonConfig {
     ///
     /// Keywords: `carpdev IF`, `vhid N`, `advbase N`, `advskew N`, `pass TEXT`,
     /// `passfile PATH`, `lladdr virtual|real`, `group NAME` (repeatable), `peer A`,
-    /// `peer6 A`, `up PATH`, `down PATH`, `master-down openbsd|freebsd`,
+    /// `peer6 A`, `allow A` (repeatable), `up PATH`, `down PATH`, `master-down openbsd|freebsd`,
     /// `hook-timeout 10s`; any word that parses as an address or CIDR is a VIP.
     /// Every keyword applies to the current vhost. `vhid` starts a new vhost
     /// when the current one already has a vhid, and `carpdev` does when the

@@ -561,3 +561,24 @@ fn columns_count_characters() {
         file_err(text)
     );
 }
+
+#[test]
+fn allow_list_from_words_and_file() {
+    let line = "carpdev eth0 vhid 1 pass s allow 192.0.2.2 allow fe80::2 198.51.100.50/24";
+    let v = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
+    let want: Vec<IpAddr> = vec!["192.0.2.2".parse().unwrap(), "fe80::2".parse().unwrap()];
+    assert_eq!(v[0].allow, want);
+    assert_eq!(v[0].carp_if_config().allowed_sources, want);
+    let toml = "[[vhost]]\ncarpdev = \"eth0\"\nvhid = 1\npass = \"s\"\n\
+                addresses = [\"198.51.100.50/24\"]\nallow = [\"192.0.2.2\", \"fe80::2\"]\n";
+    let c = DaemonConfig::from_toml_str(toml, Path::new("c.toml")).unwrap();
+    assert_eq!(c.vhosts[0].allow, want);
+    let err =
+        DaemonConfig::from_ifconfig_words(&words("carpdev eth0 vhid 1 allow nope 198.51.100.50"))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("allow expects an IPv4 or IPv6 address"),
+        "{err}"
+    );
+}

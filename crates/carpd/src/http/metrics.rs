@@ -28,7 +28,7 @@ type PerVhost<T, V> = (&'static str, &'static str, fn(&T) -> V);
 /// Every host-wide counter: (metric name without `_total`, label, stats field).
 ///
 /// `received == accepted + every dropped reason`, as in `carpctl stats`.
-fn host_counters(s: &Stats) -> [HostCounter; 17] {
+fn host_counters(s: &Stats) -> [HostCounter; 18] {
     [
         (
             "carp_received_packets",
@@ -70,6 +70,11 @@ fn host_counters(s: &Stats) -> [HostCounter; 17] {
             "carp_dropped_packets",
             Some(("reason", "bad_auth")),
             s.bad_auth,
+        ),
+        (
+            "carp_dropped_packets",
+            Some(("reason", "bad_src")),
+            s.bad_src,
         ),
         ("carp_dropped_packets", Some(("reason", "replay")), s.replay),
         ("carp_accepted_packets", None, s.accepted),
