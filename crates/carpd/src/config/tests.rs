@@ -262,7 +262,7 @@ fn file_errors_name_line_and_column() {
         ),
         (
             "colour = \"red\"",
-            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `hook_timeout`, `peer`, `peer6`, `master_down`",
+            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `hook_timeout`, `peer`, `peer6`, `allow`, `master_down`",
         ),
         (
             "advskew = \"x\"",
