@@ -112,10 +112,19 @@ fn recreated_carpdev_is_picked_up_under_a_new_ifindex() {
     );
     lab.exec_ok(
         &a.ns,
-        &["ip", "addr", "add", &format!("{}/24", host.v4), "dev", "eth0"],
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", host.v4),
+            "dev",
+            "eth0",
+        ],
     );
     lab.exec_ok(&a.ns, &["ip", "link", "set", "eth0", "up"]);
-    let new_index = lab.link_json(&a.ns, "eth0")["ifindex"].as_u64().unwrap_or(0) as u32;
+    let new_index = lab.link_json(&a.ns, "eth0")["ifindex"]
+        .as_u64()
+        .unwrap_or(0) as u32;
     assert_ne!(new_index, host.ifindex, "a new ifindex");
     wait_state(&a, 22, "BACKUP", Duration::from_secs(5));
     wait_for("A undemoted", Duration::from_secs(3), POLL, || {
@@ -155,7 +164,14 @@ fn flushed_carpdev_addresses_are_logged_and_keep_one_master() {
     let host = lab.host(0).clone();
     lab.exec_ok(
         &a.ns,
-        &["ip", "addr", "add", &format!("{}/24", host.v4), "dev", "eth0"],
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", host.v4),
+            "dev",
+            "eth0",
+        ],
     );
     wait_log(&a, "IPv4 source is", Duration::from_secs(3));
 }

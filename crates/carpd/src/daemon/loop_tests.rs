@@ -49,6 +49,7 @@ enum Call {
     /// As a frame from the virtual MAC.
     AdvertFrame([u8; 6], IpAddr, Vec<u8>),
     OpenL2(LinkId),
+    CloseLink(LinkId),
     Garp([u8; 6], Ipv4Addr),
     Na([u8; 6], Ipv6Addr),
     WriteSysctl(String),
@@ -239,12 +240,15 @@ impl Os for Fake {
     fn open_carp_socket(
         &mut self,
         link: LinkId,
+        _index: u32,
         _ifname: &str,
         family: Family,
         to: mpsc::Sender<Datagram>,
     ) -> Result<(), OsError> {
         self.call(Call::OpenSocket(link, family));
-        self.0.borrow_mut().sockets.push((link, family, to));
+        let mut w = self.0.borrow_mut();
+        w.sockets.retain(|(l, f, _)| (*l, *f) != (link, family));
+        w.sockets.push((link, family, to));
         Ok(())
     }
 
@@ -267,9 +271,14 @@ impl Os for Fake {
         }
     }
 
-    fn open_l2(&mut self, link: LinkId) -> Result<(), OsError> {
+    fn open_l2(&mut self, link: LinkId, _index: u32) -> Result<(), OsError> {
         self.call(Call::OpenL2(link));
         Ok(())
+    }
+
+    fn close_link(&mut self, link: LinkId) {
+        self.call(Call::CloseLink(link));
+        self.0.borrow_mut().sockets.retain(|(l, _, _)| *l != link);
     }
 
     fn send_advert_frame(
@@ -530,34 +539,54 @@ async fn link_down_goes_init_and_removes_addresses() {
 
 /// Input: the kernel refuses the IPv4 VIP (EPERM) when the vhost takes over.
 /// Output: the failure is logged at LOG_ERR with the vhost, the address and
-/// the errno; the IPv6 VIP is still added, both are announced, the vhost
-/// stays MASTER and keeps advertising, and the daemon stops cleanly.
+/// the errno, and counted; a MASTER without its addresses would black-hole
+/// them, so the interface steps down (INIT, "cannot hold the addresses",
+/// group demoted by 1) and releases what it added. It is rebuilt 1 s later
+/// (BACKUP, undemoted), takes over again, fails again, and waits longer
+/// before the next rebuild; the daemon stops cleanly.
 #[tokio::test(start_paused = true)]
-async fn failed_address_add_is_logged_and_the_loop_goes_on() {
+async fn failed_address_add_steps_down_with_demotion_and_retries() {
     let fake = Fake::new();
     fake.fail_add(ip(VIP), libc::EPERM);
     let result = Harness::run(&vhost(1, 0, "real", &["192.0.2.50/24", "2001:db8::50/64"]), fake, |h| async move {
-        h.until_master(1).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // MASTER only until its add fails, in the same turn of the loop.
+        until_faulted(&h).await;
         assert!(
             logged(Level::Err, "vhid 1@eth0: cannot add 192.0.2.50/24: netlink add address: Operation not permitted (os error 1)"),
             "{:#?}",
             capture::lines()
         );
-        let calls = h.fake.calls();
-        assert!(calls.contains(&Call::AddAddress(ETH0, ip(VIP6), 64)));
-        assert!(calls.iter().any(|c| matches!(c, Call::Garp(..))));
-        assert!(calls.iter().filter(|c| c.advert().is_some()).count() >= 3, "{calls:#?}");
         let view = h.view(1).await;
-        assert_eq!(view.state, VhostState::Master);
-        // Fed back to the core: counted, shown, and asked for again every second.
-        assert!(view.address_failures >= 3, "{view:?}");
-        let tries = calls.iter().filter(|c| **c == Call::AddAddress(ETH0, ip(VIP), 24)).count();
-        assert!(tries >= 3, "the failed add is retried: {calls:#?}");
+        assert_eq!((view.state, view.cause), (VhostState::Init, VhostCause::AddressFault));
+        assert_eq!(view.demote, 1);
+        assert!(view.address_failures >= 1, "{view:?}");
+        let calls = h.fake.calls();
+        assert!(calls.contains(&Call::DelAddress(ETH0, ip(VIP6), 64)), "released: {calls:#?}");
+        assert!(logged(Level::Err, "vhid 1@eth0: cannot add its addresses; stepping down, rebuilding in 1s"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let view = h.view(1).await;
+        assert_eq!((view.state, view.demote), (VhostState::Backup, 0));
+        // Alone, it takes over again after master-down, and fails again.
+        until_faulted(&h).await;
+        assert!(logged(Level::Err, "stepping down, rebuilding in 2s"), "{:#?}", capture::lines());
+        let tries = h.fake.calls().iter().filter(|c| **c == Call::AddAddress(ETH0, ip(VIP), 24)).count();
+        assert!(tries >= 2, "the failed add is tried again");
         h.signal(Signal::Terminate).await;
     })
     .await;
     result.unwrap();
+}
+
+/// Wait (on the paused clock) until vhid 1 is INIT for an address fault.
+async fn until_faulted(h: &Harness) {
+    for _ in 0..100 {
+        let v = h.view(1).await;
+        if (v.state, v.cause) == (VhostState::Init, VhostCause::AddressFault) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("vhid 1 never stepped down for an address fault");
 }
 
 /// Input: SIGTERM to a MASTER with a virtual MAC (a macvlan). Output: the

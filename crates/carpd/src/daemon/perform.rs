@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use carp_proto::{Action, AddrSpec, CarpIfId, Cause, Family, State, VhostId};
 
+use super::events::{NO_SOURCE_V4, SOURCE_WARNING_EVERY};
 use super::{Daemon, vhost_of};
 use crate::carplog;
 use crate::control::types::Transition;
@@ -43,6 +44,10 @@ impl<O: Os> Daemon<O> {
                 let ok = self.add_addresses(iface, &addresses).await;
                 let now = self.now();
                 self.node.handle_address_result(now, iface, ok);
+                if !ok {
+                    // A MASTER without its addresses black-holes them: hand over.
+                    self.fault(vhost_of(iface), "cannot add its addresses");
+                }
             }
             Action::RemoveAddresses { iface, addresses } => {
                 self.remove_addresses(iface, &addresses).await;
@@ -157,6 +162,18 @@ impl<O: Os> Daemon<O> {
             Family::V4 => (dev.has4, dev.src4.map(IpAddr::V4)),
             Family::V6 => (dev.has6, None),
         };
+        // Without an IPv4 address on the carpdev, OpenBSD `carp_send_ad`
+        // (ifaof_ifpforaddr finds none) and FreeBSD `carp_send_ad_locked`
+        // (carp_best_ifa finds none) set ip_src to 0 and still send: the
+        // MASTER keeps its role and peers keep hearing it. So do we, and say so.
+        if family == Family::V4 && dev.src4.is_none() {
+            let now = tokio::time::Instant::now();
+            let last = dev.warned_src4.get();
+            if last.is_none_or(|t| now.saturating_duration_since(t) >= SOURCE_WARNING_EVERY) {
+                dev.warned_src4.set(Some(now));
+                carplog!(Warning, "{}: {}", dev.name, NO_SOURCE_V4);
+            }
+        }
         let result = if let Some(mac) = src_mac {
             // Like the kernels: multicast advertisements leave from the virtual
             // MAC, so every advertisement refreshes the switches' MAC tables.
