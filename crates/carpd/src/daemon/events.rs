@@ -151,10 +151,11 @@ impl<O: Os> Daemon<O> {
         dev.src6 = src6;
     }
 
-    /// An advertisement from 0.0.0.0 arrived on carpdev `link`: accepted, as
-    /// by OpenBSD `carp_proto_input` and FreeBSD `carp_input`, which check no
-    /// source; dropping it would make a MASTER that lost its carpdev's
-    /// addresses look dead and put its VIPs on two hosts. Logged, rate-limited.
+    /// A datagram from 0.0.0.0 arrived on carpdev `link`. It goes on to the
+    /// core's checks like any other, as in OpenBSD `carp_proto_input` and
+    /// FreeBSD `carp_input`, which check no source: dropping it would make a
+    /// MASTER that lost its carpdev's addresses look dead and put its VIPs on
+    /// two hosts. Logged, rate-limited (before the checks, so also for junk).
     pub(super) fn note_unspecified_source(&mut self, link: LinkId) {
         let Some(dev) = self.carpdevs.get_mut(&link) else {
             return;
@@ -169,7 +170,8 @@ impl<O: Os> Daemon<O> {
         dev.warned_rx_unspecified = Some(now);
         carplog!(
             Warning,
-            "{}: advertisement from 0.0.0.0 accepted (its sender's carpdev has no IPv4 address)",
+            "{}: advertisement from 0.0.0.0 (its sender's carpdev has no IPv4 address); \
+             not dropped, as by the BSDs",
             dev.name
         );
     }

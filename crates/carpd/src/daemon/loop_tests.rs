@@ -145,6 +145,27 @@ impl Fake {
         let tx = self.0.borrow().events.clone().expect("monitor open");
         tx.send(e).await.unwrap();
     }
+
+    /// Delete link `index` with its addresses, and report it.
+    async fn delete(&self, index: u32) {
+        let info = {
+            let mut w = self.0.borrow_mut();
+            w.addrs.remove(&index);
+            w.links.remove(&index).expect("link exists")
+        };
+        self.event(LinkEvent::Removed(LinkInfo {
+            admin_up: false,
+            carrier: false,
+            ..info
+        }))
+        .await;
+    }
+
+    /// The index of the link named `name`.
+    fn index_of(&self, name: &str) -> Option<u32> {
+        let w = self.0.borrow();
+        w.links.values().find(|l| l.name == name).map(|l| l.index)
+    }
 }
 
 fn link(index: u32, name: &str, mac: [u8; 6], up: bool) -> LinkInfo {
@@ -859,6 +880,198 @@ async fn send_errors_are_logged_with_their_errno() {
             );
             assert!(h.view(1).await.stats.send_errors >= 3);
             assert!(logged(Level::Err, "snderrors"), "{:#?}", capture::lines());
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
+
+/// Input: a MASTER with a virtual MAC whose macvlan is deleted behind its
+/// back. Output: the carp interface bows out, goes INIT ("cannot hold the
+/// addresses") demoted by 1; 1 s later the macvlan is re-created and the
+/// vhost is BACKUP, undemoted, and alone takes over on the new macvlan.
+#[tokio::test(start_paused = true)]
+async fn deleted_macvlan_faults_and_is_rebuilt() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "virtual", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            let name = super::macvlan_name(ETH0, 1);
+            let old = h.fake.index_of(&name).unwrap();
+            let before = h.fake.calls().len();
+            h.fake.delete(old).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let v = h.view(1).await;
+            assert_eq!(
+                (v.state, v.cause, v.demote),
+                (VhostState::Init, VhostCause::AddressFault, 1)
+            );
+            let after = h.fake.calls()[before..].to_vec();
+            let bow_out = after
+                .iter()
+                .filter_map(Call::advert)
+                .any(|p| p[2] == 255 && p[5] == 255);
+            assert!(bow_out, "a bow-out first: {after:#?}");
+            assert!(logged(
+                Level::Err,
+                &format!("vhid 1@eth0: its macvlan {name} was deleted; stepping down")
+            ));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let new = h.fake.index_of(&name).expect("macvlan re-created");
+            assert_ne!(new, old);
+            let v = h.view(1).await;
+            assert_eq!((v.state, v.demote), (VhostState::Backup, 0));
+            h.until_master(1).await;
+            assert!(h.fake.calls().contains(&Call::AddAddress(new, ip(VIP), 24)));
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
+
+/// Input: the carpdev eth0 is deleted (with its macvlan), then re-created
+/// under another index. Output: INIT and demoted while it is gone, its
+/// sockets closed; once back, the same LinkId's sockets are reopened on the
+/// new index, the macvlan is rebuilt under its new name, the vhost is BACKUP
+/// undemoted and takes over on the new macvlan; datagrams are received again.
+#[tokio::test(start_paused = true)]
+async fn recreated_carpdev_is_rebuilt_under_its_new_index() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "virtual", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            let macvlan = h.fake.index_of(&super::macvlan_name(ETH0, 1)).unwrap();
+            h.fake.delete(macvlan).await;
+            h.fake.delete(ETH0).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let v = h.view(1).await;
+            assert_eq!(v.state, VhostState::Init);
+            assert!(v.demote >= 1, "{v:?}");
+            assert!(h.fake.calls().contains(&Call::CloseLink(LinkId(ETH0))));
+            // Rebuild attempts while it is gone fail quietly and back off.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(h.view(1).await.state, VhostState::Init);
+            const NEW: u32 = 7;
+            {
+                let mut w = h.fake.0.borrow_mut();
+                w.links.insert(NEW, link(NEW, "eth0", ETH0_MAC, true));
+                w.addrs
+                    .insert(NEW, [(ip("192.0.2.1"), 24)].into_iter().collect());
+            }
+            let before = h.fake.calls().len();
+            h.fake
+                .event(LinkEvent::Link(link(NEW, "eth0", ETH0_MAC, true)))
+                .await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let after = h.fake.calls()[before..].to_vec();
+            assert!(
+                after.contains(&Call::OpenSocket(LinkId(ETH0), Family::V4)),
+                "{after:#?}"
+            );
+            let name = super::macvlan_name(NEW, 1);
+            assert!(
+                after.contains(&Call::EnsureMacvlan(NEW, name.clone())),
+                "{after:#?}"
+            );
+            let v = h.view(1).await;
+            assert_eq!((v.state, v.demote), (VhostState::Backup, 0), "{v:?}");
+            h.until_master(1).await;
+            let new_macvlan = h.fake.index_of(&name).unwrap();
+            assert!(
+                h.fake
+                    .calls()
+                    .contains(&Call::AddAddress(new_macvlan, ip(VIP), 24))
+            );
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
+
+/// Input: a MASTER's carpdev loses its IPv4 address; a BACKUP's hears an
+/// advertisement from 0.0.0.0. Output: the MASTER keeps advertising (the
+/// BSDs send from 0.0.0.0) and says so once, not once per advertisement;
+/// the source change back is logged. A received advertisement from 0.0.0.0
+/// is accepted and logged once.
+#[tokio::test(start_paused = true)]
+async fn advertising_without_an_ipv4_source_is_logged_once() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "real", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            h.fake
+                .0
+                .borrow_mut()
+                .addrs
+                .get_mut(&ETH0)
+                .unwrap()
+                .remove(&(ip("192.0.2.1"), 24));
+            h.fake
+                .event(LinkEvent::AddressRemoved {
+                    index: ETH0,
+                    addr: ip("192.0.2.1"),
+                    prefix_len: 24,
+                })
+                .await;
+            let before = h
+                .fake
+                .calls()
+                .iter()
+                .filter(|c| c.advert().is_some())
+                .count();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let sent = h
+                .fake
+                .calls()
+                .iter()
+                .filter(|c| c.advert().is_some())
+                .count()
+                - before;
+            assert!(sent >= 4, "still advertising: {sent}");
+            assert_eq!(h.view(1).await.state, VhostState::Master);
+            let warnings = capture::lines()
+                .iter()
+                .filter(|(l, line)| {
+                    *l == Level::Warning && line.contains("no IPv4 address to send from")
+                })
+                .count();
+            assert_eq!(warnings, 1, "rate-limited: {:#?}", capture::lines());
+            h.fake
+                .0
+                .borrow_mut()
+                .addrs
+                .get_mut(&ETH0)
+                .unwrap()
+                .insert((ip("192.0.2.1"), 24));
+            h.fake
+                .event(LinkEvent::AddressAdded {
+                    index: ETH0,
+                    addr: ip("192.0.2.1"),
+                    prefix_len: 24,
+                })
+                .await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(logged(Level::Warning, "eth0: IPv4 source is 192.0.2.1"));
+            for _ in 0..2 {
+                h.fake.inject(Family::V4, ip("0.0.0.0"), &[0x21; 36]).await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let heard = capture::lines()
+                .iter()
+                .filter(|(l, line)| {
+                    *l == Level::Warning && line.contains("advertisement from 0.0.0.0")
+                })
+                .count();
+            assert_eq!(heard, 1, "{:#?}", capture::lines());
             h.signal(Signal::Terminate).await;
         },
     )

@@ -120,11 +120,9 @@ impl<O: Os> Daemon<O> {
                     format!("{e:#}"),
                     r.repair_delay
                 );
-                if !faulted {
-                    if let Some(iface) = self.node.interface_of(id) {
-                        let now = self.now();
-                        self.node.handle_interface_fault(now, iface, true);
-                    }
+                if !faulted && let Some(iface) = self.node.interface_of(id) {
+                    let now = self.now();
+                    self.node.handle_interface_fault(now, iface, true);
                 }
             }
         }
