@@ -130,12 +130,19 @@ impl<O: Os> Daemon<O> {
         let results = futures::future::join_all(requests).await;
         let mut gone = Vec::new();
         for (va, result) in chosen.iter().zip(results) {
-            if let Err(e) = &result {
-                carplog!(Err, "{}: cannot remove {va}: {}", self.label(id), chain(e));
-            }
             // Gone (or never there): forget it; otherwise the next start retries.
             let errno = result.as_ref().err().and_then(|e| e.raw_os_error());
-            if result.is_ok() || matches!(errno, Some(libc::EADDRNOTAVAIL | libc::ENODEV)) {
+            let absent = matches!(errno, Some(libc::EADDRNOTAVAIL | libc::ENODEV));
+            if let Err(e) = &result {
+                // Absent is the expected end after a deleted macvlan or carpdev.
+                let level = if absent { Level::Debug } else { Level::Err };
+                let label = self.label(id);
+                log::log(
+                    level,
+                    format_args!("{label}: cannot remove {va}: {}", chain(e)),
+                );
+            }
+            if result.is_ok() || absent {
                 gone.push(owned_address(&ifname, va));
             }
         }
