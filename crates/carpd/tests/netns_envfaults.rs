@@ -54,7 +54,8 @@ fn deleted_macvlan_hands_over_and_is_rebuilt() {
     assert_eq!(wait_single_master(&[&a, &b], 21, ELECTION), 0);
     let mv = macvlan_name(lab.host(0).ifindex, 21);
     lab.exec_ok(&a.ns, &["ip", "link", "del", &mv]);
-    wait_state(&b, 21, "MASTER", TAKEOVER);
+    let took = wait_state(&b, 21, "MASTER", TAKEOVER);
+    eprintln!("B MASTER {took:?} after the macvlan was deleted");
     wait_for("only B holds the VIP", Duration::from_secs(2), POLL, || {
         (holders(&lab, &[&a, &b]) == 1 && lab.has_addr(&b.ns, VIP4)).then_some(())
     });
@@ -87,7 +88,8 @@ fn recreated_carpdev_is_picked_up_under_a_new_ifindex() {
     assert_eq!(wait_single_master(&[&a, &b], 22, ELECTION), 0);
     let host = lab.host(0).clone();
     lab.exec_ok(&a.ns, &["ip", "link", "del", "eth0"]);
-    wait_state(&b, 22, "MASTER", TAKEOVER);
+    let took = wait_state(&b, 22, "MASTER", TAKEOVER);
+    eprintln!("B MASTER {took:?} after eth0 was deleted");
     wait_state(&a, 22, "INIT", Duration::from_secs(2));
     // Re-create eth0 as the lab made it: a veth into the switch's bridge.
     lab.exec_ok(
@@ -126,7 +128,8 @@ fn recreated_carpdev_is_picked_up_under_a_new_ifindex() {
         .as_u64()
         .unwrap_or(0) as u32;
     assert_ne!(new_index, host.ifindex, "a new ifindex");
-    wait_state(&a, 22, "BACKUP", Duration::from_secs(5));
+    let took = wait_state(&a, 22, "BACKUP", Duration::from_secs(5));
+    eprintln!("A BACKUP {took:?} after eth0 was re-created");
     wait_for("A undemoted", Duration::from_secs(3), POLL, || {
         (view(&a, 22).demote == 0).then_some(())
     });

@@ -61,6 +61,18 @@ impl<O: Os> Daemon<O> {
     /// A link appeared or changed: a carpdev's carrier, or a carpdev back
     /// under its name (maybe with a new index).
     async fn link_changed(&mut self, info: &LinkInfo) {
+        if !info.admin_up {
+            // A macvlan set down keeps its addresses but passes no traffic.
+            let ids: Vec<VhostId> = self
+                .vhosts
+                .iter()
+                .filter(|(_, r)| r.macvlan == Some(info.index))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                self.fault(id, &format!("its macvlan {} was set down", info.name));
+            }
+        }
         if let Some(link) = self.link_at(info.index) {
             let now = self.now();
             self.node

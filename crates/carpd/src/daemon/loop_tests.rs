@@ -1078,3 +1078,40 @@ async fn advertising_without_an_ipv4_source_is_logged_once() {
     .await;
     result.unwrap();
 }
+
+/// Input: a MASTER's macvlan is set down by someone (it keeps the VIP but
+/// passes no traffic). Output: the interface steps down for an address fault;
+/// the rebuild sets the macvlan up again and the vhost returns to BACKUP.
+#[tokio::test(start_paused = true)]
+async fn macvlan_set_down_faults_and_is_set_up_again() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "virtual", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            let name = super::macvlan_name(ETH0, 1);
+            let index = h.fake.index_of(&name).unwrap();
+            let mut down = link(index, &name, crate::os::l2::virtual_mac(1), false);
+            down.admin_up = false;
+            h.fake.event(LinkEvent::Link(down)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let v = h.view(1).await;
+            assert_eq!(
+                (v.state, v.cause),
+                (VhostState::Init, VhostCause::AddressFault)
+            );
+            let before = h.fake.calls().len();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let after = h.fake.calls()[before..].to_vec();
+            assert!(
+                after.contains(&Call::EnsureMacvlan(ETH0, name)),
+                "{after:#?}"
+            );
+            assert_eq!(h.view(1).await.state, VhostState::Backup);
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
