@@ -70,7 +70,12 @@ impl<O: Os> Daemon<O> {
                 .map(|(id, _)| *id)
                 .collect();
             for id in ids {
-                self.fault(id, &format!("its macvlan {} was set down", info.name));
+                // Events lag: a macvlan is created down and then set up, and
+                // is set down just before it is deleted. Ask for its state now.
+                match self.os.link_by_index(info.index).await {
+                    Ok(current) if current.admin_up => {}
+                    _ => self.fault(id, &format!("its macvlan {} is down", info.name)),
+                }
             }
         }
         if let Some(link) = self.link_at(info.index) {

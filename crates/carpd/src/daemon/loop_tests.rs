@@ -237,7 +237,8 @@ impl Os for Fake {
     async fn ensure_macvlan(&self, parent: u32, name: &str, mac: [u8; 6]) -> Result<u32, OsError> {
         self.call(Call::EnsureMacvlan(parent, name.into()));
         let mut w = self.0.borrow_mut();
-        if let Some(l) = w.links.values().find(|l| l.name == name) {
+        if let Some(l) = w.links.values_mut().find(|l| l.name == name) {
+            l.admin_up = true;
             return Ok(l.index);
         }
         let index = w.next_index;
@@ -1094,6 +1095,7 @@ async fn macvlan_set_down_faults_and_is_set_up_again() {
             let index = h.fake.index_of(&name).unwrap();
             let mut down = link(index, &name, crate::os::l2::virtual_mac(1), false);
             down.admin_up = false;
+            h.fake.0.borrow_mut().links.insert(index, down.clone());
             h.fake.event(LinkEvent::Link(down)).await;
             tokio::time::sleep(Duration::from_millis(10)).await;
             let v = h.view(1).await;
