@@ -178,3 +178,60 @@ fn flushed_carpdev_addresses_are_logged_and_keep_one_master() {
     );
     wait_log(&a, "IPv4 source is", Duration::from_secs(3));
 }
+
+/// Input: A MASTER, B BACKUP of an IPv4 and an IPv6 VIP; A's namespace
+/// creates interfaces with IPv6 disabled, so the kernel refuses A's IPv6 VIP
+/// on its macvlan. Output: A does not stay a MASTER without its addresses: B
+/// takes over within master-down + 1 s, and afterwards exactly one host
+/// holds the IPv4 VIP.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn refused_address_add_hands_over() {
+    let lab = Lab::new("addfail", 2);
+    lab.sysctl(lab.ns(0), "net.ipv6.conf.default.disable_ipv6", "1");
+    let both = |advskew: u8| {
+        Words::new("eth0", 24)
+            .advbase(1)
+            .advskew(advskew)
+            .pass("envfaults")
+            .addr(&format!("{VIP4}/24"))
+            .addr("2001:db8::70/64")
+            .build()
+    };
+    // A, the better one, times out first and takes over; its add fails.
+    let a = lab.carpd(0, "a", &both(0));
+    let b = lab.carpd(1, "b", &both(100));
+    wait_state(&b, 24, "MASTER", ELECTION + TAKEOVER);
+    wait_for("one holder", Duration::from_secs(3), POLL, || {
+        (holders(&lab, &[&a, &b]) == 1 && lab.has_addr(&b.ns, VIP4)).then_some(())
+    });
+    // It stays that way: A is never MASTER for long.
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(holders(&lab, &[&a, &b]), 1, "one holder");
+    }
+    assert_eq!(view(&b, 24).state, "MASTER");
+}
+
+/// Input: A MASTER, B BACKUP; someone sets A's macvlan down (it keeps the
+/// VIP but passes no traffic). Output: B takes over at once; A sets the
+/// macvlan up again and returns to BACKUP, undemoted.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn macvlan_set_down_hands_over_and_is_set_up() {
+    let lab = Lab::new("downmv", 2);
+    let a = lab.carpd(0, "a", &words(25, 0));
+    let b = lab.carpd(1, "b", &words(25, 100));
+    assert_eq!(wait_single_master(&[&a, &b], 25, ELECTION), 0);
+    let mv = macvlan_name(lab.host(0).ifindex, 25);
+    lab.exec_ok(&a.ns, &["ip", "link", "set", &mv, "down"]);
+    wait_state(&b, 25, "MASTER", TAKEOVER);
+    wait_state(&a, 25, "BACKUP", Duration::from_secs(5));
+    let link = lab.link_json(&a.ns, &mv);
+    let flags = link["flags"].to_string();
+    assert!(flags.contains("\"UP\""), "macvlan set up again: {flags}");
+    wait_for("A undemoted", Duration::from_secs(3), POLL, || {
+        (view(&a, 25).demote == 0).then_some(())
+    });
+    assert_eq!(holders(&lab, &[&a, &b]), 1);
+}
