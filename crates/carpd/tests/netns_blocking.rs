@@ -134,7 +134,7 @@ fn flooding_hook_and_stalled_stderr_keep_advertising() {
     let hook = lab.path("flood.sh");
     std::fs::write(
         &hook,
-        "#!/bin/sh\nhead -c 50000000 /dev/zero | tr '\\0' 'x'\nhead -c 50000000 /dev/zero | tr '\\0' 'y' >&2\n",
+        "#!/bin/sh\nhead -c 50000000 /dev/zero | tr '\\0' 'x' >&2\nhead -c 50000000 /dev/zero | tr '\\0' 'y'\n",
     )
     .expect("write hook");
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
