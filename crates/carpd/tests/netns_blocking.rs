@@ -53,7 +53,10 @@ fn assert_a_keeps_advertising(a: &Carpd, b: &Carpd, what: &str) {
         thread::sleep(Duration::from_millis(200));
     }
     let after = b.view(1).map_or(0, |v| v.stats.accepted);
-    assert!(after >= before + 4, "{what}: B accepted {before} -> {after}");
+    assert!(
+        after >= before + 4,
+        "{what}: B accepted {before} -> {after}"
+    );
     assert_eq!(a.state(1).as_deref(), Some("MASTER"), "{what}: A answers");
 }
 
@@ -155,7 +158,11 @@ fn flooding_hook_and_stalled_stderr_keep_advertising() {
 /// The record files in `dir` (`owned-*.json`).
 fn records(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<PathBuf>>())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .collect::<Vec<PathBuf>>()
+        })
         .unwrap_or_default()
         .into_iter()
         .filter(|p: &PathBuf| {
@@ -196,7 +203,10 @@ fn planted_record_in_a_foreign_state_dir_is_refused() {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 
     let err = a.start(&lab);
-    assert!(err.is_err(), "carpd started on a state directory owned by nobody");
+    assert!(
+        err.is_err(),
+        "carpd started on a state directory owned by nobody"
+    );
     assert!(
         lab.has_addr(&a.ns, "192.0.2.10"),
         "carpd removed the host's own address"

@@ -82,6 +82,7 @@ struct Daemon<O: Os> {
     maintenance: Maintenance,
     /// Command-line flags re-applied on every reload.
     overrides: Overrides,
+    reloads: lifecycle::Reloads,
 }
 
 /// Run the daemon on `os` until `signals` yields `Terminate` (or closes).
@@ -112,6 +113,7 @@ async fn run_with<O: Os>(
     let mut links = os.link_events().context("cannot monitor links")?;
     let (rx_tx, mut rx) = mpsc::channel::<Datagram>(1024);
     let (transitions, _) = broadcast::channel(256);
+    let (reload_tx, mut reloaded) = mpsc::unbounded_channel();
     let state_dir = config
         .state_dir
         .clone()
@@ -151,6 +153,7 @@ async fn run_with<O: Os>(
         transitions,
         maintenance,
         overrides,
+        reloads: lifecycle::Reloads::new(reload_tx),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -215,14 +218,12 @@ async fn run_with<O: Os>(
                 d.node.handle_timeout(now);
             }
             Some(event) = links.recv() => d.handle_link_event(event).await,
-            Some((request, reply)) = ctl_rx.recv() => {
-                let answer = d.handle_request(request).await;
-                let _ = reply.send(answer);
-            }
+            Some((request, reply)) = ctl_rx.recv() => d.handle_envelope(request, reply).await,
             signal = signals.recv() => match signal {
-                Some(Signal::Reload) => d.reload().await,
+                Some(Signal::Reload) => d.start_reload(None),
                 Some(Signal::Terminate) | None => break,
             },
+            Some(loaded) = reloaded.recv() => d.finish_reload(loaded).await,
             // From the loop itself: a stuck loop stops the pings.
             _ = tick(watchdog.as_mut()) => systemd::watchdog(),
         }
