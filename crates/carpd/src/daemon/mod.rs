@@ -118,6 +118,12 @@ async fn run_with<O: Os>(
         .state_dir
         .clone()
         .unwrap_or_else(|| crate::config::DEFAULT_STATE_DIR.into());
+    // Before anything is read from it: see `statedir`.
+    crate::statedir::ensure_dir(
+        &state_dir,
+        0o700,
+        &crate::statedir::daemon_uids(overrides.user.as_deref()),
+    )?;
     let maintenance = Maintenance::load(&state_dir)
         .with_context(|| format!("cannot read maintenance state in {}", state_dir.display()))?;
 
@@ -157,7 +163,8 @@ async fn run_with<O: Os>(
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
-    d.remove_leftovers(leftovers).await;
+    d.remove_leftovers(crate::owned::managed(leftovers, &config))
+        .await;
     if d.maintenance.is_on() {
         // Before joining any vhid, so a maintained host never takes one over.
         let now = d.now();
