@@ -94,17 +94,25 @@ impl Queue {
     }
 }
 
-/// The queue to stderr, started by the first message.
-fn stderr_queue() -> Option<&'static Queue> {
-    static QUEUE: OnceLock<Option<Queue>> = OnceLock::new();
-    QUEUE
-        .get_or_init(|| Queue::spawn(Box::new(std::io::stderr()), QUEUE_LINES).ok())
-        .as_ref()
+static QUEUE: OnceLock<Queue> = OnceLock::new();
+
+/// Send stderr lines through a queue and a writer thread from now on;
+/// until then they are written directly (start-up, before the loop runs).
+///
+/// Call it after privileges are dropped: capabilities are per thread, and
+/// a thread started before would keep them all (and the drop refuses to
+/// run while another thread exists).
+pub fn start_queue() {
+    if QUEUE.get().is_none()
+        && let Ok(q) = Queue::spawn(Box::new(std::io::stderr()), QUEUE_LINES)
+    {
+        let _ = QUEUE.set(q);
+    }
 }
 
 /// Write what is queued before the process exits (at most `timeout`).
 pub fn flush(timeout: Duration) {
-    if let Some(q) = stderr_queue() {
+    if let Some(q) = QUEUE.get() {
         q.flush(timeout);
     }
 }
@@ -143,9 +151,9 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
     capture::push(level, &args);
     if enabled(level) {
         let line = format!("<{}>carpd: {}\n", level as u8, args);
-        match stderr_queue() {
+        match QUEUE.get() {
             Some(q) => q.push(line),
-            // No thread could be started: a blocking write beats silence.
+            // Not started (or no thread could be): write it directly.
             None => {
                 let _ = std::io::stderr().write_all(line.as_bytes());
             }

@@ -194,6 +194,8 @@ async fn run_with<O: Os>(
             return Err(anyhow::Error::new(e).context("cannot drop privileges"));
         }
     };
+    // Only now: a thread started earlier would keep every capability.
+    log::start_queue();
     if !dropped.bounding_left.is_empty() {
         carplog!(
             Warning,
