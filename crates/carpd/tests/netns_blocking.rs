@@ -310,3 +310,32 @@ fn umask_000_gives_no_world_writable_state() {
         );
     }
 }
+
+/// Input: the control socket's directory exists, owned by `nobody`.
+/// Output: carpd refuses to start, naming the directory, and configures
+/// no address.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn control_socket_in_a_foreign_directory_is_refused() {
+    let lab = Lab::new("sockdir", 1);
+    let dir = lab.path("sock");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&dir, Some(nobody), None).expect("chown nobody");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut a = Carpd::new(&lab, 0, "a", Path::new(CARPD), words(0));
+    a.sock = dir.join("a.sock");
+    assert!(
+        a.start(&lab).is_err(),
+        "carpd bound its socket in a directory nobody owns"
+    );
+    let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+    assert!(
+        log.contains(&dir.display().to_string()) && log.contains("65534"),
+        "the refusal names the directory and its owner:\n{log}"
+    );
+    assert!(
+        !lab.has_addr(&a.ns, VIP),
+        "a refused carpd holds no address"
+    );
+}
