@@ -339,3 +339,38 @@ fn control_socket_in_a_foreign_directory_is_refused() {
         "a refused carpd holds no address"
     );
 }
+
+/// Input: in A's own (trusted) state directory, a record naming eth0's own
+/// IPv6 address 2001:db8::10/64, while A configures only IPv4 on eth0.
+/// Output: A starts, leaves the address alone and says so: it removes
+/// leftovers only from its macvlans, or from a configured carpdev in a
+/// configured family.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn recorded_addresses_carpd_does_not_manage_are_left_alone() {
+    let lab = Lab::new("foreign", 1);
+    let mut a = lab.carpd(0, "a", &words(0));
+    let record = crash_with_record(&lab, &a);
+    let text = std::fs::read_to_string(&record).expect("record");
+    let planted = ifname_eth0(&text.replace(VIP, "2001:db8::10"))
+        .replace("\"prefix_len\": 24", "\"prefix_len\": 64");
+    std::fs::write(&record, planted).expect("plant");
+    assert!(
+        lab.has_addr(&a.ns, "2001:db8::10"),
+        "the lab's eth0 address"
+    );
+    lab.start(&mut a);
+    wait_state(&a, 1, "MASTER", ELECTION);
+    assert!(
+        lab.has_addr(&a.ns, "2001:db8::10"),
+        "carpd removed an IPv6 address of a carpdev it runs IPv4 on"
+    );
+    assert!(
+        logged(
+            &a,
+            "not removing 2001:db8::10/64 from eth0",
+            Duration::from_secs(2)
+        ),
+        "the refusal is logged"
+    );
+}
