@@ -91,6 +91,10 @@ pub enum Cause {
     LinkDown,
     /// "hardware interface up".
     LinkUp,
+    /// The interface cannot hold its addresses (its macvlan vanished, an add failed).
+    AddressFault,
+    /// The interface can hold its addresses again.
+    AddressRepaired,
     /// "user requested": a forced `state master|backup`.
     Forced,
     /// The vhost was disabled by the operator.
@@ -114,6 +118,8 @@ impl fmt::Display for Cause {
             Cause::LowerDemote => "less demoted master present",
             Cause::LinkDown => "hardware interface down",
             Cause::LinkUp => "hardware interface up",
+            Cause::AddressFault => "cannot hold the addresses",
+            Cause::AddressRepaired => "addresses can be held again",
             Cause::Forced => "user requested",
             Cause::Disabled => "disabled",
             Cause::Shutdown => "shutting down",
@@ -131,6 +137,8 @@ pub enum DemoteReason {
     SendErrors,
     /// The operator (`carpctl demote`).
     Operator,
+    /// A carp interface could not hold its addresses, or can again ("address fault").
+    AddressFault,
 }
 
 impl fmt::Display for DemoteReason {
@@ -139,6 +147,7 @@ impl fmt::Display for DemoteReason {
             DemoteReason::Carpdev => "carpdev",
             DemoteReason::SendErrors => "snderrors",
             DemoteReason::Operator => "operator",
+            DemoteReason::AddressFault => "address fault",
         })
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) link_down: bool,
     /// Disabled by the operator or shutting down: every node stays in INIT.
     pub(crate) disabled: bool,
+    /// The shell cannot hold the addresses (`Node::handle_interface_fault`).
+    pub(crate) faulted: bool,
     /// Demotion this interface contributes itself (OpenBSD `sc_demote_cnt`).
     pub(crate) own_demote: u8,
     /// OpenBSD `sc_lsmask`: bit i set when node i is MASTER here.
@@ -57,6 +59,7 @@ impl Shared {
             config,
             link_down,
             disabled: false,
+            faulted: false,
             own_demote: 0,
             mask: 0,
             live: false,

@@ -370,6 +370,47 @@ impl Node {
         self.apply_demotions(now);
     }
 
+    /// Report that the shell cannot (`faulted`) or can again hold the addresses
+    /// of carp interface `iface`: its macvlan vanished, an address add failed,
+    /// or that was repaired. Repeats are ignored.
+    ///
+    /// OpenBSD `carp_carpdev_state` for this one interface: a fault moves every
+    /// node to INIT and demotes the interface's groups by 1; clearing it undoes
+    /// the demotion and the nodes return to BACKUP.
+    // DEVIATION: a MASTER bows out first (its carpdev still works), so a peer
+    // takes over within one delivery rather than after master-down.
+    pub fn handle_interface_fault(&mut self, now: Instant, iface: CarpIfId, faulted: bool) {
+        let Some(ctx) = self.context_of(iface) else {
+            return;
+        };
+        let Some(i) = self.ifaces.get_mut(&iface) else {
+            return;
+        };
+        if i.shared.faulted == faulted {
+            return;
+        }
+        if faulted {
+            i.each(ctx, &mut self.out, |v, cx| v.bow_out(now, cx));
+        }
+        i.shared.faulted = faulted;
+        let (cause, adj) = if faulted {
+            (Cause::AddressFault, 1)
+        } else {
+            (Cause::AddressRepaired, -1)
+        };
+        i.each(ctx, &mut self.out, |v, cx| v.refresh(now, cause, cx));
+        self.out
+            .demotions
+            .push((iface, adj, DemoteReason::AddressFault));
+        self.apply_demotions(now);
+    }
+
+    /// Return true while carp interface `iface` is faulted (see
+    /// [`Node::handle_interface_fault`]).
+    pub fn interface_faulted(&self, iface: CarpIfId) -> bool {
+        self.ifaces.get(&iface).is_some_and(|i| i.shared.faulted)
+    }
+
     /// Report whether one `Action::Transmit` of `id` reached the wire.
     pub fn handle_send_result(&mut self, now: Instant, id: VhostId, ok: bool) {
         if let Some(&(iface, slot)) = self.index.get(&id)

@@ -442,6 +442,62 @@ fn link_down_goes_init_and_demotes_the_other_links() {
     assert_eq!(node.groups()["carp"], 0);
 }
 
+#[test]
+fn interface_fault_bows_out_goes_init_and_demotes_until_cleared() {
+    let mut node = node_with(false, 0);
+    make_master(&mut node);
+    let iface = node.interface_of(id(1)).unwrap();
+    node.handle_interface_fault(at(9000), iface, true);
+    let actions = drain(&mut node);
+    let Action::Transmit { bytes, .. } = &actions[0] else {
+        panic!("bow-out first: {actions:?}")
+    };
+    let p = Packet::new_checked(&bytes[..]).unwrap();
+    assert_eq!((p.advbase(), p.advskew()), (255, 255));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::StateChanged {
+            to: State::Init,
+            cause: Cause::AddressFault,
+            ..
+        }
+    )));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveAddresses { .. }))
+    );
+    assert_eq!(node.state(id(1)), Some(State::Init));
+    assert_eq!(node.groups()["carp"], 1);
+    assert!(node.interface_faulted(iface));
+    // A repeat changes nothing; a forced MASTER cannot leave INIT.
+    node.handle_interface_fault(at(9100), iface, true);
+    assert!(drain(&mut node).is_empty());
+    assert_eq!(node.groups()["carp"], 1);
+    node.handle_interface_fault(at(10_000), iface, false);
+    drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Backup));
+    assert_eq!(node.groups()["carp"], 0);
+    assert!(!node.interface_faulted(iface));
+}
+
+#[test]
+fn interface_fault_and_link_down_demote_independently() {
+    let mut node = node_with(false, 0);
+    let iface = node.interface_of(id(1)).unwrap();
+    node.handle_interface_fault(at(100), iface, true);
+    node.handle_link(at(200), LINK, false);
+    drain(&mut node);
+    assert_eq!(node.groups()["carp"], 2);
+    node.handle_link(at(300), LINK, true);
+    drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Init), "still faulted");
+    node.handle_interface_fault(at(400), iface, false);
+    drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Backup));
+    assert_eq!(node.groups()["carp"], 0);
+}
+
 // ===== receive path: one test per validation rule, in OpenBSD order =====
 
 /// Feed `bytes` with `meta` to a BACKUP and return the counters that moved.

@@ -164,6 +164,7 @@ impl Vhost {
     fn can_run(cx: &Cx<'_>) -> bool {
         !cx.shared.link_down
             && !cx.shared.disabled
+            && !cx.shared.faulted
             && Self::families(&cx.shared.config).next().is_some()
     }
 

@@ -194,6 +194,10 @@ wire_enum! {
         LinkDown = "hardware interface down",
         /// The carpdev came up.
         LinkUp = "hardware interface up",
+        /// The interface cannot hold its addresses.
+        AddressFault = "cannot hold the addresses",
+        /// The interface can hold its addresses again.
+        AddressRepaired = "addresses can be held again",
         /// Forced by the operator.
         Forced = "user requested",
         /// Disabled by the operator.
@@ -307,6 +311,8 @@ mod test {
             Cause::LowerDemote,
             Cause::LinkDown,
             Cause::LinkUp,
+            Cause::AddressFault,
+            Cause::AddressRepaired,
             Cause::Forced,
             Cause::Disabled,
             Cause::Shutdown,

@@ -109,6 +109,7 @@ fn no_other_clock_feeds_the_timers() {
         ("events.rs", include_str!("events.rs")),
         ("control.rs", include_str!("control.rs")),
         ("lifecycle.rs", include_str!("lifecycle.rs")),
+        ("repair.rs", include_str!("repair.rs")),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/daemon");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();

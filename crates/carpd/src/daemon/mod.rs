@@ -16,7 +16,9 @@ mod events;
 mod lifecycle;
 mod perform;
 mod realise;
+mod repair;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -47,16 +49,24 @@ pub enum Signal {
     Reload,
 }
 
-/// One parent interface; its sockets live in the [`Os`].
+/// One parent interface, known by name under a [`LinkId`] the daemon assigned
+/// (kept when the interface is re-created); its sockets live in the [`Os`].
 struct Carpdev {
     name: String,
+    /// The interface's current index; `None` while it is deleted.
+    index: Option<u32>,
     mac: [u8; 6],
+    /// The IPv4 / IPv6 CARP socket is wanted (and open while `index` is set).
     has4: bool,
     has6: bool,
     /// Source of IPv4 advertisements: the first non-virtual IPv4 address.
     src4: Option<Ipv4Addr>,
     /// Source of IPv6 advertisements sent as frames: the link-local address.
     src6: Option<Ipv6Addr>,
+    /// When sending from 0.0.0.0 was last logged (rate limit).
+    warned_src4: Cell<Option<tokio::time::Instant>>,
+    /// When a received advertisement from 0.0.0.0 was last logged.
+    warned_rx_unspecified: Option<tokio::time::Instant>,
 }
 
 /// One vhost as realised on the host.
@@ -68,6 +78,12 @@ struct Realised {
     /// A macvlan we created and delete on exit.
     macvlan: Option<u32>,
     hooks: HookQueue,
+    /// While faulted: when to try to rebuild (see `repair.rs`).
+    repair_at: Option<tokio::time::Instant>,
+    /// The wait before the last rebuild attempt; doubles while faults recur.
+    repair_delay: Duration,
+    /// When the last rebuild succeeded.
+    repaired_at: Option<tokio::time::Instant>,
 }
 
 struct Daemon<O: Os> {
@@ -214,6 +230,7 @@ async fn run_with<O: Os>(
                 let now = d.now();
                 d.node.handle_timeout(now);
             }
+            _ = sleep_until(d.next_repair()) => d.repair_due().await,
             Some(event) = links.recv() => d.handle_link_event(event).await,
             Some((request, reply)) = ctl_rx.recv() => {
                 let answer = d.handle_request(request).await;
@@ -281,12 +298,16 @@ impl<O: Os> Daemon<O> {
             dst: dgram.dst,
             ttl: dgram.ttl,
         };
-        let link = if dgram.ifindex == dgram.link.0 || dgram.ifindex == 0 {
+        let current = self.carpdevs.get(&dgram.link).and_then(|d| d.index);
+        let link = if dgram.ifindex == 0 || Some(dgram.ifindex) == current {
             meta.link
         } else {
             // Arrived on another interface than the socket's: OpenBSD `badif`.
-            LinkId(dgram.ifindex)
+            realise::NO_LINK
         };
+        if dgram.src.is_unspecified() {
+            self.note_unspecified_source(dgram.link);
+        }
         let now = self.now();
         self.node
             .handle_datagram(now, RxMeta { link, ..meta }, &dgram.bytes);

@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use carp_proto::{Action, AddrSpec, CarpIfId, Cause, Family, State, VhostId};
 
+use super::events::{NO_SOURCE_V4, SOURCE_WARNING_EVERY};
 use super::{Daemon, vhost_of};
 use crate::carplog;
 use crate::control::types::Transition;
@@ -43,6 +44,10 @@ impl<O: Os> Daemon<O> {
                 let ok = self.add_addresses(iface, &addresses).await;
                 let now = self.now();
                 self.node.handle_address_result(now, iface, ok);
+                if !ok {
+                    // A MASTER without its addresses black-holes them: hand over.
+                    self.fault(vhost_of(iface), "cannot add its addresses");
+                }
             }
             Action::RemoveAddresses { iface, addresses } => {
                 self.remove_addresses(iface, &addresses).await;
@@ -125,12 +130,19 @@ impl<O: Os> Daemon<O> {
         let results = futures::future::join_all(requests).await;
         let mut gone = Vec::new();
         for (va, result) in chosen.iter().zip(results) {
-            if let Err(e) = &result {
-                carplog!(Err, "{}: cannot remove {va}: {}", self.label(id), chain(e));
-            }
             // Gone (or never there): forget it; otherwise the next start retries.
             let errno = result.as_ref().err().and_then(|e| e.raw_os_error());
-            if result.is_ok() || matches!(errno, Some(libc::EADDRNOTAVAIL | libc::ENODEV)) {
+            let absent = matches!(errno, Some(libc::EADDRNOTAVAIL | libc::ENODEV));
+            if let Err(e) = &result {
+                // Absent is the expected end after a deleted macvlan or carpdev.
+                let level = if absent { Level::Debug } else { Level::Err };
+                let label = self.label(id);
+                log::log(
+                    level,
+                    format_args!("{label}: cannot remove {va}: {}", chain(e)),
+                );
+            }
+            if result.is_ok() || absent {
                 gone.push(owned_address(&ifname, va));
             }
         }
@@ -157,6 +169,18 @@ impl<O: Os> Daemon<O> {
             Family::V4 => (dev.has4, dev.src4.map(IpAddr::V4)),
             Family::V6 => (dev.has6, None),
         };
+        // Without an IPv4 address on the carpdev, OpenBSD `carp_send_ad`
+        // (ifaof_ifpforaddr finds none) and FreeBSD `carp_send_ad_locked`
+        // (carp_best_ifa finds none) set ip_src to 0 and still send: the
+        // MASTER keeps its role and peers keep hearing it. So do we, and say so.
+        if family == Family::V4 && dev.src4.is_none() {
+            let now = tokio::time::Instant::now();
+            let last = dev.warned_src4.get();
+            if last.is_none_or(|t| now.saturating_duration_since(t) >= SOURCE_WARNING_EVERY) {
+                dev.warned_src4.set(Some(now));
+                carplog!(Warning, "{}: {}", dev.name, NO_SOURCE_V4);
+            }
+        }
         let result = if let Some(mac) = src_mac {
             // Like the kernels: multicast advertisements leave from the virtual
             // MAC, so every advertisement refreshes the switches' MAC tables.

@@ -1,10 +1,11 @@
 //! Set-up: carpdevs with their sockets, macvlans and vhosts, and the removal
 //! of addresses a previous run left behind.
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, bail};
-use carp_proto::{Family, LinkId};
+use carp_proto::{Family, LinkId, VhostId};
 
 use super::{Carpdev, Daemon, Realised, vhost_of};
 use crate::carplog;
@@ -14,6 +15,10 @@ use crate::log::chain;
 use crate::os::Os;
 use crate::os::l2::virtual_mac;
 use crate::owned::OwnedAddress;
+
+/// The link of datagrams that arrived on another interface than their
+/// socket's; never assigned to a carpdev, so the core counts them `bad_if`.
+pub(super) const NO_LINK: LinkId = LinkId(u32::MAX);
 
 impl<O: Os> Daemon<O> {
     /// Make sure carpdev `name` is known, with the sockets of the families needed.
@@ -28,44 +33,104 @@ impl<O: Os> Daemon<O> {
             .link_by_name(name)
             .await
             .with_context(|| format!("carpdev {name} not found"))?;
-        let link = LinkId(info.index);
-        if !self.carpdevs.contains_key(&link) {
-            self.os
-                .open_l2(link)
-                .with_context(|| format!("{name}: packet socket"))?;
-            let src4 = self.source_v4(info.index, None).await;
-            let src6 = self.source_v6(info.index).await;
-            self.carpdevs.insert(
-                link,
-                Carpdev {
-                    name: name.to_string(),
-                    mac: info.mac,
-                    has4: false,
-                    has6: false,
-                    src4,
-                    src6,
-                },
-            );
-            let now = self.now();
-            self.node
-                .handle_link(now, link, info.admin_up && info.carrier);
-        }
+        let link = match self.link_of(name) {
+            Some(link) => {
+                if self.carpdevs[&link].index != Some(info.index) {
+                    // Re-created before its event arrived.
+                    self.carpdev_returned(link, &info).await;
+                }
+                link
+            }
+            None => {
+                let link = self.new_link_id(info.index);
+                self.os
+                    .open_l2(link, info.index)
+                    .with_context(|| format!("{name}: packet socket"))?;
+                let src4 = self.source_v4(info.index, None).await;
+                let src6 = self.source_v6(info.index).await;
+                self.carpdevs.insert(
+                    link,
+                    Carpdev {
+                        name: name.to_string(),
+                        index: Some(info.index),
+                        mac: info.mac,
+                        has4: false,
+                        has6: false,
+                        src4,
+                        src6,
+                        warned_src4: Cell::new(None),
+                        warned_rx_unspecified: None,
+                    },
+                );
+                let now = self.now();
+                self.node
+                    .handle_link(now, link, info.admin_up && info.carrier);
+                link
+            }
+        };
         let Some(dev) = self.carpdevs.get_mut(&link) else {
             bail!("carpdev vanished")
         };
+        let Some(index) = dev.index else {
+            bail!("carpdev {name} is being re-created")
+        };
         if need4 && !dev.has4 {
             self.os
-                .open_carp_socket(link, name, Family::V4, self.rx_tx.clone())
+                .open_carp_socket(link, index, name, Family::V4, self.rx_tx.clone())
                 .with_context(|| format!("{name}: IPv4 CARP socket"))?;
             dev.has4 = true;
         }
         if need6 && !dev.has6 {
             self.os
-                .open_carp_socket(link, name, Family::V6, self.rx_tx.clone())
+                .open_carp_socket(link, index, name, Family::V6, self.rx_tx.clone())
                 .with_context(|| format!("{name}: IPv6 CARP socket"))?;
             dev.has6 = true;
         }
         Ok(link)
+    }
+
+    /// The link of carpdev `name`, if it is known.
+    pub(super) fn link_of(&self, name: &str) -> Option<LinkId> {
+        self.carpdevs
+            .iter()
+            .find(|(_, d)| d.name == name)
+            .map(|(link, _)| *link)
+    }
+
+    /// A new carpdev's link: its index when no carpdev holds that id yet (so
+    /// logs read naturally), else the next free one; never [`NO_LINK`].
+    fn new_link_id(&self, index: u32) -> LinkId {
+        let mut id = index.max(1);
+        while id == NO_LINK.0 || self.carpdevs.contains_key(&LinkId(id)) {
+            id = id.wrapping_add(1).max(1);
+        }
+        LinkId(id)
+    }
+
+    /// Make sure the macvlan of vhost `id` exists on its carpdev's current
+    /// interface and holds its addresses' sysctls; record its index.
+    pub(super) async fn ensure_vhost_macvlan(&mut self, id: VhostId) -> anyhow::Result<()> {
+        let Some(dev) = self.carpdevs.get(&id.link) else {
+            bail!("no carpdev")
+        };
+        let Some(parent) = dev.index else {
+            bail!("carpdev {} is gone", dev.name)
+        };
+        let parent_name = dev.name.clone();
+        let vhid = id.vhid.get();
+        let name = macvlan_name(parent, vhid);
+        let index = self
+            .os
+            .ensure_macvlan(parent, &name, virtual_mac(vhid))
+            .await
+            .with_context(|| format!("{parent_name}: cannot create macvlan {name}"))?;
+        self.macvlan_sysctls(&parent_name, &name);
+        if let Some(r) = self.vhosts.get_mut(&id) {
+            r.addr_index = index;
+            r.addr_ifname = name;
+            r.macvlan = Some(index);
+        }
+        Ok(())
     }
 
     /// The first IPv4 address of `index` that is not a virtual address.
@@ -107,26 +172,19 @@ impl<O: Os> Daemon<O> {
         let need6 = !spec.proto.ipv6.is_empty();
         let link = self.carpdev(&spec.carpdev, need4, need6).await?;
         let parent_name = self.carpdevs[&link].name.clone();
+        let parent = self.carpdevs[&link].index.unwrap_or(0);
         let vhid = spec.proto.vhid.get();
         let (addr_index, addr_ifname, macvlan) = match spec.lladdr {
-            Lladdr::Real => (link.0, parent_name.clone(), None),
+            Lladdr::Real => (parent, parent_name.clone(), None),
             Lladdr::Virtual => {
-                let name = macvlan_name(link.0, vhid);
+                let name = macvlan_name(parent, vhid);
                 let mac = virtual_mac(vhid);
                 let index = self
                     .os
-                    .ensure_macvlan(link.0, &name, mac)
+                    .ensure_macvlan(parent, &name, mac)
                     .await
                     .with_context(|| format!("{parent_name}: cannot create macvlan {name}"))?;
-                // Only the interface holding a VIP may answer ARP for it, or the
-                // parent would answer with its real MAC (Linux's weak host model).
-                self.set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_ignore"), "1");
-                self.set_sysctl(&format!("net/ipv4/conf/{name}/arp_ignore"), "1");
-                // Replies from a VIP leave through the parent (its route is as good
-                // as the macvlan's); with the default arp_announce 0 the parent's
-                // ARP request for the client then carries the VIP as sender IP and
-                // its real MAC, and the client re-points the VIP at that MAC.
-                self.set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_announce"), "2");
+                self.macvlan_sysctls(&parent_name, &name);
                 (index, name, Some(index))
             }
         };
@@ -164,8 +222,12 @@ impl<O: Os> Daemon<O> {
                 addr_ifname,
                 macvlan,
                 hooks: HookQueue::spawn(),
+                repair_at: None,
+                repair_delay: super::repair::REPAIR_FIRST,
+                repaired_at: None,
             },
         );
+
         Ok(())
     }
 
@@ -204,6 +266,18 @@ impl<O: Os> Daemon<O> {
         if let Err(e) = self.os.delete_link(index).await {
             carplog!(Warning, "cannot delete macvlan {index}: {}", chain(&e));
         }
+    }
+
+    fn macvlan_sysctls(&self, parent_name: &str, name: &str) {
+        // Only the interface holding a VIP may answer ARP for it, or the
+        // parent would answer with its real MAC (Linux's weak host model).
+        self.set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_ignore"), "1");
+        self.set_sysctl(&format!("net/ipv4/conf/{name}/arp_ignore"), "1");
+        // Replies from a VIP leave through the parent (its route is as good
+        // as the macvlan's); with the default arp_announce 0 the parent's
+        // ARP request for the client then carries the VIP as sender IP and
+        // its real MAC, and the client re-points the VIP at that MAC.
+        self.set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_announce"), "2");
     }
 
     fn set_sysctl(&self, key: &str, value: &str) {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use carp_proto::{Family, LinkId};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use super::l2::{
     ETH_P_IP, ETH_P_IPV6, L2Sender, carp_advert_frame_v4, carp_advert_frame_v6, multicast_mac,
@@ -34,7 +35,7 @@ const LINK_EVENT_QUEUE: usize = 256;
 #[derive(Debug)]
 pub struct Linux {
     netlink: Netlink,
-    sockets: BTreeMap<(LinkId, Family), Arc<CarpSocket>>,
+    sockets: BTreeMap<(LinkId, Family), (Arc<CarpSocket>, AbortHandle)>,
     l2: BTreeMap<LinkId, L2Sender>,
     record: Option<Owned>,
 }
@@ -117,16 +118,19 @@ impl Os for Linux {
     fn open_carp_socket(
         &mut self,
         link: LinkId,
+        index: u32,
         ifname: &str,
         family: Family,
         to: mpsc::Sender<Datagram>,
     ) -> Result<(), OsError> {
         let sock = Arc::new(match family {
-            Family::V4 => CarpSocket::open_v4(ifname, link.0)?,
-            Family::V6 => CarpSocket::open_v6(ifname, link.0)?,
+            Family::V4 => CarpSocket::open_v4(ifname, index)?,
+            Family::V6 => CarpSocket::open_v6(ifname, index)?,
         });
-        spawn_reader(link, sock.clone(), to);
-        self.sockets.insert((link, family), sock);
+        let reader = spawn_reader(link, sock.clone(), to);
+        if let Some((_, old)) = self.sockets.insert((link, family), (sock, reader)) {
+            old.abort();
+        }
         Ok(())
     }
 
@@ -143,12 +147,21 @@ impl Os for Linux {
                 link: format!("{} (no {family:?} CARP socket)", link.0),
             });
         };
-        sock.send(src, dst, packet).await
+        sock.0.send(src, dst, packet).await
     }
 
-    fn open_l2(&mut self, link: LinkId) -> Result<(), OsError> {
-        self.l2.insert(link, L2Sender::open(link.0)?);
+    fn open_l2(&mut self, link: LinkId, index: u32) -> Result<(), OsError> {
+        self.l2.insert(link, L2Sender::open(index)?);
         Ok(())
+    }
+
+    fn close_link(&mut self, link: LinkId) {
+        self.l2.remove(&link);
+        for family in [Family::V4, Family::V6] {
+            if let Some((_, reader)) = self.sockets.remove(&(link, family)) {
+                reader.abort();
+            }
+        }
     }
 
     fn send_advert_frame(
@@ -242,8 +255,8 @@ impl Os for Linux {
     }
 }
 
-fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>) {
-    tokio::spawn(async move {
+fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>) -> AbortHandle {
+    let task = tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         loop {
             match sock.recv(&mut buf).await {
@@ -268,4 +281,5 @@ fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>)
             }
         }
     });
+    task.abort_handle()
 }

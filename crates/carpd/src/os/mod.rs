@@ -59,8 +59,11 @@ pub struct Datagram {
 /// Everything the daemon loop asks of the operating system.
 ///
 /// [`Linux`] is the real one; the loop tests pass a fake that records calls.
-/// Interfaces are named by index (carpdevs by their [`LinkId`], which is the
-/// index too). Address and link changes are idempotent, as in [`netlink`].
+/// Interfaces are named by index. A carpdev's sockets are keyed by its
+/// [`LinkId`], which the daemon assigns per carpdev name and keeps when the
+/// interface is re-created under another index; the current index is passed
+/// when they are opened. Address and link changes are idempotent, as in
+/// [`netlink`].
 // The loop runs on one thread and is never spawned, so the futures need no
 // `Send` bound.
 #[allow(async_fn_in_trait)]
@@ -83,11 +86,13 @@ pub trait Os {
     /// so nothing between the lookup and the subscription is missed.
     fn link_events(&mut self) -> Result<mpsc::Receiver<LinkEvent>, OsError>;
 
-    /// Open the CARP socket of `family` on carpdev `link` (named `ifname`);
-    /// what it receives goes to `to`.
+    /// Open the CARP socket of `family` on carpdev `link` (now interface
+    /// `index`, named `ifname`), replacing one opened before; what it
+    /// receives goes to `to`.
     fn open_carp_socket(
         &mut self,
         link: LinkId,
+        index: u32,
         ifname: &str,
         family: Family,
         to: mpsc::Sender<Datagram>,
@@ -103,8 +108,11 @@ pub trait Os {
         packet: &[u8],
     ) -> Result<(), OsError>;
 
-    /// Open the AF_PACKET sender of carpdev `link`.
-    fn open_l2(&mut self, link: LinkId) -> Result<(), OsError>;
+    /// Open the AF_PACKET sender of carpdev `link` (now interface `index`),
+    /// replacing one opened before.
+    fn open_l2(&mut self, link: LinkId, index: u32) -> Result<(), OsError>;
+    /// Close every socket and sender of carpdev `link` (its interface is gone).
+    fn close_link(&mut self, link: LinkId);
     /// Send `packet` as an IP datagram from `src` to multicast group `dst`
     /// in an Ethernet frame from `mac`, out of `link`.
     fn send_advert_frame(

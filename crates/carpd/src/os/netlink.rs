@@ -52,9 +52,11 @@ pub struct LinkInfo {
 /// One change reported by the [`LinkMonitor`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
-    /// A link appeared or changed. A deleted link is reported with
-    /// `admin_up` and `carrier` false. Repeats are normal.
+    /// A link appeared or changed. Repeats are normal.
     Link(LinkInfo),
+    /// A link was deleted (its index is gone; a re-created link gets another).
+    /// Reported with `admin_up` and `carrier` false.
+    Removed(LinkInfo),
     /// An address was added, or its flags changed (e.g. it left tentative).
     AddressAdded {
         /// Interface index.
@@ -453,7 +455,7 @@ fn event_of(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<LinkEvent> {
         NetlinkPayload::Overrun(_) => Some(LinkEvent::Resync),
         NetlinkPayload::InnerMessage(msg) => match msg {
             RouteNetlinkMessage::NewLink(m) => Some(LinkEvent::Link(link_info(&m))),
-            RouteNetlinkMessage::DelLink(m) => Some(LinkEvent::Link(LinkInfo {
+            RouteNetlinkMessage::DelLink(m) => Some(LinkEvent::Removed(LinkInfo {
                 admin_up: false,
                 carrier: false,
                 ..link_info(&m)
