@@ -3,15 +3,38 @@
 //! Each vhost has one worker task that runs its hooks one after another in
 //! the order of the transitions, each with a timeout after which the whole
 //! process group is killed. The protocol loop only enqueues; it never waits.
+//!
+//! A hook never shares carpd's stdout or stderr (a flood there would stall
+//! carpd's own log): its output comes through pipes, is logged line by line
+//! up to [`MAX_LOGGED_LINES`] lines of at most [`MAX_LINE_BYTES`] bytes per
+//! stream, and the rest is read and counted, so the hook never blocks on a
+//! full pipe.
+//!
+//! What the timeout kill does not reach: a process that left the hook's
+//! process group (`setsid`, or `setpgid` to another group) survives the
+//! `killpg`. Under systemd, the unit's cgroup still holds it and stopping
+//! the unit kills it (`KillMode=control-group`); running each hook in its
+//! own transient scope would catch it at the deadline too.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::carplog;
+
+/// Lines of one stream of one run that are logged; the rest is counted.
+pub const MAX_LOGGED_LINES: usize = 40;
+
+/// A logged line is cut at this many bytes.
+pub const MAX_LINE_BYTES: usize = 256;
+
+/// How long the output of an exited (or killed) hook is still read: a
+/// grandchild that escaped the kill may keep the pipe open for good.
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// One hook run.
 #[derive(Debug, Clone)]
@@ -139,12 +162,25 @@ async fn execute(run: HookRun) {
         .env("CARP_INTERFACE", &run.interface)
         .env("CARP_ADDRESSES", run.addresses.join(" "))
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
     let Some(mut child) = spawn_with_retry(|| cmd.spawn(), &run).await else {
         return;
     };
     let pid = child.id();
+    let name = run.program.display().to_string();
+    let relays = [
+        child
+            .stdout
+            .take()
+            .map(|o| tokio::spawn(relay(o, run.vhid, name.clone(), "stdout"))),
+        child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(relay(e, run.vhid, name.clone(), "stderr"))),
+    ];
     match tokio::time::timeout(run.timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => {
             carplog!(
@@ -186,11 +222,96 @@ async fn execute(run: HookRun) {
             );
         }
     }
+    for relay in relays.into_iter().flatten() {
+        let abort = relay.abort_handle();
+        if tokio::time::timeout(OUTPUT_GRACE, relay).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+/// Log `stream` of a hook line by line, within the limits, and drain the rest.
+async fn relay(mut stream: impl AsyncRead + Unpin, vhid: u8, program: String, what: &str) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut line = Vec::new();
+    let mut cut = false;
+    let mut logged = 0;
+    let mut unlogged: u64 = 0;
+    let emit = |line: &mut Vec<u8>, cut: &mut bool, logged: &mut usize| {
+        let text = String::from_utf8_lossy(line);
+        let more = if *cut { " [cut]" } else { "" };
+        carplog!(Info, "vhid {vhid}: hook {program} {what}: {text}{more}");
+        *logged += 1;
+        line.clear();
+        *cut = false;
+    };
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if logged >= MAX_LOGGED_LINES {
+            unlogged += n as u64;
+            continue;
+        }
+        // Slices, not bytes: a 100 MB line costs a few copies of 256 bytes.
+        let mut pieces = buf[..n].split(|&b| b == b'\n').peekable();
+        while let Some(piece) = pieces.next() {
+            let ended = pieces.peek().is_some();
+            if logged >= MAX_LOGGED_LINES {
+                unlogged += piece.len() as u64 + u64::from(ended);
+                continue;
+            }
+            let room = MAX_LINE_BYTES - line.len();
+            line.extend_from_slice(&piece[..piece.len().min(room)]);
+            cut |= piece.len() > room;
+            if ended {
+                emit(&mut line, &mut cut, &mut logged);
+            }
+        }
+    }
+    if !line.is_empty() && logged < MAX_LOGGED_LINES {
+        emit(&mut line, &mut cut, &mut logged);
+    }
+    if unlogged > 0 {
+        carplog!(
+            Warning,
+            "vhid {vhid}: hook {program} {what}: {unlogged} more byte(s) not logged"
+        );
+    }
 }
 
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::log::capture;
+
+    /// Input: a stream of 100 short lines, then one long line. Output: 40
+    /// lines logged, a long one cut at 256 bytes, and the rest counted.
+    #[tokio::test]
+    async fn output_is_logged_line_by_line_within_limits() {
+        capture::start();
+        let mut text = "x".repeat(1000);
+        text.push('\n');
+        for i in 0..100 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str(&"y".repeat(1 << 20));
+        relay(text.as_bytes(), 7, "/h".into(), "stderr").await;
+        let lines: Vec<String> = capture::lines().into_iter().map(|(_, l)| l).collect();
+        assert_eq!(lines.len(), MAX_LOGGED_LINES + 1, "{lines:#?}");
+        let cut = format!(
+            "vhid 7: hook /h stderr: {} [cut]",
+            "x".repeat(MAX_LINE_BYTES)
+        );
+        assert_eq!(lines[0], cut);
+        assert_eq!(lines[1], "vhid 7: hook /h stderr: line 0");
+        let rest = text.len() - 1001 - (0..39).map(|i| format!("line {i}\n").len()).sum::<usize>();
+        assert_eq!(
+            lines[MAX_LOGGED_LINES],
+            format!("vhid 7: hook /h stderr: {rest} more byte(s) not logged")
+        );
+    }
 
     #[test]
     fn only_resource_shortages_are_retried() {

@@ -23,5 +23,6 @@ pub mod log;
 pub mod maintenance;
 pub mod os;
 pub mod owned;
+pub mod statedir;
 pub mod systemd;
 pub mod ucarp;

@@ -4,12 +4,118 @@
 //! the `<N>` form that journald and systemd understand. A message is printed
 //! when its level is at or below the configured threshold (0..=7, default 2:
 //! only BACKUP<->MASTER transitions and worse).
+//!
+//! Logging never blocks the caller (the protocol loop): a line goes into a
+//! bounded queue that a writer thread drains into stderr. When stderr is
+//! slow (a stalled journal, a pipe nobody reads) and the queue is full, the
+//! line is dropped and counted, and the count is written as soon as the
+//! sink takes lines again.
 
 use std::fmt;
 use std::io::Write;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
 
 static THRESHOLD: AtomicU8 = AtomicU8::new(2);
+
+/// Lines queued for the writer before new ones are dropped.
+const QUEUE_LINES: usize = 4096;
+
+/// A bounded, never-blocking line queue to a writer thread.
+pub struct Queue {
+    tx: SyncSender<String>,
+    /// Lines queued and not yet written.
+    pending: std::sync::Arc<AtomicUsize>,
+    /// Lines dropped since the last report.
+    dropped: std::sync::Arc<AtomicU64>,
+}
+
+impl Queue {
+    /// Start a writer thread that writes each queued line to `sink`.
+    pub fn spawn(mut sink: Box<dyn Write + Send>, capacity: usize) -> std::io::Result<Queue> {
+        let (tx, rx): (SyncSender<String>, Receiver<String>) = sync_channel(capacity);
+        let pending = std::sync::Arc::new(AtomicUsize::new(0));
+        let dropped = std::sync::Arc::new(AtomicU64::new(0));
+        let (p, d) = (pending.clone(), dropped.clone());
+        std::thread::Builder::new()
+            .name("carpd-log".into())
+            .spawn(move || {
+                for line in rx {
+                    let lost = d.swap(0, Ordering::Relaxed);
+                    if lost > 0 {
+                        let _ = writeln!(
+                            sink,
+                            "<{}>carpd: {lost} log message(s) dropped: the log was too slow",
+                            Level::Warning as u8
+                        );
+                    }
+                    let _ = sink.write_all(line.as_bytes());
+                    let _ = sink.flush();
+                    p.fetch_sub(1, Ordering::Release);
+                }
+            })?;
+        Ok(Queue {
+            tx,
+            pending,
+            dropped,
+        })
+    }
+
+    /// Queue `line` (with its newline); drop and count it when the queue is full.
+    pub fn push(&self, line: String) {
+        self.pending.fetch_add(1, Ordering::Acquire);
+        match self.tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::Release);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Return the number of lines dropped and not yet reported.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Wait up to `timeout` until every queued line is written; return
+    /// whether it was.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+static QUEUE: OnceLock<Queue> = OnceLock::new();
+
+/// Send stderr lines through a queue and a writer thread from now on;
+/// until then they are written directly (start-up, before the loop runs).
+///
+/// Call it after privileges are dropped: capabilities are per thread, and
+/// a thread started before would keep them all (and the drop refuses to
+/// run while another thread exists).
+pub fn start_queue() {
+    if QUEUE.get().is_none()
+        && let Ok(q) = Queue::spawn(Box::new(std::io::stderr()), QUEUE_LINES)
+    {
+        let _ = QUEUE.set(q);
+    }
+}
+
+/// Write what is queued before the process exits (at most `timeout`).
+pub fn flush(timeout: Duration) {
+    if let Some(q) = QUEUE.get() {
+        q.flush(timeout);
+    }
+}
 
 /// Syslog priorities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,8 +150,14 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
     #[cfg(test)]
     capture::push(level, &args);
     if enabled(level) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "<{}>carpd: {}", level as u8, args);
+        let line = format!("<{}>carpd: {}\n", level as u8, args);
+        match QUEUE.get() {
+            Some(q) => q.push(line),
+            // Not started (or no thread could be): write it directly.
+            None => {
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
     }
 }
 
@@ -78,6 +190,52 @@ macro_rules! carplog {
     ($level:ident, $($arg:tt)*) => {
         $crate::log::log($crate::log::Level::$level, format_args!($($arg)*))
     };
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use std::io;
+    use std::sync::{Arc, Barrier, Mutex};
+
+    use super::*;
+
+    /// A sink that blocks until the barrier is passed, then collects.
+    struct Stalled(Arc<Barrier>, Arc<Mutex<Vec<u8>>>, bool);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if !self.2 {
+                self.0.wait();
+                self.2 = true;
+            }
+            self.1.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_sink_never_blocks_the_caller_and_drops_are_reported() {
+        let gate = Arc::new(Barrier::new(2));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let q = Queue::spawn(Box::new(Stalled(gate.clone(), out.clone(), false)), 4).unwrap();
+        let start = Instant::now();
+        for i in 0..100 {
+            q.push(format!("line {i}\n"));
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "push blocked");
+        assert!(q.dropped() >= 90, "dropped {}", q.dropped());
+        gate.wait();
+        assert!(q.flush(Duration::from_secs(5)));
+        q.push("after\n".into());
+        assert!(q.flush(Duration::from_secs(5)));
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("line 0\nline 1\n"), "{text}");
+        assert!(text.contains("log message(s) dropped"), "{text}");
+        assert!(text.ends_with("after\n"), "{text}");
+    }
 }
 
 /// Every message logged on this thread, whatever the threshold, for tests

@@ -9,7 +9,7 @@
 //! the demotion is applied: an answer of "on" is always persistent.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// How much maintenance mode adds to the demote counter of group `carp`.
@@ -60,12 +60,15 @@ impl Maintenance {
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         if on {
-            fs::create_dir_all(dir)?;
-            let tmp = self.path.with_extension("tmp");
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(b"# carpctl maintenance on: group carp is demoted by 128 at start-up\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
+            // The file is made anew (0600, no symlink followed), renamed in.
+            let uids = crate::statedir::daemon_uids(None);
+            crate::statedir::ensure_dir(dir, 0o700, &uids).map_err(io::Error::other)?;
+            crate::statedir::replace_file(
+                &self.path,
+                b"# carpctl maintenance on: group carp is demoted by 128 at start-up\n",
+                0o600,
+                true,
+            )?;
         } else {
             match fs::remove_file(&self.path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

@@ -12,12 +12,15 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::carplog;
+use crate::config::DaemonConfig;
 
 /// One address on one interface.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -57,8 +60,10 @@ impl Owned {
             .map(|s| s.trim().to_owned())
             .unwrap_or_default();
         let path = state_dir.join(file_name(netns, control));
-        let leftovers = fs::read(&path)
+        // At most 1 MiB, and never through a symlink.
+        let leftovers = crate::statedir::read_file(&path, 1 << 20)
             .ok()
+            .flatten()
             .and_then(|bytes| serde_json::from_slice::<File>(&bytes).ok())
             .filter(|old| old.boot_id == boot_id && old.netns == netns)
             .map(|old| old.addresses.into_iter().collect())
@@ -111,15 +116,57 @@ impl Owned {
                 _ => Ok(()),
             };
         }
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let tmp = self.path.with_extension("tmp");
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&self.file).map_err(io::Error::other)?)?;
+        let bytes = serde_json::to_vec_pretty(&self.file).map_err(io::Error::other)?;
         // Only a crashed process has to be covered (addresses die with the
         // boot), so the page cache is durable enough: no fsync.
-        fs::rename(&tmp, &self.path)
+        crate::statedir::replace_file(&self.path, &bytes, 0o600, false)
+    }
+}
+
+/// Keep the leftovers carpd may remove: those on one of its own macvlans,
+/// and those on a carpdev of `config` in a family it configures there. The
+/// rest is logged and left alone: a record is no licence to remove an
+/// address carpd does not manage.
+pub fn managed(leftovers: Vec<OwnedAddress>, config: &DaemonConfig) -> Vec<OwnedAddress> {
+    leftovers
+        .into_iter()
+        .filter(|a| {
+            let on_carpdev = config.vhosts.iter().any(|v| {
+                v.carpdev == a.ifname
+                    && match a.addr {
+                        IpAddr::V4(_) => !v.proto.ipv4.is_empty(),
+                        IpAddr::V6(_) => !v.proto.ipv6.is_empty(),
+                    }
+            });
+            let keep = on_carpdev || is_macvlan_name(&a.ifname);
+            if !keep {
+                carplog!(
+                    Warning,
+                    "not removing {}/{} from {}: recorded, but not on an interface and family carpd manages",
+                    a.addr,
+                    a.prefix_len,
+                    a.ifname
+                );
+            }
+            keep
+        })
+        .collect()
+}
+
+/// Whether `name` is one `daemon::macvlan_name` gives: `carp<idx>v<vhid>`
+/// or, when that is too long, `c<hex idx>v<vhid>`, with vhid 1..=255.
+fn is_macvlan_name(name: &str) -> bool {
+    let split = |rest: &str, radix: u32| {
+        rest.split_once('v').is_some_and(|(idx, vhid)| {
+            !idx.is_empty()
+                && u32::from_str_radix(idx, radix).is_ok()
+                && vhid.parse::<u8>().is_ok_and(|v| v > 0)
+                && !vhid.starts_with(['0', '+'])
+        })
+    };
+    match name.strip_prefix("carp") {
+        Some(rest) if split(rest, 10) => true,
+        _ => name.strip_prefix('c').is_some_and(|rest| split(rest, 16)),
     }
 }
 
@@ -148,6 +195,27 @@ mod test {
             addr: a.parse().unwrap(),
             prefix_len: 24,
         }
+    }
+
+    #[test]
+    fn only_addresses_carpd_manages_are_leftovers() {
+        let text = "[[vhost]]\ncarpdev = \"eth0\"\nvhid = 1\naddresses = [\"192.0.2.50/24\"]\n";
+        let config = DaemonConfig::from_toml_str(text, Path::new("c.toml")).unwrap();
+        let left = vec![
+            addr("carp2v1", "192.0.2.50"),
+            addr("c1fv9", "192.0.2.51"),
+            addr("eth0", "192.0.2.52"),
+            addr("eth0", "2001:db8::52"),
+            addr("eth1", "192.0.2.53"),
+            addr("lo", "192.0.2.54"),
+            addr("carp2v0", "192.0.2.55"),
+            addr("carpv1", "192.0.2.56"),
+        ];
+        let kept: Vec<String> = managed(left, &config)
+            .into_iter()
+            .map(|a| a.ifname)
+            .collect();
+        assert_eq!(kept, ["carp2v1", "c1fv9", "eth0"]);
     }
 
     #[test]

@@ -517,20 +517,23 @@ pub(super) fn passphrase(bytes: &[u8]) -> Result<Passphrase, String> {
 ///
 /// The mode is checked on the opened file, so it is the one actually read.
 pub(super) fn read_passfile(at: &Location, file: &Path) -> Result<Passphrase, ConfigFileError> {
-    let read_err = |source| ConfigFileError::PassfileRead {
+    let read_err = |reason| ConfigFileError::PassfileRead {
         at: at.clone(),
         file: file.into(),
-        source,
+        reason,
     };
-    // A FIFO or device would block or never end, and a reload runs in the
-    // daemon loop: look before opening, and read at most 64 KiB.
-    if !fs::metadata(file).map_err(read_err)?.is_file() {
-        return Err(invalid(
+    // A FIFO or device would block or never end: open without blocking,
+    // refuse anything but a regular file, and read at most 64 KiB.
+    let f = super::open_regular(file).map_err(|e| match e {
+        super::OpenError::Io(e) => read_err(e),
+        super::OpenError::NotRegular(kind) => invalid(
             at,
-            format!("passfile {} is not a regular file", file.display()),
-        ));
-    }
-    let f = fs::File::open(file).map_err(read_err)?;
+            format!(
+                "passfile {} is not a regular file (it is a {kind})",
+                file.display()
+            ),
+        ),
+    })?;
     let mode = f.metadata().map_err(read_err)?.permissions().mode();
     if mode & 0o077 != 0 {
         let mode = mode & 0o7777;

@@ -290,16 +290,87 @@ impl fmt::Display for Location {
     }
 }
 
+/// The largest configuration file read (a real one is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+pub(super) enum OpenError {
+    Io(io::Error),
+    NotRegular(&'static str),
+}
+
+/// Open `path` for reading without blocking and without a controlling
+/// terminal, and refuse anything but a regular file (checked with fstat).
+pub(super) fn open_regular(path: &Path) -> Result<fs::File, OpenError> {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)
+        .map_err(OpenError::Io)?;
+    let t = f.metadata().map_err(OpenError::Io)?.file_type();
+    let kind = if t.is_file() {
+        return Ok(f);
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    };
+    Err(OpenError::NotRegular(kind))
+}
+
+/// Drop the values serde quotes in a parse error (`invalid type: string
+/// "..."`): the file may be a secret (a symlink to a passfile). Names of keys
+/// and the expected types stay, and the line and column say where.
+fn redact(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let end = rest.find(", expected").unwrap_or(rest.len());
+            let (what, tail) = rest.split_at(end);
+            if !what.contains(['"', '`', '\'']) {
+                return message.to_owned();
+            }
+            let kind = what
+                .split(' ')
+                .next()
+                .filter(|_| prefix != "unknown variant ");
+            let kind = kind.map_or(String::new(), |k| format!("{k} "));
+            return format!("{prefix}{kind}(value not shown){tail}");
+        }
+    }
+    message.to_owned()
+}
+
 /// A reason a configuration is refused; nothing of it has been applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
     /// The configuration file could not be read.
-    #[error("cannot read config file {}", path.display())]
+    #[error("cannot read config file {}: {reason}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (in the message: callers print only the top error).
+        reason: io::Error,
+    },
+    /// The configuration file is a FIFO, device, socket or directory.
+    #[error("config file {} is not a regular file (it is a {kind})", path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The configuration file is larger than [`MAX_CONFIG_BYTES`].
+    #[error("config file {} is larger than {MAX_CONFIG_BYTES} bytes", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
     },
     /// A value is malformed, out of range, missing or conflicts with another.
     #[error("{at}: {message}")]
@@ -310,14 +381,14 @@ pub enum ConfigFileError {
         message: String,
     },
     /// A passfile could not be read.
-    #[error("{at}: cannot read passfile {}", file.display())]
+    #[error("{at}: cannot read passfile {}: {reason}", file.display())]
     PassfileRead {
         /// Where the passfile is named.
         at: Location,
         /// The passfile.
         file: PathBuf,
         /// The OS error.
-        source: io::Error,
+        reason: io::Error,
     },
     /// A passfile can be read or written by group or others.
     #[error(
@@ -345,7 +416,7 @@ impl DaemonConfig {
             at: e
                 .span()
                 .map_or_else(|| Location::File(path.into()), |s| loc.at(s.start)),
-            message: e.message().trim_end().to_string(),
+            message: redact(e.message().trim_end()),
         })?;
         let base = path.parent();
         let log_level = match file.log_level {
@@ -397,10 +468,39 @@ impl DaemonConfig {
     }
 
     /// Read the file at `path`, then parse and validate it as [`DaemonConfig::from_toml_str`].
+    ///
+    /// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: it is
+    /// opened without blocking (a FIFO would wait for a writer) and checked
+    /// on the opened descriptor, so the file checked is the file read.
     pub fn load(path: &Path) -> Result<DaemonConfig, ConfigFileError> {
-        let text = fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        let read = |reason| ConfigFileError::Read {
             path: path.into(),
-            source,
+            reason,
+        };
+        let f = open_regular(path).map_err(|e| match e {
+            OpenError::Io(e) => read(e),
+            OpenError::NotRegular(kind) => ConfigFileError::NotRegular {
+                path: path.into(),
+                kind,
+            },
+        })?;
+        let too_large = || ConfigFileError::TooLarge { path: path.into() };
+        if f.metadata().map_err(read)?.len() > MAX_CONFIG_BYTES {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        f.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(too_large());
+        }
+        // The bytes are not echoed: the file may be a secret linked here.
+        let text = String::from_utf8(bytes).map_err(|e| {
+            invalid(
+                &Location::File(path.into()),
+                format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+            )
         })?;
         DaemonConfig::from_toml_str(&text, path)
     }

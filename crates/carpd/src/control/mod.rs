@@ -78,9 +78,14 @@ impl Default for Limits {
 pub type Envelope = (Request, oneshot::Sender<Reply>);
 
 /// Bind the socket at `path` (mode 0600, replacing a stale one).
+///
+/// Its directory is created 0750 if missing, and refused unless owned by
+/// root or this user and not writable by group or others: anyone who can
+/// write it could swap the socket for their own.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let uids = crate::statedir::daemon_uids(None);
+        crate::statedir::ensure_dir(dir, 0o750, &uids).map_err(io::Error::other)?;
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

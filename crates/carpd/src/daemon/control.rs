@@ -35,6 +35,20 @@ impl<O: Os> Daemon<O> {
         }
     }
 
+    /// Answer `request` on `reply`; a reload answers when its file is applied.
+    pub(super) async fn handle_envelope(
+        &mut self,
+        request: Request,
+        reply: tokio::sync::oneshot::Sender<Reply>,
+    ) {
+        if let Request::Reload = request {
+            self.start_reload(Some(reply));
+        } else {
+            let answer = self.handle_request(request).await;
+            let _ = reply.send(answer);
+        }
+    }
+
     pub(super) async fn handle_request(&mut self, request: Request) -> Reply {
         let now = self.now();
         match request {
@@ -103,10 +117,8 @@ impl<O: Os> Daemon<O> {
                 let verb = if enabled { "enabled" } else { "disabled" };
                 Reply::done(format!("{} vhost(s) {verb}", ids.len()))
             }
-            Request::Reload => match self.reload_inner().await {
-                Ok(msg) => Reply::done(msg),
-                Err(e) => Reply::failed(format!("{e:#}")),
-            },
+            // The loop answers reloads itself, off the loop (`handle_envelope`).
+            Request::Reload => Reply::failed("reload is not answered here"),
             Request::Maintenance { on } => self.set_maintenance(now, on),
         }
     }

@@ -1,6 +1,9 @@
 //! Reload, shutdown and the bow-out wait.
 //!
-//! A reload keeps every vhost whose specification is unchanged untouched (no
+//! A reload reads and parses the file off the loop (a blocking thread), so
+//! a slow, huge or special file never stops the advertisements; the result
+//! comes back into the loop's `select!` as a [`Loaded`] and only the newest
+//! one is applied. A reload keeps every vhost whose specification is unchanged untouched (no
 //! flap), reconfigures those realised in the same place, removes the rest
 //! (bow-out first) and adds the new ones. Shutdown sends every bow-out
 //! advertisement first, waits briefly for successors, and only then releases
@@ -9,13 +12,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::bail;
 use carp_proto::{Action, CarpIfId, Node, NodeConfig, VhostId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::Daemon;
 use crate::carplog;
-use crate::config::{ConfigSource, DaemonConfig};
+use crate::config::{ConfigFileError, ConfigSource, DaemonConfig};
+use crate::control::types::Reply;
 use crate::hooks::HookQueue;
 use crate::log;
 use crate::os::{Datagram, Os};
@@ -23,22 +26,92 @@ use crate::os::{Datagram, Os};
 /// How long a bowed-out master keeps its addresses waiting for a successor.
 const BOW_OUT_GRACE: Duration = Duration::from_millis(250);
 
+/// A configuration file read off the loop, and who asked for it.
+pub(super) struct Loaded {
+    generation: u64,
+    result: Result<DaemonConfig, ConfigFileError>,
+    reply: Option<oneshot::Sender<Reply>>,
+}
+
+/// The reloads started, and where their results go.
+pub(super) struct Reloads {
+    tx: mpsc::UnboundedSender<Loaded>,
+    started: u64,
+}
+
+impl Reloads {
+    /// Reloads whose results are sent on `tx` (the loop receives them).
+    pub(super) fn new(tx: mpsc::UnboundedSender<Loaded>) -> Reloads {
+        Reloads { tx, started: 0 }
+    }
+}
+
 impl<O: Os> Daemon<O> {
-    pub(super) async fn reload(&mut self) {
-        match self.reload_inner().await {
-            Ok(msg) => carplog!(Info, "{msg}"),
-            Err(e) => carplog!(
-                Err,
-                "reload failed, keeping the running configuration: {e:#}"
-            ),
+    /// Start reading the configuration file on a blocking thread; the loop
+    /// carries on and applies it in [`Daemon::finish_reload`]. `reply` is the
+    /// control client that asked (none for SIGHUP).
+    pub(super) fn start_reload(&mut self, reply: Option<oneshot::Sender<Reply>>) {
+        let ConfigSource::File(path) = self.config.source.clone() else {
+            let msg = "started from the command line: nothing to reload";
+            carplog!(Err, "reload failed: {msg}");
+            if let Some(reply) = reply {
+                let _ = reply.send(Reply::failed(msg));
+            }
+            return;
+        };
+        self.reloads.started += 1;
+        let generation = self.reloads.started;
+        let tx = self.reloads.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = DaemonConfig::load(&path);
+            let _ = tx.send(Loaded {
+                generation,
+                result,
+                reply,
+            });
+        });
+    }
+
+    /// Apply a file read by [`Daemon::start_reload`], unless a later reload
+    /// was started meanwhile (its file is the newer one); log the outcome
+    /// and answer the client that asked.
+    pub(super) async fn finish_reload(&mut self, loaded: Loaded) {
+        let Loaded {
+            generation,
+            result,
+            reply,
+        } = loaded;
+        let answer = if generation != self.reloads.started {
+            let msg = "reload superseded by a later one, not applied";
+            carplog!(Info, "{msg}");
+            Reply::done(msg)
+        } else {
+            match result {
+                Err(e) => Err(anyhow::Error::new(e)),
+                Ok(new) => self.apply_config(new).await,
+            }
+            .map_or_else(
+                |e| {
+                    // Also when `carpctl reload` asked: the log keeps the record.
+                    carplog!(
+                        Err,
+                        "reload failed, keeping the running configuration: {e:#}"
+                    );
+                    Reply::failed(format!("{e:#}"))
+                },
+                |msg| {
+                    carplog!(Info, "{msg}");
+                    Reply::done(msg)
+                },
+            )
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
         }
     }
 
-    pub(super) async fn reload_inner(&mut self) -> anyhow::Result<String> {
-        let ConfigSource::File(path) = self.config.source.clone() else {
-            bail!("started from the command line: nothing to reload");
-        };
-        let mut new = DaemonConfig::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    /// Bring the running state to what a fresh start with `new` would give.
+    async fn apply_config(&mut self, mut new: DaemonConfig) -> anyhow::Result<String> {
         self.overrides.apply(&mut new);
         let now = self.now();
         self.node.set_config(NodeConfig {

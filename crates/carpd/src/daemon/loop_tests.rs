@@ -1117,3 +1117,62 @@ async fn macvlan_set_down_faults_and_is_set_up_again() {
     .await;
     result.unwrap();
 }
+
+/// Input: a MASTER whose config file is replaced by a FIFO nobody writes;
+/// `carpctl reload`, then a broken file and `carpctl reload` again, then a
+/// good file. Output: the FIFO is refused at once, the MASTER keeps
+/// advertising meanwhile, each failed reload is answered and logged by the
+/// daemon too, and the good file is applied.
+#[tokio::test(start_paused = true)]
+async fn reload_is_read_off_the_loop_and_failures_are_logged() {
+    let fake = Fake::new();
+    let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let result = Harness::run(&one, fake, |h| async move {
+        h.until_master(1).await;
+        let sent = h.view(1).await.stats.opackets;
+        let path = h.config_path();
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reply = h.request(Request::Reload).await;
+        assert!(!reply.ok, "{reply:?}");
+        let error = reply.error.unwrap_or_default();
+        assert!(
+            error.ends_with("is not a regular file (it is a FIFO)"),
+            "{error}"
+        );
+        assert!(logged(
+            Level::Err,
+            "reload failed, keeping the running configuration"
+        ));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            h.view(1).await.stats.opackets >= sent + 2,
+            "advertising stopped"
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "[[vhost]]\nvhid = \"x\"\n").unwrap();
+        let reply = h.request(Request::Reload).await;
+        assert!(!reply.ok, "{reply:?}");
+        assert!(
+            capture::lines()
+                .iter()
+                .filter(|(l, line)| *l == Level::Err && line.contains("reload failed"))
+                .count()
+                == 2,
+            "{:#?}",
+            capture::lines()
+        );
+        h.write_config(&vhost(1, 0, "real", &["192.0.2.50/24", "198.51.100.51/24"]));
+        let reply = h.request(Request::Reload).await;
+        assert!(reply.ok, "{reply:?}");
+        assert!(logged(
+            Level::Info,
+            "reloaded: 0 unchanged, 1 changed, 0 added"
+        ));
+        assert_eq!(h.view(1).await.state, VhostState::Master);
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}

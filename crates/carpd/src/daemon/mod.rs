@@ -98,6 +98,7 @@ struct Daemon<O: Os> {
     maintenance: Maintenance,
     /// Command-line flags re-applied on every reload.
     overrides: Overrides,
+    reloads: lifecycle::Reloads,
 }
 
 /// Run the daemon on `os` until `signals` yields `Terminate` (or closes).
@@ -128,10 +129,17 @@ async fn run_with<O: Os>(
     let mut links = os.link_events().context("cannot monitor links")?;
     let (rx_tx, mut rx) = mpsc::channel::<Datagram>(1024);
     let (transitions, _) = broadcast::channel(256);
+    let (reload_tx, mut reloaded) = mpsc::unbounded_channel();
     let state_dir = config
         .state_dir
         .clone()
         .unwrap_or_else(|| crate::config::DEFAULT_STATE_DIR.into());
+    // Before anything is read from it: see `statedir`.
+    crate::statedir::ensure_dir(
+        &state_dir,
+        0o700,
+        &crate::statedir::daemon_uids(overrides.user.as_deref()),
+    )?;
     let maintenance = Maintenance::load(&state_dir)
         .with_context(|| format!("cannot read maintenance state in {}", state_dir.display()))?;
 
@@ -167,10 +175,12 @@ async fn run_with<O: Os>(
         transitions,
         maintenance,
         overrides,
+        reloads: lifecycle::Reloads::new(reload_tx),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
-    d.remove_leftovers(leftovers).await;
+    d.remove_leftovers(crate::owned::managed(leftovers, &config))
+        .await;
     if d.maintenance.is_on() {
         // Before joining any vhid, so a maintained host never takes one over.
         let now = d.now();
@@ -200,6 +210,8 @@ async fn run_with<O: Os>(
             return Err(anyhow::Error::new(e).context("cannot drop privileges"));
         }
     };
+    // Only now: a thread started earlier would keep every capability.
+    log::start_queue();
     if !dropped.bounding_left.is_empty() {
         carplog!(
             Warning,
@@ -232,14 +244,12 @@ async fn run_with<O: Os>(
             }
             _ = sleep_until(d.next_repair()) => d.repair_due().await,
             Some(event) = links.recv() => d.handle_link_event(event).await,
-            Some((request, reply)) = ctl_rx.recv() => {
-                let answer = d.handle_request(request).await;
-                let _ = reply.send(answer);
-            }
+            Some((request, reply)) = ctl_rx.recv() => d.handle_envelope(request, reply).await,
             signal = signals.recv() => match signal {
-                Some(Signal::Reload) => d.reload().await,
+                Some(Signal::Reload) => d.start_reload(None),
                 Some(Signal::Terminate) | None => break,
             },
+            Some(loaded) = reloaded.recv() => d.finish_reload(loaded).await,
             // From the loop itself: a stuck loop stops the pings.
             _ = tick(watchdog.as_mut()) => systemd::watchdog(),
         }

@@ -188,7 +188,10 @@ fn run(config: DaemonConfig, overrides: Overrides) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match daemon::run(os, config, overrides, rx).await {
+        let result = daemon::run(os, config, overrides, rx).await;
+        // The queued log lines first, so a fatal error is the last line.
+        carpd::log::flush(std::time::Duration::from_secs(1));
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("<3>carpd: {e:#}");
