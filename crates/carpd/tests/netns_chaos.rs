@@ -65,25 +65,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chaos::analysis::{Analysis, Input, analyse};
-use chaos::faults::{Injector, Rng, netem_available, nft};
+use chaos::envfaults::write_config;
+use chaos::faults::{Injector, Rng, enabled_kinds, netem_available, nft};
 use chaos::recording::{Life, Sample, Shared, StopOnDrop, capture, garps, sampler};
-use chaos::{CLIENT, NAMES, PASS, SKEWS, VHID, VIP, VIP_SLACK, node_list};
+use chaos::{CLIENT, NAMES, VHID, VIP, VIP_SLACK, node_list};
 use common::Lab;
 use common::daemon::{Carpd, Pinger, wait_single_master, wall_now};
-use common::testbed::words::Words;
 use nix::sys::signal::Signal;
 
 // ===== the lab =====
-
-fn words(advskew: u8) -> Vec<String> {
-    Words::new("eth0", VHID)
-        .preempt()
-        .advbase(1)
-        .advskew(advskew)
-        .pass(PASS)
-        .addr(&format!("{VIP}/24"))
-        .build()
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -111,7 +101,10 @@ fn chaos_soak() {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let strict_garp = !std::env::var("CARPD_SOAK_LENIENT_GARP").is_ok_and(|v| v == "1");
+    let kinds = enabled_kinds();
+    let kind_names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     println!("chaos soak: {soak} s, seed {seed} (replay with CARPD_SOAK_SEED={seed})");
+    println!("fault kinds (CARPD_SOAK_FAULTS): {}", kind_names.join(","));
 
     let lab = Lab::new("chaos", 4);
     let sw = lab.switch.clone();
@@ -136,7 +129,7 @@ fn chaos_soak() {
     ];
 
     let mut nodes: Vec<Carpd> = (0..3)
-        .map(|i| lab.carpd(i, NAMES[i], &words(SKEWS[i])))
+        .map(|i| lab.carpd(i, NAMES[i], &write_config(&lab, i)))
         .collect();
     let refs: Vec<&Carpd> = nodes.iter().collect();
     let first = wait_single_master(&refs, VHID, Duration::from_secs(10));
@@ -166,6 +159,7 @@ fn chaos_soak() {
         rng: Rng(seed),
         netem,
         soak,
+        kinds,
         faults: Vec::new(),
         failures: Vec::new(),
     };
@@ -235,6 +229,7 @@ fn chaos_soak() {
         vip_bad_max,
         dead_vip,
         failed_polls,
+        blind_polls,
         gap_all,
         gap_all_at,
     } = analyse(&Input {
@@ -300,7 +295,7 @@ fn chaos_soak() {
         replies.answered()
     );
     println!(
-        "samples: {} / {} / {}, control queries without an answer while running: {failed_polls}",
+        "samples: {} / {} / {}, control queries without an answer while running: {failed_polls} (and {blind_polls} while an exhaust fault filled the node's control socket, carried over)",
         samples[0].len(),
         samples[1].len(),
         samples[2].len()

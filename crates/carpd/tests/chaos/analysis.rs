@@ -34,6 +34,38 @@ pub fn state_at(samples: &[Sample], t: f64) -> Option<&str> {
     None
 }
 
+/// Polls a node's own fault made unanswerable ([`Fault::blind`]: `exhaust`
+/// fills its control socket, and the harness asks through the same socket)
+/// carry the node's last answer, from the fault's start to its end plus one
+/// poll timeout. The VIP is still sampled with `ip`, so criterion 3 keeps
+/// watching. Returns the patched recording and how many polls were filled.
+pub fn fill_blind(samples: &[Vec<Sample>; 3], faults: &[Fault]) -> ([Vec<Sample>; 3], usize) {
+    let mut filled = 0;
+    let out = std::array::from_fn(|i| {
+        let windows: Vec<(f64, f64)> = faults
+            .iter()
+            .filter(|f| f.blind == Some(i))
+            .map(|f| (f.start - SAMPLE.as_secs_f64(), f.end + 0.5))
+            .collect();
+        let mut last: Option<String> = None;
+        let mut ss = samples[i].clone();
+        for s in &mut ss {
+            if s.life != Life::Running {
+                last = None;
+                continue;
+            }
+            if s.state.is_some() {
+                last = s.state.clone();
+            } else if windows.iter().any(|&(a, b)| s.t >= a && s.t <= b) && last.is_some() {
+                s.state = last.clone();
+                filled += 1;
+            }
+        }
+        ss
+    });
+    (out, filled)
+}
+
 /// A maximal interval `[s, e)` with the same master count class.
 #[derive(Debug, Clone)]
 pub struct Episode {
@@ -153,6 +185,8 @@ pub struct Analysis {
     pub vip_bad_max: f64,
     pub dead_vip: [f64; 3],
     pub failed_polls: usize,
+    /// Unanswered polls carried over by [`fill_blind`].
+    pub blind_polls: usize,
     pub gap_all: f64,
     pub gap_all_at: f64,
 }
@@ -168,6 +202,8 @@ pub fn analyse(input: &Input) -> Analysis {
         sw_garps,
         client_garps,
     } = *input;
+    let (filled, blind_polls) = fill_blind(samples, faults);
+    let samples = &filled;
     let mut failures: Vec<String> = Vec::new();
     let (dual, none, changes) = episodes(samples, end);
     let bound = protocol_bound();
@@ -381,6 +417,7 @@ pub fn analyse(input: &Input) -> Analysis {
         vip_bad_max,
         dead_vip,
         failed_polls,
+        blind_polls,
         gap_all,
         gap_all_at,
     }
@@ -423,6 +460,7 @@ mod tests {
             start,
             end,
             settled: Some(settled),
+            blind: None,
         }
     }
 
@@ -577,5 +615,49 @@ mod tests {
         // a announced last but the client never heard it: fails.
         let a = judge(&samples, &faults, 20.0, &[(12.5, 1), (12.8, 0)], &[12.5]);
         assert_eq!(a.known.len(), 1, "{:?}", a.known);
+    }
+
+    #[test]
+    fn polls_blinded_by_an_exhaust_fault_carry_the_last_answer() {
+        // a's control socket is full from 5 s to 9 s: its polls fail from
+        // 5 s to 9.2 s. Without the rule that is a 4 s gap with no MASTER.
+        let samples = [
+            track(&[
+                (0.0, 5.0, R, M, true),
+                (5.0, 9.2, R, None, true),
+                (9.2, 20.0, R, M, true),
+            ]),
+            track(&[(0.0, 20.0, R, B, false)]),
+            track(&[(0.0, 20.0, R, B, false)]),
+        ];
+        let mut f = fault(Kind::Exhaust, 5.0, 9.0, 9.5);
+        let plain = judge(&samples, &[f.clone()], 20.0, &[], &[]);
+        assert!(plain.none_max > 3.0, "{}", plain.none_max);
+        assert_eq!(plain.blind_polls, 0);
+        f.blind = Some(0);
+        let a = judge(&samples, &[f.clone()], 20.0, &[], &[]);
+        assert!(a.failures.is_empty(), "{:?}", a.failures);
+        assert_eq!(a.none_max, 0.0);
+        assert_eq!(a.failed_polls, 0);
+        assert_eq!(a.blind_polls, 84);
+        // Only inside the window (its end + 0.5 s), and only for that node.
+        let (filled, n) = fill_blind(&samples, &[fault(Kind::Exhaust, 5.0, 6.0, 6.5)]);
+        assert_eq!(n, 0);
+        assert!(filled[0][110].state.is_none());
+        let (filled, n) = fill_blind(
+            &samples,
+            &[Fault {
+                blind: Some(0),
+                ..fault(Kind::Exhaust, 5.0, 6.0, 6.5)
+            }],
+        );
+        assert_eq!(n, 31, "5.0..=6.5 s");
+        assert_eq!(filled[0][110].state.as_deref(), Some("MASTER"));
+        assert!(filled[0][140].state.is_none());
+        assert!(
+            filled[1]
+                .iter()
+                .all(|s| s.state.as_deref() == Some("BACKUP"))
+        );
     }
 }
