@@ -18,7 +18,19 @@
 //!   in the development VM's kernel) it is emulated with nftables: random
 //!   loss of frames from the node (netdev ingress of its bridge port) and to
 //!   it (netdev ingress of its `eth0`), and `dup` on its `eth0` egress; delay
-//!   and reordering are then not injected (the run says so).
+//!   and reordering are then not injected (the run says so);
+//! - faults of the environment (`chaos/envfaults.rs`, issue 10), each on
+//!   one node: `macvlan` (its macvlan deleted, the daemon must rebuild it),
+//!   `carpdev` (`eth0` deleted, re-created under a new ifindex), `flush`
+//!   (its carpdev's addresses flushed, then restored), `sighup` (a SIGHUP
+//!   storm while the config file is swapped for a variant, garbage, a FIFO),
+//!   `hook` (its hooks hang past their timeout or print 100 MB while it is
+//!   made to change state), `exhaust` (slow HTTP clients and partial
+//!   control lines). The nodes run from config files, with hooks, for these.
+//!
+//! `CARPD_SOAK_FAULTS` chooses the kinds: `all` (default), a comma list, or
+//! `all,-hook` to leave one out. During `exhaust` the node's own control
+//! socket is full, so its unanswered polls carry its last answer.
 //!
 //! Recorded every 50 ms per node: the vhid's state straight from the control
 //! socket (`Request::Status`), and whether the node's namespace holds the VIP
@@ -51,6 +63,7 @@
 //! CARPD_SOAK_SECS=300 cargo test -p carpd --test netns_chaos -- --include-ignored --nocapture
 //! CARPD_SOAK_SECS=3600 ...            # the long run
 //! CARPD_SOAK_SEED=42 ...              # replay a schedule (the seed is printed)
+//! CARPD_SOAK_FAULTS=kill9,carpdev ... # only these kinds (`all,-exhaust`: all but one)
 //! CARPD_SOAK_LENIENT_GARP=1 ...       # criterion 5 is only printed
 //! CARPD_SOAK_ARTIFACTS=/tmp/soak ...  # keep the daemons' logs and the ARP captures
 //! ```
