@@ -585,7 +585,8 @@ async fn failed_address_add_steps_down_with_demotion_and_retries() {
         let calls = h.fake.calls();
         assert!(calls.contains(&Call::DelAddress(ETH0, ip(VIP6), 64)), "released: {calls:#?}");
         assert!(logged(Level::Err, "vhid 1@eth0: cannot add its addresses; stepping down, rebuilding in 1s"));
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The rebuild is due 1 s after the fault, which came before we saw it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let view = h.view(1).await;
         assert_eq!((view.state, view.demote), (VhostState::Backup, 0));
         // Alone, it takes over again after master-down, and fails again.
