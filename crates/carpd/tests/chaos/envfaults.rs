@@ -185,20 +185,14 @@ impl Injector<'_> {
                 start = self.shared.now();
                 while self.shared.now() - start < hold {
                     // A new file every few signals: a valid variant, garbage
-                    // (sometimes over the size limit), a FIFO, the original.
+                    // ([`Injector::garbage`]), a FIFO, the original.
                     if hups % 3 == 0 {
                         let which = self.rng.below(4);
                         swaps[which] += 1;
                         match which {
                             0 => swap_file(&path, Some(variant.as_bytes())),
                             1 => {
-                                let len = if self.rng.chance(0.2) {
-                                    2 << 20
-                                } else {
-                                    1 + self.rng.below(8192)
-                                };
-                                let junk: Vec<u8> =
-                                    (0..len).map(|_| self.rng.next() as u8).collect();
+                                let junk = self.garbage(&good);
                                 swap_file(&path, Some(&junk));
                             }
                             2 => swap_file(&path, None),
@@ -288,6 +282,22 @@ impl Injector<'_> {
             end: self.shared.now(),
             settled: None,
             blind,
+        }
+    }
+
+    /// A broken config file: the good one cut short (often invalid TOML or
+    /// a vhost missing keys), random bytes, or random bytes over the 1 MiB limit.
+    fn garbage(&mut self, good: &str) -> Vec<u8> {
+        match self.rng.below(5) {
+            0 | 1 => {
+                let cut = 1 + self.rng.below(good.len() - 1);
+                good.as_bytes()[..cut].to_vec()
+            }
+            2 => (0..2 << 20).map(|_| self.rng.next() as u8).collect(),
+            _ => {
+                let len = 1 + self.rng.below(8192);
+                (0..len).map(|_| self.rng.next() as u8).collect()
+            }
         }
     }
 
