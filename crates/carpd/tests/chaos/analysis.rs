@@ -336,13 +336,17 @@ pub fn analyse(input: &Input) -> Analysis {
                 Kind::Partition | Kind::Isolate | Kind::Stop => f.end.max(last_dual.s),
                 _ => last_dual.s,
             } - HEAL_SLACK;
+            // Up to 1 s after settling, but never into the next fault, whose
+            // own takeovers announce too (a demote or a macvlan deletion of a
+            // right after the settle makes b and c announce at once).
+            let window_end = (settled + 1.0).min(next_start);
             let window: Vec<&(f64, usize)> = sw_garps
                 .iter()
-                .filter(|(t, _)| *t >= last_dual.s - HEAL_SLACK && *t <= settled + 1.0)
+                .filter(|(t, _)| *t >= last_dual.s - HEAL_SLACK && *t <= window_end)
                 .collect();
             let winner_after: Vec<f64> = sw_garps
                 .iter()
-                .filter(|(t, h)| *h == 0 && *t >= heal && *t <= settled + 1.0)
+                .filter(|(t, h)| *h == 0 && *t >= heal && *t <= window_end)
                 .map(|(t, _)| *t)
                 .collect();
             // The winner announced last since the dual MASTER began, and the
@@ -368,7 +372,7 @@ pub fn analyse(input: &Input) -> Analysis {
             let (after_gap, after_at) = longest_gap_in(replies, w0, heal, next_start);
             let seen: Vec<String> = sw_garps
                 .iter()
-                .filter(|(t, _)| *t >= last_dual.s - 0.05 && *t <= settled + 1.0)
+                .filter(|(t, _)| *t >= last_dual.s - 0.05 && *t <= window_end)
                 .map(|(t, h)| format!("{}@{t:.2}", NAMES[*h]))
                 .collect();
             garp_note = if ok {
@@ -659,5 +663,35 @@ mod tests {
                 .iter()
                 .all(|s| s.state.as_deref() == Some("BACKUP"))
         );
+    }
+
+    #[test]
+    fn announcements_of_the_next_fault_are_not_the_heals() {
+        // Partition 10-12 s healed (a re-announced at 12.6 s, settled 12.8 s);
+        // the next fault at 13.3 s (a's macvlan deleted) makes b announce
+        // at 13.35 s, within 1 s of the settle but not about the heal.
+        let samples = [
+            track(&[(0.0, 13.3, R, M, true), (13.3, 20.0, R, B, false)]),
+            track(&[
+                (0.0, 10.5, R, B, false),
+                (10.5, 12.5, R, M, true),
+                (12.5, 13.3, R, B, false),
+                (13.3, 20.0, R, M, true),
+            ]),
+            track(&[(0.0, 20.0, R, B, false)]),
+        ];
+        let faults = [
+            fault(Kind::Partition, 10.0, 12.0, 12.8),
+            fault(Kind::Macvlan, 13.3, 15.0, 19.0),
+        ];
+        let a = judge(
+            &samples,
+            &faults,
+            20.0,
+            &[(12.6, 0), (13.35, 1)],
+            &[12.6, 13.35],
+        );
+        assert!(a.known.is_empty(), "{:?}", a.known);
+        assert_eq!(a.heals_checked, 1);
     }
 }
