@@ -236,7 +236,6 @@ impl Injector<'_> {
             }
             Kind::Exhaust => {
                 let sock = self.nodes[i].sock.clone();
-                what = format!("{name} {HTTP_CLIENTS} HTTP + {CONTROL_CLIENTS} control clients");
                 blind = Some(i);
                 start = self.shared.now();
                 let http = spawn_in_netns(&ns, move || {
@@ -264,14 +263,15 @@ impl Injector<'_> {
                     controls.push(c);
                 }
                 let conns = http.join().unwrap_or_default();
-                let opened = (conns.len(), controls.len());
+                // Connections past the HTTP backlog time out and are not counted.
+                what = format!(
+                    "{name} {} HTTP + {} control clients",
+                    conns.len(),
+                    controls.len()
+                );
                 self.sleep_s(hold - (self.shared.now() - start));
                 drop(conns);
                 drop(controls);
-                println!(
-                    "  ({name}: {} HTTP and {} control connections held)",
-                    opened.0, opened.1
-                );
             }
             _ => unreachable!("not a fault of the environment: {kind:?}"),
         }
