@@ -63,8 +63,10 @@ if is_root && [ -z "${SKIP_NETNS:-}" ]; then
     # parallel.
     before=$(ip netns list | cut -d' ' -f1 | sort)
     # The chaos soak runs 5 minutes here (the CI run); SOAK_SECS overrides,
-    # the hour-long run is documented in docs/reliability.md.
+    # the hour-long run is documented in docs/reliability.md. SOAK_FAULTS picks
+    # the fault kinds (CARPD_SOAK_FAULTS: all, a comma list, or all,-KIND).
     step "network namespace tests" env CARPD_SOAK_SECS="${SOAK_SECS:-300}" \
+        CARPD_SOAK_FAULTS="${SOAK_FAULTS:-all}" \
         cargo test -p carpd --locked --test '*' -- --include-ignored --test-threads=2
     # Namespaces the tests created and did not remove (anything that existed
     # before, such as a lab or a benchmark running beside, does not count).

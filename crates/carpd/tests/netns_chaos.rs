@@ -18,7 +18,19 @@
 //!   in the development VM's kernel) it is emulated with nftables: random
 //!   loss of frames from the node (netdev ingress of its bridge port) and to
 //!   it (netdev ingress of its `eth0`), and `dup` on its `eth0` egress; delay
-//!   and reordering are then not injected (the run says so).
+//!   and reordering are then not injected (the run says so);
+//! - faults of the environment (`chaos/envfaults.rs`, issue 10), each on
+//!   one node: `macvlan` (its macvlan deleted, the daemon must rebuild it),
+//!   `carpdev` (`eth0` deleted, re-created under a new ifindex), `flush`
+//!   (its carpdev's addresses flushed, then restored), `sighup` (a SIGHUP
+//!   storm while the config file is swapped for a variant, garbage, a FIFO),
+//!   `hook` (its hooks hang past their timeout or print 100 MB while it is
+//!   made to change state), `exhaust` (slow HTTP clients and partial
+//!   control lines). The nodes run from config files, with hooks, for these.
+//!
+//! `CARPD_SOAK_FAULTS` chooses the kinds: `all` (default), a comma list, or
+//! `all,-hook` to leave one out. During `exhaust` the node's own control
+//! socket is full, so its unanswered polls carry its last answer.
 //!
 //! Recorded every 50 ms per node: the vhid's state straight from the control
 //! socket (`Request::Status`), and whether the node's namespace holds the VIP
@@ -51,6 +63,7 @@
 //! CARPD_SOAK_SECS=300 cargo test -p carpd --test netns_chaos -- --include-ignored --nocapture
 //! CARPD_SOAK_SECS=3600 ...            # the long run
 //! CARPD_SOAK_SEED=42 ...              # replay a schedule (the seed is printed)
+//! CARPD_SOAK_FAULTS=kill9,carpdev ... # only these kinds (`all,-exhaust`: all but one)
 //! CARPD_SOAK_LENIENT_GARP=1 ...       # criterion 5 is only printed
 //! CARPD_SOAK_ARTIFACTS=/tmp/soak ...  # keep the daemons' logs and the ARP captures
 //! ```
@@ -65,25 +78,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chaos::analysis::{Analysis, Input, analyse};
-use chaos::faults::{Injector, Rng, netem_available, nft};
+use chaos::envfaults::write_config;
+use chaos::faults::{Injector, Rng, enabled_kinds, netem_available, nft};
 use chaos::recording::{Life, Sample, Shared, StopOnDrop, capture, garps, sampler};
-use chaos::{CLIENT, NAMES, PASS, SKEWS, VHID, VIP, VIP_SLACK, node_list};
+use chaos::{CLIENT, NAMES, VHID, VIP, VIP_SLACK, node_list};
 use common::Lab;
 use common::daemon::{Carpd, Pinger, wait_single_master, wall_now};
-use common::testbed::words::Words;
 use nix::sys::signal::Signal;
 
 // ===== the lab =====
-
-fn words(advskew: u8) -> Vec<String> {
-    Words::new("eth0", VHID)
-        .preempt()
-        .advbase(1)
-        .advskew(advskew)
-        .pass(PASS)
-        .addr(&format!("{VIP}/24"))
-        .build()
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -111,7 +114,10 @@ fn chaos_soak() {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let strict_garp = !std::env::var("CARPD_SOAK_LENIENT_GARP").is_ok_and(|v| v == "1");
+    let kinds = enabled_kinds();
+    let kind_names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     println!("chaos soak: {soak} s, seed {seed} (replay with CARPD_SOAK_SEED={seed})");
+    println!("fault kinds (CARPD_SOAK_FAULTS): {}", kind_names.join(","));
 
     let lab = Lab::new("chaos", 4);
     let sw = lab.switch.clone();
@@ -136,7 +142,7 @@ fn chaos_soak() {
     ];
 
     let mut nodes: Vec<Carpd> = (0..3)
-        .map(|i| lab.carpd(i, NAMES[i], &words(SKEWS[i])))
+        .map(|i| lab.carpd(i, NAMES[i], &write_config(&lab, i)))
         .collect();
     let refs: Vec<&Carpd> = nodes.iter().collect();
     let first = wait_single_master(&refs, VHID, Duration::from_secs(10));
@@ -166,6 +172,7 @@ fn chaos_soak() {
         rng: Rng(seed),
         netem,
         soak,
+        kinds,
         faults: Vec::new(),
         failures: Vec::new(),
     };
@@ -235,6 +242,7 @@ fn chaos_soak() {
         vip_bad_max,
         dead_vip,
         failed_polls,
+        blind_polls,
         gap_all,
         gap_all_at,
     } = analyse(&Input {
@@ -300,7 +308,7 @@ fn chaos_soak() {
         replies.answered()
     );
     println!(
-        "samples: {} / {} / {}, control queries without an answer while running: {failed_polls}",
+        "samples: {} / {} / {}, control queries without an answer while running: {failed_polls} (and {blind_polls} while an exhaust fault filled the node's control socket, carried over)",
         samples[0].len(),
         samples[1].len(),
         samples[2].len()

@@ -34,6 +34,38 @@ pub fn state_at(samples: &[Sample], t: f64) -> Option<&str> {
     None
 }
 
+/// Polls a node's own fault made unanswerable ([`Fault::blind`]: `exhaust`
+/// fills its control socket, and the harness asks through the same socket)
+/// carry the node's last answer, from the fault's start to its end plus one
+/// poll timeout. The VIP is still sampled with `ip`, so criterion 3 keeps
+/// watching. Returns the patched recording and how many polls were filled.
+pub fn fill_blind(samples: &[Vec<Sample>; 3], faults: &[Fault]) -> ([Vec<Sample>; 3], usize) {
+    let mut filled = 0;
+    let out = std::array::from_fn(|i| {
+        let windows: Vec<(f64, f64)> = faults
+            .iter()
+            .filter(|f| f.blind == Some(i))
+            .map(|f| (f.start - SAMPLE.as_secs_f64(), f.end + 0.5))
+            .collect();
+        let mut last: Option<String> = None;
+        let mut ss = samples[i].clone();
+        for s in &mut ss {
+            if s.life != Life::Running {
+                last = None;
+                continue;
+            }
+            if s.state.is_some() {
+                last = s.state.clone();
+            } else if windows.iter().any(|&(a, b)| s.t >= a && s.t <= b) && last.is_some() {
+                s.state = last.clone();
+                filled += 1;
+            }
+        }
+        ss
+    });
+    (out, filled)
+}
+
 /// A maximal interval `[s, e)` with the same master count class.
 #[derive(Debug, Clone)]
 pub struct Episode {
@@ -153,6 +185,8 @@ pub struct Analysis {
     pub vip_bad_max: f64,
     pub dead_vip: [f64; 3],
     pub failed_polls: usize,
+    /// Unanswered polls carried over by [`fill_blind`].
+    pub blind_polls: usize,
     pub gap_all: f64,
     pub gap_all_at: f64,
 }
@@ -168,6 +202,8 @@ pub fn analyse(input: &Input) -> Analysis {
         sw_garps,
         client_garps,
     } = *input;
+    let (filled, blind_polls) = fill_blind(samples, faults);
+    let samples = &filled;
     let mut failures: Vec<String> = Vec::new();
     let (dual, none, changes) = episodes(samples, end);
     let bound = protocol_bound();
@@ -300,13 +336,17 @@ pub fn analyse(input: &Input) -> Analysis {
                 Kind::Partition | Kind::Isolate | Kind::Stop => f.end.max(last_dual.s),
                 _ => last_dual.s,
             } - HEAL_SLACK;
+            // Up to 1 s after settling, but never into the next fault, whose
+            // own takeovers announce too (a demote or a macvlan deletion of a
+            // right after the settle makes b and c announce at once).
+            let window_end = (settled + 1.0).min(next_start);
             let window: Vec<&(f64, usize)> = sw_garps
                 .iter()
-                .filter(|(t, _)| *t >= last_dual.s - HEAL_SLACK && *t <= settled + 1.0)
+                .filter(|(t, _)| *t >= last_dual.s - HEAL_SLACK && *t <= window_end)
                 .collect();
             let winner_after: Vec<f64> = sw_garps
                 .iter()
-                .filter(|(t, h)| *h == 0 && *t >= heal && *t <= settled + 1.0)
+                .filter(|(t, h)| *h == 0 && *t >= heal && *t <= window_end)
                 .map(|(t, _)| *t)
                 .collect();
             // The winner announced last since the dual MASTER began, and the
@@ -332,7 +372,7 @@ pub fn analyse(input: &Input) -> Analysis {
             let (after_gap, after_at) = longest_gap_in(replies, w0, heal, next_start);
             let seen: Vec<String> = sw_garps
                 .iter()
-                .filter(|(t, _)| *t >= last_dual.s - 0.05 && *t <= settled + 1.0)
+                .filter(|(t, _)| *t >= last_dual.s - 0.05 && *t <= window_end)
                 .map(|(t, h)| format!("{}@{t:.2}", NAMES[*h]))
                 .collect();
             garp_note = if ok {
@@ -381,6 +421,7 @@ pub fn analyse(input: &Input) -> Analysis {
         vip_bad_max,
         dead_vip,
         failed_polls,
+        blind_polls,
         gap_all,
         gap_all_at,
     }
@@ -423,6 +464,7 @@ mod tests {
             start,
             end,
             settled: Some(settled),
+            blind: None,
         }
     }
 
@@ -577,5 +619,79 @@ mod tests {
         // a announced last but the client never heard it: fails.
         let a = judge(&samples, &faults, 20.0, &[(12.5, 1), (12.8, 0)], &[12.5]);
         assert_eq!(a.known.len(), 1, "{:?}", a.known);
+    }
+
+    #[test]
+    fn polls_blinded_by_an_exhaust_fault_carry_the_last_answer() {
+        // a's control socket is full from 5 s to 9 s: its polls fail from
+        // 5 s to 9.2 s. Without the rule that is a 4 s gap with no MASTER.
+        let samples = [
+            track(&[
+                (0.0, 5.0, R, M, true),
+                (5.0, 9.2, R, None, true),
+                (9.2, 20.0, R, M, true),
+            ]),
+            track(&[(0.0, 20.0, R, B, false)]),
+            track(&[(0.0, 20.0, R, B, false)]),
+        ];
+        let mut f = fault(Kind::Exhaust, 5.0, 9.0, 9.5);
+        let plain = judge(&samples, &[f.clone()], 20.0, &[], &[]);
+        assert!(plain.none_max > 3.0, "{}", plain.none_max);
+        assert_eq!(plain.blind_polls, 0);
+        f.blind = Some(0);
+        let a = judge(&samples, &[f.clone()], 20.0, &[], &[]);
+        assert!(a.failures.is_empty(), "{:?}", a.failures);
+        assert_eq!(a.none_max, 0.0);
+        assert_eq!(a.failed_polls, 0);
+        assert_eq!(a.blind_polls, 84);
+        // Only inside the window (its end + 0.5 s), and only for that node.
+        let (filled, n) = fill_blind(&samples, &[fault(Kind::Exhaust, 5.0, 6.0, 6.5)]);
+        assert_eq!(n, 0);
+        assert!(filled[0][110].state.is_none());
+        let (filled, n) = fill_blind(
+            &samples,
+            &[Fault {
+                blind: Some(0),
+                ..fault(Kind::Exhaust, 5.0, 6.0, 6.5)
+            }],
+        );
+        assert_eq!(n, 31, "5.0..=6.5 s");
+        assert_eq!(filled[0][110].state.as_deref(), Some("MASTER"));
+        assert!(filled[0][140].state.is_none());
+        assert!(
+            filled[1]
+                .iter()
+                .all(|s| s.state.as_deref() == Some("BACKUP"))
+        );
+    }
+
+    #[test]
+    fn announcements_of_the_next_fault_are_not_the_heals() {
+        // Partition 10-12 s healed (a re-announced at 12.6 s, settled 12.8 s);
+        // the next fault at 13.3 s (a's macvlan deleted) makes b announce
+        // at 13.35 s, within 1 s of the settle but not about the heal.
+        let samples = [
+            track(&[(0.0, 13.3, R, M, true), (13.3, 20.0, R, B, false)]),
+            track(&[
+                (0.0, 10.5, R, B, false),
+                (10.5, 12.5, R, M, true),
+                (12.5, 13.3, R, B, false),
+                (13.3, 20.0, R, M, true),
+            ]),
+            track(&[(0.0, 20.0, R, B, false)]),
+        ];
+        let faults = [
+            fault(Kind::Partition, 10.0, 12.0, 12.8),
+            fault(Kind::Macvlan, 13.3, 15.0, 19.0),
+        ];
+        let a = judge(
+            &samples,
+            &faults,
+            20.0,
+            &[(12.6, 0), (13.35, 1)],
+            &[12.6, 13.35],
+        );
+        assert!(a.known.is_empty(), "{:?}", a.known);
+        assert_eq!(a.heals_checked, 1);
     }
 }

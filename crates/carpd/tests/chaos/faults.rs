@@ -1,7 +1,8 @@
 //! The faults the soak injects, one at a time, from a seeded RNG: kill -9,
 //! SIGSTOP, link flap, partition, port isolation, netem (or its nftables
-//! emulation). Each is held for a random time, undone, and the lab must
-//! settle again (criterion 6).
+//! emulation), and the faults of the environment in [`super::envfaults`].
+//! Each is held for a random time, undone, and the lab must settle again
+//! (criterion 6). `CARPD_SOAK_FAULTS` chooses the kinds ([`enabled_kinds`]).
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -47,16 +48,71 @@ pub enum Kind {
     Partition,
     Isolate,
     Netem,
+    Macvlan,
+    Carpdev,
+    Flush,
+    Sighup,
+    Hook,
+    Exhaust,
 }
 
-pub const KINDS: [Kind; 6] = [
+pub const KINDS: [Kind; 12] = [
     Kind::Kill9,
     Kind::Stop,
     Kind::Flap,
     Kind::Partition,
     Kind::Isolate,
     Kind::Netem,
+    Kind::Macvlan,
+    Kind::Carpdev,
+    Kind::Flush,
+    Kind::Sighup,
+    Kind::Hook,
+    Kind::Exhaust,
 ];
+
+/// The kinds `CARPD_SOAK_FAULTS` asks for: unset or `all` is every kind; a
+/// comma list names kinds (`kill9,flap`), and `-kind` takes one away
+/// (`all,-hook`). An unknown name is an error, not silently ignored.
+pub fn parse_kinds(spec: &str) -> Result<Vec<Kind>, String> {
+    let mut kinds: Vec<Kind> = Vec::new();
+    for word in spec.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let (minus, name) = match word.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, word),
+        };
+        let named: Vec<Kind> = if name == "all" {
+            KINDS.to_vec()
+        } else {
+            vec![
+                KINDS
+                    .into_iter()
+                    .find(|k| k.name() == name)
+                    .ok_or_else(|| format!("unknown fault kind {name:?} in CARPD_SOAK_FAULTS"))?,
+            ]
+        };
+        if minus {
+            kinds.retain(|k| !named.contains(k));
+        } else {
+            for k in named {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+        }
+    }
+    if kinds.is_empty() {
+        return Err(format!("CARPD_SOAK_FAULTS={spec:?} leaves no fault kind"));
+    }
+    kinds.sort();
+    Ok(kinds)
+}
+
+/// [`parse_kinds`] of `CARPD_SOAK_FAULTS` (default `all`).
+pub fn enabled_kinds() -> Vec<Kind> {
+    let spec = std::env::var("CARPD_SOAK_FAULTS").unwrap_or_else(|_| "all".to_owned());
+    parse_kinds(&spec).unwrap_or_else(|e| panic!("{e}"))
+}
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -67,6 +123,12 @@ impl Kind {
             Kind::Partition => "partition",
             Kind::Isolate => "isolate",
             Kind::Netem => "netem",
+            Kind::Macvlan => "macvlan",
+            Kind::Carpdev => "carpdev",
+            Kind::Flush => "flush",
+            Kind::Sighup => "sighup",
+            Kind::Hook => "hook",
+            Kind::Exhaust => "exhaust",
         }
     }
     /// Range of the hold time, seconds.
@@ -77,6 +139,12 @@ impl Kind {
             Kind::Flap => (0.3, 6.0),
             Kind::Partition | Kind::Isolate => (1.0, 8.0),
             Kind::Netem => (3.0, 10.0),
+            Kind::Macvlan => (1.0, 5.0),
+            Kind::Carpdev => (0.5, 6.0),
+            Kind::Flush => (0.5, 6.0),
+            Kind::Sighup => (1.0, 4.0),
+            Kind::Hook => (1.0, 5.0),
+            Kind::Exhaust => (2.0, 8.0),
         }
     }
 }
@@ -91,6 +159,9 @@ pub struct Fault {
     pub end: f64,
     /// The lab settled again (`None`: it did not within `SETTLE_MAX`).
     pub settled: Option<f64>,
+    /// A node whose control socket the fault itself fills (`exhaust`): its
+    /// unanswered polls from `start` to `end` carry its last answer.
+    pub blind: Option<usize>,
 }
 
 impl Fault {
@@ -139,6 +210,8 @@ pub struct Injector<'a> {
     pub rng: Rng,
     pub netem: bool,
     pub soak: f64,
+    /// The kinds to inject (`CARPD_SOAK_FAULTS`).
+    pub kinds: Vec<Kind>,
     pub faults: Vec<Fault>,
     pub failures: Vec<String>,
 }
@@ -191,7 +264,7 @@ impl Injector<'_> {
             if round.is_empty() {
                 // Every kind once per round, in a random order, so even a
                 // short run injects each kind.
-                round = KINDS.to_vec();
+                round = self.kinds.clone();
                 for i in (1..round.len()).rev() {
                     let j = self.rng.below(i + 1);
                     round.swap(i, j);
@@ -231,6 +304,7 @@ impl Injector<'_> {
         let lab = self.lab;
         let sw = lab.switch.clone();
         let (what, start, end);
+        let mut blind = None;
         match kind {
             Kind::Kill9 => {
                 let i = self.target();
@@ -431,6 +505,15 @@ impl Injector<'_> {
                 }
                 end = self.shared.now();
             }
+            Kind::Macvlan
+            | Kind::Carpdev
+            | Kind::Flush
+            | Kind::Sighup
+            | Kind::Hook
+            | Kind::Exhaust => {
+                let f = self.inject_env(kind, hold);
+                (what, start, end, blind) = (f.what, f.start, f.end, f.blind);
+            }
         }
         Fault {
             kind,
@@ -438,6 +521,7 @@ impl Injector<'_> {
             start,
             end,
             settled: None,
+            blind,
         }
     }
 
@@ -478,5 +562,24 @@ impl Injector<'_> {
             thread::sleep(Duration::from_millis(60));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_kinds_are_chosen_by_name() {
+        assert_eq!(parse_kinds("all").unwrap(), KINDS.to_vec());
+        assert_eq!(
+            parse_kinds("flap, kill9,flap").unwrap(),
+            vec![Kind::Kill9, Kind::Flap]
+        );
+        let most = parse_kinds("all,-hook,-exhaust").unwrap();
+        assert_eq!(most.len(), KINDS.len() - 2);
+        assert!(!most.contains(&Kind::Hook) && !most.contains(&Kind::Exhaust));
+        assert!(parse_kinds("all,-all").is_err());
+        assert!(parse_kinds("kill9,typo").unwrap_err().contains("typo"));
     }
 }

@@ -1,8 +1,9 @@
-//! The chaos soak's three parts: [`faults`] injects them, [`recording`]
+//! The chaos soak's three parts: [`faults`] and [`envfaults`] inject them, [`recording`]
 //! records the lab while they act, [`analysis`] judges the recording (and is
 //! unit-tested on synthetic recordings, without root).
 
 pub mod analysis;
+pub mod envfaults;
 pub mod faults;
 pub mod recording;
 
