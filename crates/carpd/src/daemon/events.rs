@@ -33,7 +33,24 @@ impl<O: Os> Daemon<O> {
                     })
                     .map(|(id, _)| *id)
                     .collect();
+                // A notice of our own removal can arrive after a quick
+                // MASTER -> BACKUP -> MASTER has added the address again: only
+                // an address really gone is "removed by someone else".
+                let present = !ids.is_empty()
+                    && self
+                        .os
+                        .addresses(index)
+                        .await
+                        .is_ok_and(|list| list.contains(&(addr, prefix_len)));
                 for id in ids {
+                    if present {
+                        carplog!(
+                            Debug,
+                            "{}: stale removal notice for {addr}/{prefix_len}; it is configured",
+                            self.label(id)
+                        );
+                        continue;
+                    }
                     if self.node.state(id) == Some(State::Master) {
                         carplog!(
                             Warning,

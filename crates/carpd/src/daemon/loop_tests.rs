@@ -997,6 +997,58 @@ async fn recreated_carpdev_is_rebuilt_under_its_new_index() {
     result.unwrap();
 }
 
+/// Input: a MASTER hears "192.0.2.50 removed" twice: once while the address
+/// is still configured (a late notice of its own removal after a quick
+/// MASTER -> BACKUP -> MASTER), once after it really went. Output: the stale
+/// notice changes nothing and warns nobody; the real removal is restored
+/// with a warning.
+#[tokio::test(start_paused = true)]
+async fn only_a_real_address_removal_is_restored() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "real", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            let removed = LinkEvent::AddressRemoved {
+                index: ETH0,
+                addr: ip(VIP),
+                prefix_len: 24,
+            };
+            let before = h.fake.calls().len();
+            h.fake.event(removed.clone()).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let after = h.fake.calls()[before..].to_vec();
+            assert!(
+                !after.iter().any(|c| matches!(c, Call::AddAddress(..))),
+                "a stale notice re-added the address: {after:#?}"
+            );
+            assert!(!logged(Level::Warning, "was removed by someone else"));
+            h.fake
+                .0
+                .borrow_mut()
+                .addrs
+                .get_mut(&ETH0)
+                .unwrap()
+                .remove(&(ip(VIP), 24));
+            h.fake.event(removed).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                h.fake
+                    .calls()
+                    .contains(&Call::AddAddress(ETH0, ip(VIP), 24))
+            );
+            assert!(logged(
+                Level::Warning,
+                "vhid 1@eth0: 192.0.2.50/24 was removed by someone else; restoring"
+            ));
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
+
 /// Input: a MASTER's carpdev loses its IPv4 address; a BACKUP's hears an
 /// advertisement from 0.0.0.0. Output: the MASTER keeps advertising (the
 /// BSDs send from 0.0.0.0) and says so once, not once per advertisement;
