@@ -82,6 +82,16 @@ fn planned(tag: &str, path: Path, dual: bool) -> Vec<(String, u64)> {
         // Let every late frame of the first switch-over pass.
         thread::sleep(AFTER);
     }
+    // CARPD_HITLESS_CAPTURE=DIR: record what A sends on eth0.
+    if let Some(dir) = std::env::var_os("CARPD_HITLESS_CAPTURE") {
+        let file = std::path::Path::new(&dir).join(format!("{tag}-{path:?}.pcap"));
+        let file = file.to_string_lossy().into_owned();
+        lab.spawn(
+            lab.ns(0),
+            &["tcpdump", "-i", "eth0", "-Q", "out", "-U", "-w", &file],
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
     let client = lab.ns(2);
     let mut vips = vec![VIP4];
     if dual {
@@ -150,7 +160,12 @@ fn all_paths(tag: &str, dual: bool) {
         Path::StateBackup,
     ];
     let mut bad = Vec::new();
+    // CARPD_HITLESS_PATH=Disable: run that path only.
+    let only = std::env::var("CARPD_HITLESS_PATH").ok();
     for path in paths {
+        if only.as_ref().is_some_and(|p| *p != format!("{path:?}")) {
+            continue;
+        }
         for (vip, lost) in planned(tag, path, dual) {
             if lost > MAX_LOST {
                 bad.push(format!("{path:?} to {vip}: {lost} lost"));
