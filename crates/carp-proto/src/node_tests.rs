@@ -372,6 +372,32 @@ fn forced_states_work_from_backup_and_master() {
     );
 }
 
+#[test]
+fn forced_backup_bows_out_before_releasing_addresses() {
+    let mut node = node_with(false, 100);
+    node.force_state(at(100), id(1), State::Master).unwrap();
+    drain(&mut node);
+    node.force_state(at(200), id(1), State::Backup).unwrap();
+    let actions = drain(&mut node);
+    let packets = transmits(&actions);
+    assert_eq!(packets.len(), 1, "one bow-out advertisement");
+    assert_eq!(
+        (packets[0][2], packets[0][5]),
+        (255, 255),
+        "advskew, advbase"
+    );
+    let bow = actions
+        .iter()
+        .position(|a| matches!(a, Action::Transmit { .. }));
+    let removal = actions
+        .iter()
+        .position(|a| matches!(a, Action::RemoveAddresses { .. }));
+    assert!(
+        bow < removal,
+        "the peer hears the bow-out first: {actions:?}"
+    );
+}
+
 // ===== demotion =====
 
 #[test]

@@ -295,6 +295,11 @@ impl Vhost {
         match (self.state, to) {
             (State::Backup, State::Master) => self.master_down(now, Cause::Forced, cx),
             (State::Master, State::Backup) => {
+                // Hand over as a planned stop does: the bow-out advertisement
+                // (spec 5.4) makes a BACKUP peer take over at once, instead of
+                // leaving no MASTER until a master-down timer runs out (ours,
+                // the shortest, would even take the vhid back).
+                self.send_advert(now, true, cx);
                 self.transition(now, State::Backup, Cause::Forced, cx)
             }
             _ => {}

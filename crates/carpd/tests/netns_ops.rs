@@ -118,7 +118,7 @@ fn maintenance_moves_master_and_survives_restart() {
 /// Output: disable puts A in INIT and removes the VIP from A while B takes
 /// over; enable brings A back as BACKUP; forcing A to MASTER moves the VIP to
 /// A and B steps down (A advertises more often); forcing A to BACKUP
-/// steps it down with cause "user requested".
+/// steps it down with cause "user requested" and hands the vhid to B.
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn disable_releases_addresses_and_forced_state() {
@@ -149,15 +149,19 @@ fn disable_releases_addresses_and_forced_state() {
     assert_eq!(view(&a, 1).state, "MASTER");
     assert!(lab.has_addr(&a.ns, VIP4) && !lab.has_addr(&b.ns, VIP4));
 
-    // As in OpenBSD, a forced BACKUP re-arms its master-down timer: the best
-    // node steps aside now and takes the vhid back unless someone advertises.
+    // A forced BACKUP hands over as a planned stop does (issue 11): its
+    // bow-out advertisement makes B take over at once, and A (no preempt)
+    // stays BACKUP, hearing B, instead of taking the vhid back on its own
+    // master-down timer after ~3 s without a MASTER.
     carpctl_ok(&a, &["state", "1", "backup"]);
     let v = view(&a, 1);
     assert_eq!(
         (v.state.as_str(), v.cause.as_str()),
         ("BACKUP", "user requested")
     );
-    assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 0);
+    wait_state(&b, 1, "MASTER", Duration::from_secs(1));
+    stays(&a, "BACKUP", Duration::from_secs(4));
+    assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 1);
 }
 
 /// Input: one carpd with vhid 1; carpctl requests naming vhid 9, a bad

@@ -656,6 +656,65 @@ async fn sigterm_bows_out_before_removing_addresses() {
     );
 }
 
+/// Input: a dual-stack `lladdr virtual` vhost takes over, then SIGTERM; and
+/// an IPv4-only one. Output: IPv6 is off on the macvlan from its creation,
+/// on just before the IPv6 VIP is added, and off again before it is removed
+/// (so no MLD report leaves from the virtual MAC of a node that is not
+/// MASTER); the IPv4-only macvlan never gets IPv6.
+#[tokio::test(start_paused = true)]
+async fn macvlan_ipv6_is_on_only_while_it_holds_ipv6_addresses() {
+    let fake = Fake::new();
+    let vhosts = vhost(1, 0, "virtual", &["192.0.2.50/24", "2001:db8::50/64"]);
+    let result = Harness::run(&vhosts, fake.clone(), |h| async move {
+        h.until_master(1).await;
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+    let calls = fake.calls();
+    let key = "net/ipv6/conf/carp2v1/disable_ipv6";
+    let sysctl = |from: usize, value: &str| {
+        let want = Call::WriteSysctl(format!("{key}={value}"));
+        calls[from..]
+            .iter()
+            .position(|c| *c == want)
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("no {key}={value} after {from}: {calls:#?}"))
+    };
+    let off = sysctl(0, "1");
+    let takeover = position(&calls, |c| matches!(c, Call::AddAddress(..)));
+    let add6 = position(
+        &calls,
+        |c| matches!(c, Call::AddAddress(_, a, 64) if *a == ip(VIP6)),
+    );
+    let on = sysctl(off, "0");
+    assert!(off < takeover && on < add6, "{calls:#?}");
+    let del6 = calls[add6..]
+        .iter()
+        .position(|c| matches!(c, Call::DelAddress(_, a, 64) if *a == ip(VIP6)))
+        .map(|i| i + add6)
+        .unwrap_or_else(|| panic!("IPv6 VIP never removed: {calls:#?}"));
+    let off_again = sysctl(on, "1");
+    assert!(
+        off_again < del6,
+        "IPv6 turned off after the removal: {calls:#?}"
+    );
+
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "virtual", &["192.0.2.50/24"]),
+        fake.clone(),
+        |h| async move {
+            h.until_master(1).await;
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+    let on = Call::WriteSysctl(format!("{key}=0"));
+    assert!(!fake.calls().contains(&on), "{:#?}", fake.calls());
+}
+
 /// Input: two MASTER vhosts; a reload changes vhid 2's advskew and leaves
 /// vhid 1 as it was. Output: "1 unchanged, 1 changed"; vhid 1 keeps its
 /// state with no transition and no address call; vhid 2 advertises the new

@@ -98,6 +98,9 @@ impl<O: Os> Daemon<O> {
             .map(|v| owned_address(&r.addr_ifname, v))
             .collect();
         let index = r.addr_index;
+        if r.macvlan.is_some() && chosen.iter().any(|va| va.addr.is_ipv6()) {
+            self.macvlan_ipv6(&r.addr_ifname, true);
+        }
         if let Err(e) = self.os.hold_addresses(&record) {
             carplog!(Warning, "{}", chain(&e));
         }
@@ -124,6 +127,11 @@ impl<O: Os> Daemon<O> {
         let chosen = addresses;
         let ifname = r.addr_ifname.clone();
         let index = r.addr_index;
+        if r.macvlan.is_some() && chosen.iter().any(|va| va.addr.is_ipv6()) {
+            // Before the removals: their MLD reports would leave from the
+            // virtual MAC of a node that is no longer MASTER.
+            self.macvlan_ipv6(&ifname, false);
+        }
         let requests = chosen
             .iter()
             .map(|va| self.os.del_address(index, va.addr, va.prefix_len));
