@@ -10,16 +10,17 @@
 //! is kept as `FILE.bak`. Then the daemon reloads, as on SIGHUP.
 //!
 //! A form only sees the file as it was when it loaded it: every change
-//! carries the `version` it was shown (a hash of the text), and a file
+//! carries the `version` it was shown (a keyed hash of the text), and a file
 //! changed since is refused, so two editors never overwrite each other.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::fs;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
@@ -150,10 +151,12 @@ impl Rejected {
 /// The form fields, in the order they are written into a new table.
 const FORM_KEYS: [&str; 6] = ["carpdev", "vhid", "addresses", "pass", "advbase", "advskew"];
 
+/// A version of the file's text for the form. The text holds passphrases and
+/// the version is shown without a token, so the hash is keyed with a random
+/// key drawn once per process: it cannot be used to guess a passphrase.
 fn version_of(text: &str) -> String {
-    let mut h = DefaultHasher::new();
-    text.hash(&mut h);
-    format!("{:016x}", h.finish())
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    format!("{:016x}", KEY.get_or_init(RandomState::new).hash_one(text))
 }
 
 fn read(path: &Path) -> Result<String, Rejected> {

@@ -253,7 +253,7 @@ async fn the_settings_form_writes_the_file_and_reloads() {
         serde_json::json!({
             "action": "add", "version": version,
             "vhost": { "carpdev": "eth0", "vhid": "2", "addresses": "198.51.100.60/24",
-                       "pass": "pw", "advbase": "1", "advskew": advskew },
+                       "pass": "hunter22", "advbase": "1", "advskew": advskew },
         })
         .to_string()
     };
@@ -266,6 +266,10 @@ async fn the_settings_form_writes_the_file_and_reloads() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("written and reloaded: Reload"), "{body}");
     assert!(std::fs::read_to_string(&file).unwrap().contains("vhid = 2"));
+    let (code, body) = call(addr, get.to_string()).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""has_pass":true"#), "{body}");
+    assert!(!body.contains("hunter22"), "the password is shown: {body}");
     // Without the token nothing is read; a form up to its own cap is read.
     let (code, _) = call(addr, post("/api/settings", None, &change("100"))).await;
     assert_eq!(code, 401);
