@@ -251,8 +251,10 @@ fn add_vhost_through_the_page(br: &mut Browser, advskew: &str) {
 /// is unchanged; advskew 0 is written (the comment kept, the old file as
 /// `.bak`, mode 0600) and reloaded; after B's form, vhid 2 has exactly one
 /// MASTER, A, which holds 198.51.100.60 while B does not, and vhid 1 is
-/// undisturbed. Screenshots: the form's error, B's status page (BACKUP),
-/// A's (MASTER), and A's in maintenance.
+/// undisturbed. On A's status page, "Temporarily disable CARP" puts every
+/// row in INIT (B takes over) and "Enable CARP" brings A back as MASTER.
+/// Screenshots: the form's error, B's status page (BACKUP), A's (MASTER),
+/// and A's in maintenance.
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn a_vhost_added_on_the_settings_page_is_elected() {
@@ -345,6 +347,19 @@ fn a_vhost_added_on_the_settings_page_is_elected() {
         "{text}"
     );
     br.screenshot("page-master.png");
+    // "Temporarily disable CARP" and back, with the token typed into the page.
+    br.type_into("token", TOKEN);
+    br.click("carp-disable");
+    all_rows(&mut br, "INIT");
+    assert_eq!(wait_single_master(&[&b], 2, ELECTION), 0);
+    br.wait_true(
+        "the page offers Enable CARP only",
+        "getComputedStyle(document.getElementById('carp-enable')).display !== 'none' \
+         && getComputedStyle(document.getElementById('carp-disable')).display === 'none'",
+        Duration::from_secs(5),
+    );
+    br.click("carp-enable");
+    all_rows(&mut br, "MASTER");
     carpctl_ok(&a, &["maintenance", "on"]);
     all_rows(&mut br, "BACKUP");
     br.wait_true(
