@@ -473,36 +473,7 @@ impl DaemonConfig {
     /// opened without blocking (a FIFO would wait for a writer) and checked
     /// on the opened descriptor, so the file checked is the file read.
     pub fn load(path: &Path) -> Result<DaemonConfig, ConfigFileError> {
-        let read = |reason| ConfigFileError::Read {
-            path: path.into(),
-            reason,
-        };
-        let f = open_regular(path).map_err(|e| match e {
-            OpenError::Io(e) => read(e),
-            OpenError::NotRegular(kind) => ConfigFileError::NotRegular {
-                path: path.into(),
-                kind,
-            },
-        })?;
-        let too_large = || ConfigFileError::TooLarge { path: path.into() };
-        if f.metadata().map_err(read)?.len() > MAX_CONFIG_BYTES {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        f.take(MAX_CONFIG_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read)?;
-        if bytes.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(too_large());
-        }
-        // The bytes are not echoed: the file may be a secret linked here.
-        let text = String::from_utf8(bytes).map_err(|e| {
-            invalid(
-                &Location::File(path.into()),
-                format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
-            )
-        })?;
-        DaemonConfig::from_toml_str(&text, path)
+        DaemonConfig::from_toml_str(&read_text(path)?, path)
     }
 
     /// Parse and validate the positional ifconfig-style words of the command line.
@@ -552,6 +523,42 @@ impl DaemonConfig {
             source,
         })
     }
+}
+
+/// Read the configuration file at `path` as text, as [`DaemonConfig::load`] does:
+/// only a regular file of at most [`MAX_CONFIG_BYTES`], opened without blocking
+/// and checked on the opened descriptor, so the file checked is the file read.
+pub fn read_text(path: &Path) -> Result<String, ConfigFileError> {
+    let read = |reason| ConfigFileError::Read {
+        path: path.into(),
+        reason,
+    };
+    let f = open_regular(path).map_err(|e| match e {
+        OpenError::Io(e) => read(e),
+        OpenError::NotRegular(kind) => ConfigFileError::NotRegular {
+            path: path.into(),
+            kind,
+        },
+    })?;
+    let too_large = || ConfigFileError::TooLarge { path: path.into() };
+    if f.metadata().map_err(read)?.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    // The bytes are not echoed: the file may be a secret linked here.
+    let text = String::from_utf8(bytes).map_err(|e| {
+        invalid(
+            &Location::File(path.into()),
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        )
+    })?;
+    Ok(text)
 }
 
 mod draft;

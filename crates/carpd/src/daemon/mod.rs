@@ -147,9 +147,16 @@ async fn run_with<O: Os>(
         let http = crate::http::bind(addr)
             .await
             .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-        let (to_daemon, token) = (ctl_tx.clone(), config.http_token.clone());
+        let options = crate::http::Options {
+            token: config.http_token.clone(),
+            config_file: match &config.source {
+                crate::config::ConfigSource::File(path) => Some(path.clone()),
+                crate::config::ConfigSource::CommandLine => None,
+            },
+        };
+        let to_daemon = ctl_tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(http, to_daemon, token).await {
+            if let Err(e) = crate::http::serve(http, to_daemon, options).await {
                 carplog!(Err, "HTTP server stopped: {}", chain(&e));
             }
         });

@@ -8,26 +8,41 @@
 //! - `GET /api/status`, `GET /api/stats`: the `carpctl status --json` reply
 //!   (plus `actions`, whether changes are allowed) and the carpstats counters;
 //! - `GET /metrics`: OpenMetrics text (see [`metrics`]);
+//! - `GET /settings`, `GET /api/settings`: the settings form and the
+//!   `[[vhost]]` tables of the configuration file (no passphrase);
 //! - `POST /api/maintenance` `{"on": true}`, `POST /api/demote`
 //!   `{"group": "carp", "by": 1}`, `POST /api/state`
-//!   `{"vhid": 1, "to": "backup"}`: changes, refused with 403 unless a token
-//!   is configured, and with 401 unless the request carries
+//!   `{"vhid": 1, "to": "backup"}`, `POST /api/enable`
+//!   `{"vhid": 1, "enabled": false}`, `POST /api/settings` (see
+//!   [`settings::Change`]): changes, refused with 403 unless a token is
+//!   configured, and with 401 unless the request carries
 //!   `Authorization: Bearer TOKEN`.
 //!
-//! Errors are JSON `{"ok": false, "error": "..."}`. Browsers cannot send the
-//! `Authorization` header cross-origin without a CORS preflight, which is
-//! never granted, so another site cannot drive the changes (no CSRF).
+//! Errors are JSON `{"ok": false, "error": "..."}`.
+//!
+//! Cross-site requests: the token is the only credential, and the browser
+//! never sends it by itself. The page keeps it in `sessionStorage` and puts
+//! it in the `Authorization` header; there is no cookie and no HTTP
+//! authentication a forged request could ride on. On top of that a change
+//! must be `Content-Type: application/json` (an HTML form cannot send it, and
+//! a script on another origin cannot send it, nor `Authorization`, without a
+//! CORS preflight, which carpd never grants), and a request that carries an
+//! `Origin` must come from the page's own origin (its host and port are the
+//! `Host` header). Each check is made on the headers before a body is read.
 //!
 //! No client can use up carpd's memory or descriptors: the token is checked
 //! on the headers before a body is read, bodies are capped at [`MAX_BODY`]
-//! bytes, headers at [`MAX_HEADER_BUF`], connections at a share of the
+//! bytes ([`MAX_SETTINGS_BODY`] for the settings form), headers at
+//! [`MAX_HEADER_BUF`], connections at a share of the
 //! descriptor limit ([`crate::control::connection_cap`]), and headers, idle
 //! keep-alive connections, bodies and whole connections all time out.
 
 pub mod metrics;
+pub mod settings;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,8 +65,14 @@ use crate::control::types::{Reply, Request};
 /// The status page, served as is.
 const STATUS_PAGE: &str = include_str!("status.html");
 
+/// The settings page, served as is.
+const SETTINGS_PAGE: &str = include_str!("settings.html");
+
 /// The longest request body read (a change is a few dozen bytes of JSON).
 pub const MAX_BODY: usize = 4096;
+
+/// The longest settings form read (one vhost with many addresses).
+pub const MAX_SETTINGS_BODY: usize = 16 * 1024;
 
 /// hyper's read buffer, which bounds a request's headers (hyper's least is 8 KiB).
 pub const MAX_HEADER_BUF: usize = 16 * 1024;
@@ -87,11 +108,26 @@ impl Default for Limits {
     }
 }
 
-/// What the handlers share: a way to the daemon loop, the token and the body timeout.
+/// What the handlers share: a way to the daemon loop, the token, the body
+/// timeout, the configuration file the settings page edits and the host name.
 struct Api {
     to_daemon: mpsc::Sender<Envelope>,
     token: Option<String>,
     body_timeout: Duration,
+    config_file: Option<PathBuf>,
+    host: String,
+    /// One settings change at a time (read, validate, write, reload).
+    settings: tokio::sync::Mutex<()>,
+}
+
+/// Where the daemon's configuration came from, for the settings page.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The bearer token allowing changes; read-only without.
+    pub token: Option<String>,
+    /// The TOML file the daemon was started with; the settings page is
+    /// read-only without one (a command-line configuration).
+    pub config_file: Option<PathBuf>,
 }
 
 /// Bind the HTTP listener (at start-up, so a bad address fails the daemon).
@@ -103,10 +139,17 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     to_daemon: mpsc::Sender<Envelope>,
-    token: Option<String>,
+    options: Options,
 ) -> io::Result<()> {
     let limits = Limits::default();
-    serve_with(listener, router(to_daemon, token, limits.body), limits).await
+    serve_with(listener, router(to_daemon, options, limits.body), limits).await
+}
+
+/// The host name shown on the page (read once, when the server starts).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Accept connections while a slot is free and serve each under `limits`.
@@ -146,14 +189,20 @@ async fn serve_with(listener: TcpListener, app: Router, limits: Limits) -> io::R
 }
 
 /// Return the router (separate from [`serve`] for tests).
-fn router(to_daemon: mpsc::Sender<Envelope>, token: Option<String>, body: Duration) -> Router {
+fn router(to_daemon: mpsc::Sender<Envelope>, options: Options, body: Duration) -> Router {
     let api = Arc::new(Api {
         to_daemon,
-        token,
+        token: options.token,
         body_timeout: body,
+        config_file: options.config_file,
+        host: host_name(),
+        settings: tokio::sync::Mutex::new(()),
     });
     Router::new()
         .route("/", get(page))
+        .route("/settings", get(settings_page))
+        .route("/api/settings", get(settings_get).post(settings_post))
+        .route("/api/enable", post(enable))
         .route("/api/status", get(status))
         .route("/api/stats", get(stats))
         .route("/metrics", get(metrics))
@@ -193,6 +242,18 @@ struct StatusBody {
     reply: Reply,
     /// A token is configured: the page shows its buttons.
     actions: bool,
+    /// The settings page can write a file (a token and a configuration file).
+    settings: bool,
+    /// This host's name.
+    host: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableBody {
+    vhid: Option<u8>,
+    carpdev: Option<String>,
+    enabled: bool,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +281,10 @@ async fn page() -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Html(STATUS_PAGE)).into_response()
 }
 
+async fn settings_page() -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Html(SETTINGS_PAGE)).into_response()
+}
+
 async fn status(State(api): State<Arc<Api>>) -> Response {
     match api.ask(Request::Status).await {
         Ok(reply) => json(
@@ -227,6 +292,8 @@ async fn status(State(api): State<Arc<Api>>) -> Response {
             &StatusBody {
                 reply,
                 actions: api.token.is_some(),
+                settings: api.token.is_some() && api.config_file.is_some(),
+                host: api.host.clone(),
             },
         ),
         Err(r) => r.into_response(),
@@ -274,7 +341,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn maintenance(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    let b: MaintenanceBody = match api.change_body(&headers, body).await {
+    let b: MaintenanceBody = match api.change_body(&headers, body, MAX_BODY).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -282,7 +349,7 @@ async fn maintenance(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body
 }
 
 async fn demote(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    let b: DemoteBody = match api.change_body(&headers, body).await {
+    let b: DemoteBody = match api.change_body(&headers, body, MAX_BODY).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -294,7 +361,7 @@ async fn demote(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> 
 }
 
 async fn state(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    let b: StateBody = match api.change_body(&headers, body).await {
+    let b: StateBody = match api.change_body(&headers, body, MAX_BODY).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -304,6 +371,107 @@ async fn state(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> R
         to: b.to,
     })
     .await
+}
+
+async fn enable(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let b: EnableBody = match api.change_body(&headers, body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    api.change(Request::Enable {
+        vhid: b.vhid,
+        carpdev: b.carpdev,
+        enabled: b.enabled,
+    })
+    .await
+}
+
+/// The settings form's answer: `ok`, a sentence, and errors by field.
+#[derive(Serialize)]
+struct SettingsReply<'a> {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    rejected: Option<&'a settings::Rejected>,
+}
+
+async fn settings_get(State(api): State<Arc<Api>>) -> Response {
+    let Some(path) = api.config_file.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "carpd was started without --config FILE: there is no file to edit",
+        );
+    };
+    match tokio::task::spawn_blocking(move || settings::load(&path)).await {
+        Ok(Ok(s)) => {
+            let mut body = serde_json::json!(s);
+            body["ok"] = true.into();
+            body["editable"] = api.token.is_some().into();
+            json(StatusCode::OK, &body)
+        }
+        Ok(Err(r)) => error(StatusCode::INTERNAL_SERVER_ERROR, &r.error),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"),
+    }
+}
+
+async fn settings_post(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let change: settings::Change = match api.change_body(&headers, body, MAX_SETTINGS_BODY).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let Some(path) = api.config_file.clone() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "carpd was started without --config FILE: there is no file to edit",
+        );
+    };
+    let _one = api.settings.lock().await;
+    let written = tokio::task::spawn_blocking(move || settings::apply(&path, &change)).await;
+    let version = match written {
+        Ok(Ok(v)) => v,
+        Ok(Err(r)) => {
+            let code = if r.stale {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            let reply = SettingsReply {
+                ok: false,
+                message: None,
+                version: None,
+                rejected: Some(&r),
+            };
+            return json(code, &reply);
+        }
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the write failed"),
+    };
+    // Written: now applied as SIGHUP would (a refusal here is a reload's, as
+    // for a file edited by hand, and the reply says so).
+    match api.ask(Request::Reload).await {
+        Ok(reply) => {
+            let code = if reply.ok {
+                StatusCode::OK
+            } else {
+                StatusCode::CONFLICT
+            };
+            let text = reply.message.or(reply.error).unwrap_or_default();
+            let r = settings::Rejected {
+                error: format!("written, but the reload failed: {text}"),
+                ..Default::default()
+            };
+            let reply = SettingsReply {
+                ok: reply.ok,
+                message: Some(format!("written and reloaded: {text}")),
+                version: Some(version),
+                rejected: (!reply.ok).then_some(&r),
+            };
+            json(code, &reply)
+        }
+        Err(r) => r.into_response(),
+    }
 }
 
 async fn not_found() -> Response {
@@ -332,25 +500,25 @@ impl Api {
         &self,
         headers: &HeaderMap,
         body: Body,
+        max: usize,
     ) -> Result<T, Refused> {
         self.authorise(headers)?;
+        same_origin(headers)?;
         let too_long = || {
             Refused::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body longer than {MAX_BODY} bytes"),
+                format!("request body longer than {max} bytes"),
             )
         };
         let announced = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        if announced.is_some_and(|n| n > max as u64) {
             return Err(too_long());
         }
         let body =
-            match tokio::time::timeout(self.body_timeout, axum::body::to_bytes(body, MAX_BODY))
-                .await
-            {
+            match tokio::time::timeout(self.body_timeout, axum::body::to_bytes(body, max)).await {
                 Ok(Ok(body)) => body,
                 // Longer than announced (chunked), or the client went away.
                 Ok(Err(_)) => return Err(too_long()),
@@ -396,6 +564,36 @@ impl Api {
     }
 }
 
+/// Refuse a change sent from another origin than the page's, and one that
+/// is not JSON (what a cross-site HTML form could send without a preflight).
+/// Clients that send no `Origin` (carpctl, curl) are not browsers on
+/// another site and pass.
+fn same_origin(headers: &HeaderMap) -> Result<(), Refused> {
+    let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let json_type = value(header::CONTENT_TYPE)
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(Refused::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a change must be sent as Content-Type: application/json",
+        ));
+    }
+    if let Some(origin) = value(header::ORIGIN) {
+        let host = value(header::HOST).unwrap_or_default();
+        let from = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if from.is_none_or(|o| host.is_empty() || !o.eq_ignore_ascii_case(host)) {
+            return Err(Refused::new(
+                StatusCode::FORBIDDEN,
+                format!("cross-origin change refused (Origin {origin:?} is not this page)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Compare tokens without an early exit on the first differing byte.
 fn same_token(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -422,192 +620,5 @@ fn error(code: StatusCode, message: &str) -> Response {
 }
 
 #[cfg(test)]
-mod test {
-    use super::*;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A fake daemon loop answering every request with its debug text.
-    fn fake_daemon() -> mpsc::Sender<Envelope> {
-        let (tx, mut rx) = mpsc::channel::<Envelope>(4);
-        tokio::spawn(async move {
-            while let Some((request, reply)) = rx.recv().await {
-                let r = match request {
-                    Request::State { vhid: 9, .. } => Reply::failed("no vhid 9 is configured"),
-                    other => Reply::done(format!("{other:?}")),
-                };
-                let _ = reply.send(r);
-            }
-        });
-        tx
-    }
-
-    /// Send one raw HTTP/1.1 request; return the status code and body.
-    async fn call(addr: SocketAddr, raw: String) -> (u16, String) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(raw.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        let code = out[9..12].parse().unwrap();
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (code, body)
-    }
-
-    fn post(path: &str, auth: Option<&str>, body: &str) -> String {
-        let auth = auth
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-    }
-
-    async fn start(token: Option<&str>) -> SocketAddr {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, fake_daemon(), token.map(str::to_string)));
-        addr
-    }
-
-    #[tokio::test]
-    async fn changes_are_forbidden_without_a_configured_token() {
-        let addr = start(None).await;
-        let (code, body) = call(addr, post("/api/maintenance", Some("x"), r#"{"on":true}"#)).await;
-        assert_eq!(code, 403);
-        assert!(body.contains("--http-token"), "{body}");
-        let get = "GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        let (code, body) = call(addr, get.to_string()).await;
-        assert_eq!(code, 200);
-        assert!(body.contains(r#""actions":false"#), "{body}");
-    }
-
-    #[tokio::test]
-    async fn changes_need_the_right_bearer_token() {
-        let addr = start(Some("s3cret")).await;
-        for auth in [None, Some("wrong"), Some("s3cre")] {
-            let (code, body) = call(addr, post("/api/maintenance", auth, r#"{"on":true}"#)).await;
-            assert_eq!(code, 401, "{auth:?}: {body}");
-        }
-        let (code, body) = call(
-            addr,
-            post("/api/maintenance", Some("s3cret"), r#"{"on":true}"#),
-        )
-        .await;
-        assert_eq!(
-            (code, body.contains("Maintenance { on: true }")),
-            (200, true)
-        );
-        let (code, body) = call(addr, post("/api/maintenance", Some("s3cret"), "{}")).await;
-        assert_eq!(code, 400, "{body}");
-        let bad_vhid = r#"{"vhid":9,"to":"backup"}"#;
-        let (code, body) = call(addr, post("/api/state", Some("s3cret"), bad_vhid)).await;
-        assert_eq!(code, 409);
-        assert!(body.contains("no vhid 9 is configured"), "{body}");
-    }
-
-    /// Serve with short timeouts and `connections` slots.
-    async fn start_limited(token: Option<&str>, connections: usize) -> SocketAddr {
-        let limits = Limits {
-            connections,
-            headers: Duration::from_millis(300),
-            body: Duration::from_millis(300),
-            lifetime: Duration::from_secs(5),
-            grace: Duration::from_millis(100),
-        };
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = router(fake_daemon(), token.map(str::to_string), limits.body);
-        tokio::spawn(serve_with(listener, app, limits));
-        addr
-    }
-
-    /// Send `raw` and read until the server closes or 2 s pass.
-    async fn call_within(addr: SocketAddr, raw: &[u8]) -> String {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(raw).await.unwrap();
-        let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    #[tokio::test]
-    async fn the_token_is_checked_before_the_body_is_read() {
-        let addr = start_limited(Some("s3cret"), 4).await;
-        // A body announced but never sent: the refusal comes on the headers alone.
-        let raw = "POST /api/maintenance HTTP/1.1\r\nHost: x\r\nContent-Length: 1900000\r\n\r\n";
-        let started = std::time::Instant::now();
-        let out = call_within(addr, raw.as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 401"), "{out}");
-        assert!(started.elapsed() < Duration::from_secs(1));
-    }
-
-    #[tokio::test]
-    async fn bodies_longer_than_the_cap_are_refused() {
-        let addr = start_limited(Some("s3cret"), 4).await;
-        let big = format!(r#"{{"on":true,"x":"{}"}}"#, "y".repeat(MAX_BODY));
-        let out = call_within(
-            addr,
-            post("/api/maintenance", Some("s3cret"), &big).as_bytes(),
-        )
-        .await;
-        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
-        let chunked = format!(
-            "POST /api/maintenance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
-            big.len()
-        );
-        let out = call_within(addr, chunked.as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
-    }
-
-    #[tokio::test]
-    async fn a_slow_body_times_out() {
-        let addr = start_limited(Some("s3cret"), 4).await;
-        let raw = "POST /api/maintenance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 12\r\n\r\n{\"on\"";
-        let out = call_within(addr, raw.as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
-    }
-
-    #[tokio::test]
-    async fn silent_and_idle_connections_are_closed() {
-        let addr = start_limited(None, 4).await;
-        let started = std::time::Instant::now();
-        let out = call_within(addr, b"GET /api/st").await;
-        assert!(started.elapsed() < Duration::from_secs(1), "{out}");
-        // Kept alive after an answer, then idle: closed as well.
-        let keep = "GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n";
-        let started = std::time::Instant::now();
-        let out = call_within(addr, keep.as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        assert!(started.elapsed() < Duration::from_secs(1));
-    }
-
-    #[tokio::test]
-    async fn connections_beyond_the_cap_wait_for_a_slot() {
-        let addr = start_limited(None, 2).await;
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let started = std::time::Instant::now();
-        let get = "GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        let out = call_within(addr, get.as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        // Served once a silent one timed out (300 ms), not before.
-        assert!(
-            started.elapsed() >= Duration::from_millis(200),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-
-    #[tokio::test]
-    async fn unknown_paths_get_a_json_404() {
-        let addr = start(None).await;
-        let get = "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        let (code, body) = call(addr, get.to_string()).await;
-        assert_eq!(code, 404);
-        assert!(body.starts_with(r#"{"error":"#) || body.contains(r#""ok":false"#));
-    }
-}
+#[path = "tests.rs"]
+mod test;
