@@ -156,7 +156,8 @@ async fn run_with<O: Os>(
         carplog!(Info, "status page on http://{addr}/");
     }
     let control_path = config.control.clone().unwrap_or_else(ctl::default_path);
-    let listener = ctl::bind(&control_path)
+    // Dropped when `run` returns, on every path: removes only our own socket.
+    let (listener, _socket) = ctl::bind(&control_path)
         .with_context(|| format!("cannot bind control socket {}", control_path.display()))?;
     tokio::spawn(ctl::serve(listener, ctl_tx, transitions.clone()));
     let leftovers = os.open_record(&state_dir, &control_path);
@@ -196,7 +197,6 @@ async fn run_with<O: Os>(
         if let Err(e) = d.add_vhost(spec.clone()).await {
             // Nothing half-started: release what was set up, then fail.
             d.shutdown(None).await;
-            let _ = std::fs::remove_file(&control_path);
             return Err(e);
         }
     }
@@ -206,7 +206,6 @@ async fn run_with<O: Os>(
         Ok(dropped) => dropped,
         Err(e) => {
             d.shutdown(None).await;
-            let _ = std::fs::remove_file(&control_path);
             return Err(anyhow::Error::new(e).context("cannot drop privileges"));
         }
     };
@@ -257,7 +256,6 @@ async fn run_with<O: Os>(
     }
     systemd::stopping();
     d.shutdown(Some(&mut rx)).await;
-    let _ = std::fs::remove_file(&control_path);
     carplog!(Info, "stopped");
     Ok(())
 }
