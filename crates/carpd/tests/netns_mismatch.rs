@@ -90,7 +90,7 @@ fn a_second_daemon_refuses_a_live_control_socket() {
 }
 
 /// Input: daemon A (advskew 0) and B (advskew 100) with different
-/// passphrases on one LAN, both --log-level 6 (the default: info).
+/// passphrases on one LAN, both at the default log level (2, LOG_CRIT).
 /// Output: B still goes MASTER (it cannot tell a peer), but with the cause
 /// "master's advertisements fail authentication", logs a line naming A's
 /// address and "passphrase or address set differ", shows A's address in
@@ -100,10 +100,10 @@ fn a_second_daemon_refuses_a_live_control_socket() {
 fn a_passphrase_mismatch_explains_itself() {
     let lab = Lab::new("mmauth", 2);
     let mut a = common::daemon::Carpd::new(&lab, 0, "a", std::path::Path::new(CARPD), words(0, "one"));
-    a.log_level = 6;
+    a.log_level = carpd::config::DEFAULT_LOG_LEVEL;
     lab.start(&mut a);
     let mut b = common::daemon::Carpd::new(&lab, 1, "b", std::path::Path::new(CARPD), words(100, "two"));
-    b.log_level = 6;
+    b.log_level = carpd::config::DEFAULT_LOG_LEVEL;
     lab.start(&mut b);
     let a_addr = lab.host(0).v4.to_string();
     // Both end MASTER: neither can authenticate the other.

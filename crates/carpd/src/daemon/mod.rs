@@ -99,6 +99,8 @@ struct Daemon<O: Os> {
     /// Command-line flags re-applied on every reload.
     overrides: Overrides,
     reloads: lifecycle::Reloads,
+    /// When a failed authentication was last logged, per vhost (rate limit).
+    auth_logged: BTreeMap<VhostId, tokio::time::Instant>,
 }
 
 /// Run the daemon on `os` until `signals` yields `Terminate` (or closes).
@@ -177,6 +179,7 @@ async fn run_with<O: Os>(
         maintenance,
         overrides,
         reloads: lifecycle::Reloads::new(reload_tx),
+        auth_logged: BTreeMap::new(),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -317,8 +320,12 @@ impl<O: Os> Daemon<O> {
             self.note_unspecified_source(dgram.link);
         }
         let now = self.now();
+        let bad_auth = self.node.stats().bad_auth;
         self.node
             .handle_datagram(now, RxMeta { link, ..meta }, &dgram.bytes);
+        if self.node.stats().bad_auth > bad_auth {
+            self.note_bad_auth(dgram.src, now);
+        }
     }
 
     fn label(&self, id: VhostId) -> String {
