@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use carpd::control::client::{Connection, DEFAULT_TIMEOUT};
-use carpd::control::types::{Reply, Request, VhostView};
+use carpd::control::types::{Reply, Request};
+use carpd::control::{diff, table};
 
 /// Control a running carpd.
 #[derive(Debug, Parser)]
@@ -34,22 +35,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stream state transitions with their causes until interrupted.
+    /// Stream state transitions with their causes and clock time (UTC) until interrupted.
     Watch,
-    /// Raise the demote counter of an interface group (default group `carp`, by 1).
+    /// Raise the demote counter of an interface group (default group `carp`, by 1);
+    /// refused if the counter would leave 0..=255.
     Demote {
         /// Interface group.
         group: Option<String>,
-        /// Amount.
-        #[arg(default_value_t = 1)]
+        /// Amount, 1 to 255.
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=255))]
         by: i32,
     },
-    /// Lower the demote counter of an interface group (default group `carp`, by 1).
+    /// Lower the demote counter of an interface group (default group `carp`, by 1);
+    /// refused if the counter would go below 0.
     Undemote {
         /// Interface group.
         group: Option<String>,
-        /// Amount.
-        #[arg(default_value_t = 1)]
+        /// Amount, 1 to 255.
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=255))]
         by: i32,
     },
     /// Force a vhost to MASTER or BACKUP.
@@ -81,16 +84,34 @@ enum Command {
     /// Re-read the configuration file.
     Reload,
     /// Maintenance mode: `on` demotes every vhost by 128 so each MASTER moves to
-    /// the peer, and is remembered across carpd restarts and reboots; `off` undoes it.
+    /// the peer, and is remembered across carpd restarts and reboots; `off` undoes
+    /// it; without an argument, show whether it is on.
     Maintenance {
         /// `on` or `off`.
-        mode: OnOff,
+        mode: Option<OnOff>,
+    },
+    /// Compare configurations.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
     },
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     Assets {
         /// Output directory.
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Compare this node's vhost settings with a peer's, read from the peer's
+    /// HTTP API (`carpd run --http`): addresses, advbase, lladdr and a key
+    /// fingerprint (never the key), advskew for information. Exit status 1
+    /// when a setting that must agree differs.
+    Diff {
+        /// The peer's status page, e.g. `http://192.0.2.11:8080/`.
+        url: String,
     },
 }
 
@@ -116,7 +137,8 @@ fn main() -> ExitCode {
     }
     let path = cli.control.unwrap_or_else(carpd::control::default_path);
     match execute(&path, cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("carpctl: {e}");
             ExitCode::FAILURE
@@ -124,7 +146,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
+/// Run `command`; `Ok(false)` is a clean answer that still fails (a diff).
+fn execute(path: &std::path::Path, command: Command) -> Result<bool, String> {
     let mut conn = Connection::open(path, DEFAULT_TIMEOUT)?;
     match command {
         Command::Status { json } => {
@@ -135,9 +158,12 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
                     serde_json::to_string_pretty(&reply).map_err(|e| e.to_string())?
                 );
             } else {
-                print_status(
-                    reply.vhosts.as_deref().unwrap_or(&[]),
-                    reply.groups.as_deref().unwrap_or(&[]),
+                print!(
+                    "{}",
+                    table::status(
+                        reply.vhosts.as_deref().unwrap_or(&[]),
+                        reply.groups.as_deref().unwrap_or(&[]),
+                    )
                 );
                 if reply.maintenance == Some(true) {
                     println!("maintenance mode: on (carpctl maintenance off to end it)");
@@ -163,8 +189,14 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
                 let reply = conn.receive()?;
                 if let Some(t) = reply.transition {
                     println!(
-                        "{:>10.3}s {}@{} {} -> {} ({})",
-                        t.at_secs, t.vhid, t.carpdev, t.from, t.to, t.cause
+                        "{} {:>10.3}s {}@{} {} -> {} ({})",
+                        table::clock(std::time::SystemTime::now()),
+                        t.at_secs,
+                        t.vhid,
+                        t.carpdev,
+                        t.from,
+                        t.to,
+                        t.cause
                     );
                     let _ = std::io::stdout().flush();
                 } else if let Some(e) = reply.error {
@@ -191,71 +223,31 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
         })?),
         Command::Reload => print_message(conn.call(&Request::Reload)?),
         Command::Assets { .. } => return Err("assets needs no daemon".to_string()),
-        Command::Maintenance { mode } => print_message(conn.call(&Request::Maintenance {
-            on: mode == OnOff::On,
-        })?),
+        Command::Maintenance { mode: None } => {
+            let on = conn.call(&Request::Status)?.maintenance == Some(true);
+            println!("maintenance mode: {}", if on { "on" } else { "off" });
+        }
+        Command::Maintenance { mode: Some(mode) } => {
+            print_message(conn.call(&Request::Maintenance {
+                on: mode == OnOff::On,
+            })?)
+        }
+        Command::Config {
+            what: ConfigCommand::Diff { url },
+        } => {
+            let here = conn.call(&Request::Status)?.vhosts.unwrap_or_default();
+            let peer = diff::fetch(&url, std::time::Duration::from_secs(5))?;
+            let rows = diff::compare(&here, &peer);
+            print!("{}", diff::render(&rows));
+            return Ok(!rows.iter().any(|r| r.mark == diff::Mark::Differs));
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn print_message(reply: Reply) {
     if let Some(m) = reply.message {
         println!("{m}");
-    }
-}
-
-fn print_status(vhosts: &[VhostView], groups: &[(String, u8)]) {
-    println!(
-        "{:<10} {:>4} {:<7} {:>9}  {:<28} {:>7} {:>7} {:>6}  {:<16} addresses",
-        "carpdev", "vhid", "state", "since", "why", "advbase", "advskew", "demote", "last master"
-    );
-    for v in vhosts {
-        let skew = if v.effective_advskew == v.advskew {
-            v.advskew.to_string()
-        } else {
-            format!("{}>{}", v.advskew, v.effective_advskew)
-        };
-        println!(
-            "{:<10} {:>4} {:<7} {:>8.1}s  {:<28} {:>7} {:>7} {:>6}  {:<16} {}",
-            v.carpdev,
-            v.vhid,
-            v.state,
-            v.since_secs,
-            v.cause,
-            v.advbase,
-            skew,
-            v.demote,
-            v.last_master.as_deref().unwrap_or("-"),
-            v.addresses.join(" ")
-        );
-        let s = &v.stats;
-        println!(
-            // Drops before the vhid is known (TTL, version, length, checksum) are
-            // host-wide: `carpctl stats`.
-            "{:>15} accepted {} rejected {} (badauth {} badsrc {} replay {}) sent {} send errors {}",
-            "",
-            s.accepted,
-            s.bad_auth + s.bad_src + s.replay,
-            s.bad_auth,
-            s.bad_src,
-            s.replay,
-            s.opackets + s.opackets6,
-            s.send_errors
-        );
-        if v.address_failures > 0 {
-            println!(
-                "{:>15} address adds failed {} times (retried every second while MASTER; see the log)",
-                "", v.address_failures
-            );
-        }
-    }
-    let demoted: Vec<String> = groups
-        .iter()
-        .filter(|(_, d)| *d > 0)
-        .map(|(g, d)| format!("{g}={d}"))
-        .collect();
-    if !demoted.is_empty() {
-        println!("demoted groups: {}", demoted.join(" "));
     }
 }
 

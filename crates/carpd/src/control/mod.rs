@@ -11,6 +11,8 @@
 //! without buffering the rest), and idle readers and stalled writers time out.
 
 pub mod client;
+pub mod diff;
+pub mod table;
 pub mod types;
 
 use std::io;
@@ -154,7 +156,10 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     if !meta.file_type().is_socket() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket; remove it by hand", path.display()),
+            format!(
+                "{} exists and is not a socket; remove it by hand",
+                path.display()
+            ),
         ));
     }
     match std::os::unix::net::UnixStream::connect(path) {
@@ -167,7 +172,10 @@ fn clear_stale(path: &Path) -> io::Result<()> {
         }
         Err(e) => Err(io::Error::new(
             e.kind(),
-            format!("cannot tell whether a carpd answers on {}: {e}", path.display()),
+            format!(
+                "cannot tell whether a carpd answers on {}: {e}",
+                path.display()
+            ),
         )),
     }
 }

@@ -85,6 +85,13 @@ impl<O: Os> Daemon<O> {
                 if !self.node.groups().contains_key(&group) {
                     return Reply::failed(format!("no interface group {group}"));
                 }
+                let current = self.node.groups().get(&group).copied().unwrap_or(0);
+                let wanted = i64::from(current) + i64::from(by);
+                if !(0..=255).contains(&wanted) {
+                    return Reply::failed(format!(
+                        "group {group} is demoted {current}; by {by} it would be {wanted}, outside 0..=255"
+                    ));
+                }
                 let value = self.node.demote_group(now, &group, by);
                 Reply::done(format!("group {group} demoted to {value}"))
             }
