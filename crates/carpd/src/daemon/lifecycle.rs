@@ -113,6 +113,9 @@ impl<O: Os> Daemon<O> {
     /// Bring the running state to what a fresh start with `new` would give.
     async fn apply_config(&mut self, mut new: DaemonConfig) -> anyhow::Result<String> {
         self.overrides.apply(&mut new);
+        for w in new.warnings() {
+            carplog!(Warning, "{w}");
+        }
         let now = self.now();
         self.node.set_config(NodeConfig {
             preempt: new.preempt,
