@@ -1177,3 +1177,29 @@ async fn reload_is_read_off_the_loop_and_failures_are_logged() {
     .await;
     result.unwrap();
 }
+
+/// Input: `demote` by 300, then by 200 twice, then undemote by 300.
+/// Output: 300 and the second 200 are refused (the counter would leave
+/// 0..=255) and leave the counter as it was; the first 200 applies.
+#[tokio::test(start_paused = true)]
+async fn demote_out_of_range_is_refused_not_clamped() {
+    let fake = Fake::new();
+    let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let result = Harness::run(&one, fake, |h| async move {
+        let demote = |by| Request::Demote { group: None, by };
+        let reply = h.request(demote(300)).await;
+        assert!(!reply.ok, "{reply:?}");
+        assert!(
+            reply.error.unwrap_or_default().contains("outside 0..=255"),
+            "refused with the range"
+        );
+        assert!(h.request(demote(200)).await.ok);
+        let reply = h.request(demote(200)).await;
+        assert!(!reply.ok, "{reply:?}");
+        assert_eq!(h.view(1).await.demote, 200);
+        assert!(!h.request(demote(-300)).await.ok);
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
