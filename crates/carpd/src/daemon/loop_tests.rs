@@ -1203,3 +1203,29 @@ async fn demote_out_of_range_is_refused_not_clamped() {
     .await;
     result.unwrap();
 }
+
+/// Input: a reload whose file adds `http_token` (and changes nothing else).
+/// Output: the reply names `http_token` and says a restart is needed; a
+/// second identical reload names it again (the running value is kept).
+#[tokio::test(start_paused = true)]
+async fn reload_names_what_only_a_restart_applies() {
+    let fake = Fake::new();
+    let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let with_token = format!("http_token = \"t\"\n{one}");
+    let result = Harness::run(&one, fake, |h| async move {
+        h.until_master(1).await;
+        h.write_config(&with_token);
+        for _ in 0..2 {
+            let reply = h.request(Request::Reload).await;
+            let message = reply.message.unwrap_or_default();
+            assert!(
+                message.contains("1 unchanged")
+                    && message.contains("not applied: http_token changed (restart carpd"),
+                "{message}"
+            );
+        }
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
