@@ -107,7 +107,9 @@ pub fn bind(path: &Path) -> io::Result<(UnixListener, SocketGuard)> {
         None => PathBuf::from("."),
     };
     clear_stale(path)?;
-    let private = nix::unistd::mkdtemp(&dir.join(".carpd-bind-XXXXXX")).map_err(io::Error::from)?;
+    // A short name: `.cXXXXXX/s` is no longer than most socket names, so the
+    // temporary path fits `sun_path` whenever the final one does.
+    let private = nix::unistd::mkdtemp(&dir.join(".cXXXXXX")).map_err(io::Error::from)?;
     let tmp = private.join("s");
     let bound = (|| -> io::Result<UnixListener> {
         let listener = UnixListener::bind(&tmp)?;
