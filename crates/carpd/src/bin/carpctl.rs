@@ -42,18 +42,18 @@ enum Command {
     Demote {
         /// Interface group.
         group: Option<String>,
-        /// Amount, 1 to 255.
-        #[arg(default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=255))]
-        by: i32,
+        /// Amount, 1 to 255 [default: 1].
+        #[arg(value_parser = clap::value_parser!(i32).range(1..=255))]
+        by: Option<i32>,
     },
     /// Lower the demote counter of an interface group (default group `carp`, by 1);
     /// refused if the counter would go below 0.
     Undemote {
         /// Interface group.
         group: Option<String>,
-        /// Amount, 1 to 255.
-        #[arg(default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=255))]
-        by: i32,
+        /// Amount, 1 to 255 [default: 1].
+        #[arg(value_parser = clap::value_parser!(i32).range(1..=255))]
+        by: Option<i32>,
     },
     /// Force a vhost to MASTER or BACKUP.
     State {
@@ -135,6 +135,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Config {
+        what: ConfigCommand::Diff { url },
+    } = &cli.command
+        && let Err(e) = diff::status_url(url)
+    {
+        // Before connecting: a bad URL is the clearer error.
+        eprintln!("carpctl: {e}");
+        return ExitCode::FAILURE;
+    }
     let path = cli.control.unwrap_or_else(carpd::control::default_path);
     match execute(&path, cli.command) {
         Ok(true) => ExitCode::SUCCESS,
@@ -204,8 +213,12 @@ fn execute(path: &std::path::Path, command: Command) -> Result<bool, String> {
                 }
             }
         }
-        Command::Demote { group, by } => print_message(conn.call(&Request::Demote { group, by })?),
+        Command::Demote { group, by } => {
+            let (group, by) = amount(group, by)?;
+            print_message(conn.call(&Request::Demote { group, by })?)
+        }
         Command::Undemote { group, by } => {
+            let (group, by) = amount(group, by)?;
             print_message(conn.call(&Request::Demote { group, by: -by })?)
         }
         Command::State { vhid, to, carpdev } => {
@@ -245,6 +258,21 @@ fn execute(path: &std::path::Path, command: Command) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Resolve `demote [GROUP] [N]`: a lone number is the amount (interface
+/// group names cannot end in a digit), checked to be 1..=255.
+fn amount(group: Option<String>, by: Option<i32>) -> Result<(Option<String>, i32), String> {
+    match (group, by) {
+        (Some(g), None) if g.parse::<i64>().is_ok() => match g.parse::<i32>() {
+            Ok(n) if (1..=255).contains(&n) => Ok((None, n)),
+            _ => Err(format!("amount {g} is not in 1..=255")),
+        },
+        (Some(g), _) if g.ends_with(|c: char| c.is_ascii_digit()) => Err(format!(
+            "{g:?} is not an interface group (group names cannot end in a digit)"
+        )),
+        (group, by) => Ok((group, by.unwrap_or(1))),
+    }
+}
+
 fn print_message(reply: Reply) {
     if let Some(m) = reply.message {
         println!("{m}");
@@ -275,5 +303,29 @@ fn print_stats(s: &carp_proto::Stats) {
     println!("carp:");
     for (n, what) in rows {
         println!("\t{n} {what}");
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::amount;
+
+    #[test]
+    fn demote_amounts_are_resolved_and_checked() {
+        assert_eq!(amount(None, None), Ok((None, 1)));
+        assert_eq!(amount(Some("5".into()), None), Ok((None, 5)));
+        assert_eq!(
+            amount(Some("lan".into()), Some(7)),
+            Ok((Some("lan".into()), 7))
+        );
+        assert!(
+            amount(Some("300".into()), None)
+                .unwrap_err()
+                .contains("1..=255")
+        );
+        assert!(amount(Some("0".into()), None).is_err());
+        assert!(amount(Some("-4".into()), None).is_err());
+        assert!(amount(Some("99999999999".into()), None).is_err());
+        assert!(amount(Some("lan1".into()), Some(2)).is_err());
     }
 }
