@@ -103,6 +103,10 @@ pub enum Cause {
     Shutdown,
     /// The vhost was removed or its configuration changed incompatibly.
     Reconfigured,
+    /// A master-down timer expired while the only advertisements heard failed
+    /// the HMAC: a peer with another passphrase or address set is probably
+    /// MASTER too.
+    AuthFailing,
 }
 
 impl fmt::Display for Cause {
@@ -124,6 +128,7 @@ impl fmt::Display for Cause {
             Cause::Disabled => "disabled",
             Cause::Shutdown => "shutting down",
             Cause::Reconfigured => "reconfigured",
+            Cause::AuthFailing => "master's advertisements fail authentication",
         })
     }
 }

@@ -25,6 +25,22 @@ type HmacSha1 = Hmac<Sha1>;
 /// The length of an HMAC-SHA1 digest.
 pub const MD_LEN: usize = 20;
 
+/// The label the key fingerprint is computed over.
+const FINGERPRINT_LABEL: &[u8] = b"carpd key fingerprint v1";
+
+/// Return a fingerprint of `pass` to compare between peers without showing
+/// the key: the first 8 bytes, in hex, of HMAC-SHA1 keyed with the passphrase
+/// over a fixed label. Keys the kernels treat as equal (trailing NULs, as
+/// HMAC zero-pads) have equal fingerprints.
+pub fn key_fingerprint(pass: &Passphrase) -> String {
+    let Ok(mut mac) = HmacSha1::new_from_slice(pass.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(FINGERPRINT_LABEL);
+    let digest = mac.finalize().into_bytes();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Prepared HMAC state for one vhost.
 #[derive(Clone)]
 pub struct Auth {
@@ -136,6 +152,16 @@ impl Auth {
 
 #[cfg(test)]
 mod test {
+    #[test]
+    fn fingerprints_tell_keys_apart_and_hide_them() {
+        let fp = |k: &[u8]| super::key_fingerprint(&super::Passphrase::new(k).unwrap());
+        assert_eq!(fp(b"one").len(), 16);
+        assert_eq!(fp(b"one"), fp(b"one"));
+        assert_ne!(fp(b"one"), fp(b"two"));
+        assert_ne!(fp(b""), fp(b"one"));
+        assert!(!fp(b"one").contains("6f6e65"));
+    }
+
     use super::*;
 
     fn hex(bytes: &[u8]) -> String {

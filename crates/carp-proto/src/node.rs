@@ -644,6 +644,7 @@ impl Node {
             demote: ctx.demote,
             addresses: shared.config.addresses.iter().map(|a| a.addr).collect(),
             last_master: v.last_master,
+            last_bad_auth: v.last_bad_auth,
             next_timeout: v.poll_timeout(),
             stats: v.stats,
         }

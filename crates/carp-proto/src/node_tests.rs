@@ -591,6 +591,63 @@ fn drop_packet_with_wrong_password() {
     assert_eq!(drop_counters(meta(), &p).bad_auth, 1);
 }
 
+fn cause_to_master(actions: &[Action]) -> Option<Cause> {
+    actions.iter().find_map(|a| match a {
+        Action::StateChanged {
+            to: State::Master,
+            cause,
+            ..
+        } => Some(*cause),
+        _ => None,
+    })
+}
+
+#[test]
+fn master_down_while_only_failing_adverts_are_heard_says_so() {
+    let mut node = node_with(false, 0);
+    let mut other = cfg(1, 0);
+    other.passphrase = Passphrase::new(b"wrong").unwrap();
+    node.handle_datagram(at(1000), meta(), &advert(&other, 1, 0, 0, PEER_COOKIE));
+    let status = node.status();
+    assert_eq!(status[0].last_bad_auth, Some((PEER, at(1000))));
+    node.handle_timeout(at(3000));
+    assert_eq!(cause_to_master(&drain(&mut node)), Some(Cause::AuthFailing));
+    assert_eq!(
+        Cause::AuthFailing.to_string(),
+        "master's advertisements fail authentication"
+    );
+}
+
+#[test]
+fn master_down_after_an_authentic_advert_is_a_plain_timeout() {
+    let mut node = node_with(false, 0);
+    let mut other = cfg(1, 0);
+    other.passphrase = Passphrase::new(b"wrong").unwrap();
+    node.handle_datagram(at(500), meta(), &advert(&other, 1, 0, 0, PEER_COOKIE));
+    // A real master was heard after the failing one, then went silent.
+    node.handle_datagram(at(1000), meta(), &peer_advert(0, 0));
+    drain(&mut node);
+    let t = node.poll_timeout().unwrap();
+    node.handle_timeout(t);
+    assert_eq!(cause_to_master(&drain(&mut node)), Some(Cause::MasterDown));
+}
+
+#[test]
+fn an_old_failing_advert_does_not_colour_a_later_timeout() {
+    let mut node = node_with(false, 0);
+    let mut other = cfg(1, 0);
+    other.passphrase = Passphrase::new(b"wrong").unwrap();
+    // Heard once at start, then nothing for longer than the master-down interval.
+    node.handle_datagram(at(0), meta(), &advert(&other, 1, 0, 0, PEER_COOKIE));
+    let t = make_master(&mut node);
+    assert!(t >= at(3000));
+    node.force_state(t, id(1), State::Backup).unwrap();
+    drain(&mut node);
+    let t = node.poll_timeout().unwrap();
+    node.handle_timeout(t);
+    assert_eq!(cause_to_master(&drain(&mut node)), Some(Cause::MasterDown));
+}
+
 #[test]
 fn drop_packet_with_different_address_set() {
     let mut other = cfg(1, 0);

@@ -48,6 +48,9 @@ pub struct VhostStatus {
     pub addresses: Vec<IpAddr>,
     /// Source of the last accepted advertisement and when it arrived.
     pub last_master: Option<(IpAddr, Instant)>,
+    /// Source of the last advertisement that failed the HMAC and when it arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_bad_auth: Option<(IpAddr, Instant)>,
     /// Next timer deadline.
     pub next_timeout: Option<Instant>,
     /// This vhost's counters.

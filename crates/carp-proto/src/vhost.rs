@@ -70,6 +70,8 @@ pub(crate) struct Vhost {
     pub(crate) last_master_timing: Option<(u8, u8, u8)>,
     /// A takeover waiting for the pre-master gate, with the cause it will carry.
     pending: Option<Cause>,
+    /// Source and time of the last advertisement whose HMAC failed.
+    pub(crate) last_bad_auth: Option<(IpAddr, Instant)>,
 }
 
 impl Vhost {
@@ -101,6 +103,7 @@ impl Vhost {
             last_master: None,
             last_master_timing: None,
             pending: None,
+            last_bad_auth: None,
         }
     }
 
@@ -180,6 +183,7 @@ impl Vhost {
         cx: &mut Cx<'_>,
     ) -> Result<(), DropReason> {
         if !self.auth.verify(&repr.counter, &repr.md) {
+            self.last_bad_auth = Some((src, now));
             return Err(DropReason::BadAuth);
         }
         if repr.counter == self.cookie {
@@ -250,7 +254,12 @@ impl Vhost {
                     }
                 }
                 Timer::MasterDownV4 | Timer::MasterDownV6 => {
-                    self.master_down(now, Cause::MasterDown, cx);
+                    let cause = if self.auth_failing(now, cx) {
+                        Cause::AuthFailing
+                    } else {
+                        Cause::MasterDown
+                    };
+                    self.master_down(now, cause, cx);
                 }
                 Timer::Prepare => self.finish_gate(now, false, cx),
             }
@@ -435,6 +444,21 @@ impl Vhost {
 
     fn interval(&self, cx: &Cx<'_>) -> core::time::Duration {
         interval(cx.shared.config.advbase, self.effective_advskew(&cx.ctx))
+    }
+
+    /// Whether, within the last master-down interval, advertisements were
+    /// heard that failed the HMAC, and none since that passed it.
+    fn auth_failing(&self, now: Instant, cx: &Cx<'_>) -> bool {
+        let Some((_, bad)) = self.last_bad_auth else {
+            return false;
+        };
+        let config = &cx.shared.config;
+        let window =
+            config
+                .flavour
+                .master_down_interval(config.advbase, self.advskew, config.master_down);
+        let accepted_since = self.last_master.is_some_and(|(_, t)| t >= bad);
+        now.saturating_since(bad) <= window && !accepted_since
     }
 
     fn arm_master_down(&mut self, now: Instant, family: Family, cx: &Cx<'_>) {

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use carpd::control::client::{Connection, DEFAULT_TIMEOUT};
-use carpd::control::types::{Reply, Request, VhostView};
+use carpd::control::types::{Reply, Request};
+use carpd::control::{diff, table};
 
 /// Control a running carpd.
 #[derive(Debug, Parser)]
@@ -34,23 +35,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stream state transitions with their causes until interrupted.
+    /// Stream state transitions with their causes and clock time (UTC) until interrupted.
     Watch,
-    /// Raise the demote counter of an interface group (default group `carp`, by 1).
+    /// Raise the demote counter of an interface group (default group `carp`, by 1);
+    /// refused if the counter would leave 0..=255.
     Demote {
         /// Interface group.
         group: Option<String>,
-        /// Amount.
-        #[arg(default_value_t = 1)]
-        by: i32,
+        /// Amount, 1 to 255 [default: 1].
+        #[arg(value_parser = clap::value_parser!(i32).range(1..=255))]
+        by: Option<i32>,
     },
-    /// Lower the demote counter of an interface group (default group `carp`, by 1).
+    /// Lower the demote counter of an interface group (default group `carp`, by 1);
+    /// refused if the counter would go below 0.
     Undemote {
         /// Interface group.
         group: Option<String>,
-        /// Amount.
-        #[arg(default_value_t = 1)]
-        by: i32,
+        /// Amount, 1 to 255 [default: 1].
+        #[arg(value_parser = clap::value_parser!(i32).range(1..=255))]
+        by: Option<i32>,
     },
     /// Force a vhost to MASTER or BACKUP.
     State {
@@ -81,16 +84,34 @@ enum Command {
     /// Re-read the configuration file.
     Reload,
     /// Maintenance mode: `on` demotes every vhost by 128 so each MASTER moves to
-    /// the peer, and is remembered across carpd restarts and reboots; `off` undoes it.
+    /// the peer, and is remembered across carpd restarts and reboots; `off` undoes
+    /// it; without an argument, show whether it is on.
     Maintenance {
         /// `on` or `off`.
-        mode: OnOff,
+        mode: Option<OnOff>,
+    },
+    /// Compare configurations.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
     },
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     Assets {
         /// Output directory.
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Compare this node's vhost settings with a peer's, read from the peer's
+    /// HTTP API (`carpd run --http`): addresses, advbase, lladdr and a key
+    /// fingerprint (never the key), advskew for information. Exit status 1
+    /// when a setting that must agree differs.
+    Diff {
+        /// The peer's status page, e.g. `http://192.0.2.11:8080/`.
+        url: String,
     },
 }
 
@@ -114,9 +135,19 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Config {
+        what: ConfigCommand::Diff { url },
+    } = &cli.command
+        && let Err(e) = diff::status_url(url)
+    {
+        // Before connecting: a bad URL is the clearer error.
+        eprintln!("carpctl: {e}");
+        return ExitCode::FAILURE;
+    }
     let path = cli.control.unwrap_or_else(carpd::control::default_path);
     match execute(&path, cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("carpctl: {e}");
             ExitCode::FAILURE
@@ -124,7 +155,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
+/// Run `command`; `Ok(false)` is a clean answer that still fails (a diff).
+fn execute(path: &std::path::Path, command: Command) -> Result<bool, String> {
     let mut conn = Connection::open(path, DEFAULT_TIMEOUT)?;
     match command {
         Command::Status { json } => {
@@ -135,9 +167,12 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
                     serde_json::to_string_pretty(&reply).map_err(|e| e.to_string())?
                 );
             } else {
-                print_status(
-                    reply.vhosts.as_deref().unwrap_or(&[]),
-                    reply.groups.as_deref().unwrap_or(&[]),
+                print!(
+                    "{}",
+                    table::status(
+                        reply.vhosts.as_deref().unwrap_or(&[]),
+                        reply.groups.as_deref().unwrap_or(&[]),
+                    )
                 );
                 if reply.maintenance == Some(true) {
                     println!("maintenance mode: on (carpctl maintenance off to end it)");
@@ -163,8 +198,14 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
                 let reply = conn.receive()?;
                 if let Some(t) = reply.transition {
                     println!(
-                        "{:>10.3}s {}@{} {} -> {} ({})",
-                        t.at_secs, t.vhid, t.carpdev, t.from, t.to, t.cause
+                        "{} {:>10.3}s {}@{} {} -> {} ({})",
+                        table::clock(std::time::SystemTime::now()),
+                        t.at_secs,
+                        t.vhid,
+                        t.carpdev,
+                        t.from,
+                        t.to,
+                        t.cause
                     );
                     let _ = std::io::stdout().flush();
                 } else if let Some(e) = reply.error {
@@ -172,8 +213,12 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
                 }
             }
         }
-        Command::Demote { group, by } => print_message(conn.call(&Request::Demote { group, by })?),
+        Command::Demote { group, by } => {
+            let (group, by) = amount(group, by)?;
+            print_message(conn.call(&Request::Demote { group, by })?)
+        }
         Command::Undemote { group, by } => {
+            let (group, by) = amount(group, by)?;
             print_message(conn.call(&Request::Demote { group, by: -by })?)
         }
         Command::State { vhid, to, carpdev } => {
@@ -191,71 +236,46 @@ fn execute(path: &std::path::Path, command: Command) -> Result<(), String> {
         })?),
         Command::Reload => print_message(conn.call(&Request::Reload)?),
         Command::Assets { .. } => return Err("assets needs no daemon".to_string()),
-        Command::Maintenance { mode } => print_message(conn.call(&Request::Maintenance {
-            on: mode == OnOff::On,
-        })?),
+        Command::Maintenance { mode: None } => {
+            let on = conn.call(&Request::Status)?.maintenance == Some(true);
+            println!("maintenance mode: {}", if on { "on" } else { "off" });
+        }
+        Command::Maintenance { mode: Some(mode) } => {
+            print_message(conn.call(&Request::Maintenance {
+                on: mode == OnOff::On,
+            })?)
+        }
+        Command::Config {
+            what: ConfigCommand::Diff { url },
+        } => {
+            let here = conn.call(&Request::Status)?.vhosts.unwrap_or_default();
+            let peer = diff::fetch(&url, std::time::Duration::from_secs(5))?;
+            let rows = diff::compare(&here, &peer);
+            print!("{}", diff::render(&rows));
+            return Ok(!rows.iter().any(|r| r.mark == diff::Mark::Differs));
+        }
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Resolve `demote [GROUP] [N]`: a lone number is the amount (interface
+/// group names cannot end in a digit), checked to be 1..=255.
+fn amount(group: Option<String>, by: Option<i32>) -> Result<(Option<String>, i32), String> {
+    match (group, by) {
+        (Some(g), None) if g.parse::<i64>().is_ok() => match g.parse::<i32>() {
+            Ok(n) if (1..=255).contains(&n) => Ok((None, n)),
+            _ => Err(format!("amount {g} is not in 1..=255")),
+        },
+        (Some(g), _) if g.ends_with(|c: char| c.is_ascii_digit()) => Err(format!(
+            "{g:?} is not an interface group (group names cannot end in a digit)"
+        )),
+        (group, by) => Ok((group, by.unwrap_or(1))),
+    }
 }
 
 fn print_message(reply: Reply) {
     if let Some(m) = reply.message {
         println!("{m}");
-    }
-}
-
-fn print_status(vhosts: &[VhostView], groups: &[(String, u8)]) {
-    println!(
-        "{:<10} {:>4} {:<7} {:>9}  {:<28} {:>7} {:>7} {:>6}  {:<16} addresses",
-        "carpdev", "vhid", "state", "since", "why", "advbase", "advskew", "demote", "last master"
-    );
-    for v in vhosts {
-        let skew = if v.effective_advskew == v.advskew {
-            v.advskew.to_string()
-        } else {
-            format!("{}>{}", v.advskew, v.effective_advskew)
-        };
-        println!(
-            "{:<10} {:>4} {:<7} {:>8.1}s  {:<28} {:>7} {:>7} {:>6}  {:<16} {}",
-            v.carpdev,
-            v.vhid,
-            v.state,
-            v.since_secs,
-            v.cause,
-            v.advbase,
-            skew,
-            v.demote,
-            v.last_master.as_deref().unwrap_or("-"),
-            v.addresses.join(" ")
-        );
-        let s = &v.stats;
-        println!(
-            // Drops before the vhid is known (TTL, version, length, checksum) are
-            // host-wide: `carpctl stats`.
-            "{:>15} accepted {} rejected {} (badauth {} badsrc {} replay {}) sent {} send errors {}",
-            "",
-            s.accepted,
-            s.bad_auth + s.bad_src + s.replay,
-            s.bad_auth,
-            s.bad_src,
-            s.replay,
-            s.opackets + s.opackets6,
-            s.send_errors
-        );
-        if v.address_failures > 0 {
-            println!(
-                "{:>15} address adds failed {} times (retried every second while MASTER; see the log)",
-                "", v.address_failures
-            );
-        }
-    }
-    let demoted: Vec<String> = groups
-        .iter()
-        .filter(|(_, d)| *d > 0)
-        .map(|(g, d)| format!("{g}={d}"))
-        .collect();
-    if !demoted.is_empty() {
-        println!("demoted groups: {}", demoted.join(" "));
     }
 }
 
@@ -283,5 +303,29 @@ fn print_stats(s: &carp_proto::Stats) {
     println!("carp:");
     for (n, what) in rows {
         println!("\t{n} {what}");
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::amount;
+
+    #[test]
+    fn demote_amounts_are_resolved_and_checked() {
+        assert_eq!(amount(None, None), Ok((None, 1)));
+        assert_eq!(amount(Some("5".into()), None), Ok((None, 5)));
+        assert_eq!(
+            amount(Some("lan".into()), Some(7)),
+            Ok((Some("lan".into()), 7))
+        );
+        assert!(
+            amount(Some("300".into()), None)
+                .unwrap_err()
+                .contains("1..=255")
+        );
+        assert!(amount(Some("0".into()), None).is_err());
+        assert!(amount(Some("-4".into()), None).is_err());
+        assert!(amount(Some("99999999999".into()), None).is_err());
+        assert!(amount(Some("lan1".into()), Some(2)).is_err());
     }
 }

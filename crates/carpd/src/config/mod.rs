@@ -406,6 +406,22 @@ pub enum ConfigFileError {
 }
 
 impl DaemonConfig {
+    /// Return warnings about settings that are valid but likely to bite: a
+    /// 20-byte passphrase, which ucarp refuses and BSD ifconfig cuts to 19
+    /// bytes, so such peers fail authentication.
+    pub fn warnings(&self) -> Vec<String> {
+        self.vhosts
+            .iter()
+            .filter(|v| v.proto.passphrase.as_bytes().len() == carp_proto::config::KEY_LEN)
+            .map(|v| {
+                format!(
+                    "vhid {} on {}: the passphrase is 20 bytes; ucarp and BSD ifconfig keep 19, so their advertisements will fail authentication",
+                    v.proto.vhid, v.carpdev
+                )
+            })
+            .collect()
+    }
+
     /// Parse and validate the TOML `text` of the file at `path`.
     ///
     /// `path` names the file in messages, and its directory anchors relative

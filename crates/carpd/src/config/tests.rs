@@ -630,3 +630,22 @@ fn allow_list_from_words_and_file() {
         "{err}"
     );
 }
+
+#[test]
+fn a_20_byte_passphrase_is_warned_about() {
+    let text = |pass: &str| {
+        format!(
+            "[[vhost]]\ncarpdev = \"eth0\"\nvhid = 7\npass = \"{pass}\"\naddresses = [\"192.0.2.50/24\"]\n"
+        )
+    };
+    let load = |pass: &str| {
+        DaemonConfig::from_toml_str(&text(pass), Path::new("/etc/carpd.toml")).unwrap()
+    };
+    let w = load("01234567890123456789").warnings();
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].contains("vhid 7 on eth0") && w[0].contains("keep 19"),
+        "{w:?}"
+    );
+    assert!(load("0123456789012345678").warnings().is_empty());
+}

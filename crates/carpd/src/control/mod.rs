@@ -11,10 +11,12 @@
 //! without buffering the rest), and idle readers and stalled writers time out.
 
 pub mod client;
+pub mod diff;
+pub mod table;
 pub mod types;
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,23 +79,133 @@ impl Default for Limits {
 /// A request on its way to the daemon loop.
 pub type Envelope = (Request, oneshot::Sender<Reply>);
 
-/// Bind the socket at `path` (mode 0600, replacing a stale one).
+/// Bind the socket at `path` (mode 0600), replacing a stale one but never a
+/// live one: if a daemon answers there, this fails and nothing is touched.
 ///
 /// Its directory is created 0750 if missing, and refused unless owned by
 /// root or this user and not writable by group or others: anyone who can
 /// write it could swap the socket for their own.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let uids = crate::statedir::daemon_uids(None);
-        crate::statedir::ensure_dir(dir, 0o750, &uids).map_err(io::Error::other)?;
+///
+/// The socket is bound inside a fresh 0700 directory beside `path`,
+/// chmod-ed to 0600 there, and only then renamed into place with
+/// `RENAME_NOREPLACE`. While its mode is still the umask's, nobody else can
+/// reach it (connecting needs search permission on that directory), and the
+/// rename cannot replace a socket another daemon bound in the meantime. A
+/// restrictive umask would close the window too, but the umask is
+/// process-wide and this runs with the runtime's threads alive; `fchmod` on
+/// a socket before `bind` does not set the file's mode on Linux.
+///
+/// The returned [`SocketGuard`] removes the socket when dropped, and only
+/// if `path` still names the socket bound here.
+pub fn bind(path: &Path) -> io::Result<(UnixListener, SocketGuard)> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => {
+            let uids = crate::statedir::daemon_uids(None);
+            crate::statedir::ensure_dir(dir, 0o750, &uids).map_err(io::Error::other)?;
+            dir.to_owned()
+        }
+        None => PathBuf::from("."),
+    };
+    clear_stale(path)?;
+    // A short name: `.cXXXXXX/s` is no longer than most socket names, so the
+    // temporary path fits `sun_path` whenever the final one does.
+    let private = nix::unistd::mkdtemp(&dir.join(".cXXXXXX")).map_err(io::Error::from)?;
+    let tmp = private.join("s");
+    let bound = (|| -> io::Result<UnixListener> {
+        let listener = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &tmp,
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::EEXIST => live_error(path),
+            e => io::Error::from(e),
+        })?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&private);
+    let listener = bound?;
+    let meta = std::fs::symlink_metadata(path)?;
+    let guard = SocketGuard {
+        path: path.to_owned(),
+        id: (meta.dev(), meta.ino()),
+    };
+    Ok((listener, guard))
+}
+
+fn live_error(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!(
+            "a carpd already answers on {}; stop it first or give this one another --control",
+            path.display()
+        ),
+    )
+}
+
+/// Remove `path` if it is a socket nobody listens on; fail if a daemon
+/// answers on it or it is not a socket.
+fn clear_stale(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; remove it by hand",
+                path.display()
+            ),
+        ));
     }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(live_error(path)),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot tell whether a carpd answers on {}: {e}",
+                path.display()
+            ),
+        )),
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+}
+
+/// The control socket a daemon bound; removed on drop only while `path`
+/// still names it (same device and inode), so a daemon never deletes a
+/// socket another one created.
+#[derive(Debug)]
+pub struct SocketGuard {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl SocketGuard {
+    /// Return whether `path` still names the socket bound here.
+    pub fn owned(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        // A window remains between the check and the unlink; only a process
+        // that may write the 0750 directory could use it.
+        if self.owned() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Accept clients forever, forwarding requests to `to_daemon`.
@@ -228,7 +340,8 @@ mod test {
 
     async fn start(dir: &Path, connections: usize) -> PathBuf {
         let path = dir.join("c.sock");
-        let listener = bind(&path).unwrap();
+        let (listener, guard) = bind(&path).unwrap();
+        std::mem::forget(guard);
         let (transitions, _) = broadcast::channel(4);
         let limits = Limits {
             connections,
@@ -297,6 +410,48 @@ mod test {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let out = exchange(&path, b"").await;
         assert!(out.contains("control clients already"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_is_refused_and_a_stale_one_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let (live, guard) = bind(&path).expect("a stale socket is replaced");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        let err = bind(&path).unwrap_err().to_string();
+        assert!(err.contains("already answers"), "{err}");
+        assert!(guard.owned(), "the refused bind left the socket alone");
+        // Nothing left behind by either attempt.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        drop(live);
+        drop(guard);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_socket_replaced_by_another_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let (_listener, guard) = bind(&path).unwrap();
+        // Another daemon's socket takes the name (ours stays bound: new inode).
+        let other = dir.path().join("other.sock");
+        let _other = std::os::unix::net::UnixListener::bind(&other).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(!guard.owned());
+        drop(guard);
+        assert!(path.exists(), "another daemon's socket was deleted");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_socket_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        std::fs::write(&path, b"x").unwrap();
+        let err = bind(&path).unwrap_err().to_string();
+        assert!(err.contains("not a socket"), "{err}");
     }
 
     #[test]

@@ -88,6 +88,17 @@ pub struct VhostView {
     /// Address adds of its carp interface that failed (each is retried while MASTER).
     #[serde(default)]
     pub address_failures: u64,
+    /// Source of the last advertisement that failed authentication, while
+    /// that was within the last minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_auth_from: Option<String>,
+    /// Seconds since that advertisement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_auth_age_secs: Option<f64>,
+    /// Truncated HMAC-SHA256 of the passphrase under a fixed label, to compare
+    /// with a peer's (`carpctl config diff`); never the key itself.
+    #[serde(default)]
+    pub key_fingerprint: String,
 }
 
 /// A state change as streamed by `watch`.
@@ -206,6 +217,8 @@ wire_enum! {
         Shutdown = "shutting down",
         /// Removed or reconfigured incompatibly.
         Reconfigured = "reconfigured",
+        /// A peer with another passphrase or address set is probably MASTER too.
+        AuthFailing = "master's advertisements fail authentication",
     }
 }
 
@@ -317,6 +330,7 @@ mod test {
             Cause::Disabled,
             Cause::Shutdown,
             Cause::Reconfigured,
+            Cause::AuthFailing,
         ];
         for c in causes {
             let json = serde_json::to_string(&VhostCause::from(c)).unwrap();

@@ -4,6 +4,9 @@
 //! verb that changes protocol state does so through the `Node` API, and the
 //! loop drains the resulting actions as after any input.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use carp_proto::{Instant, State, Vhid, VhostId, VhostStatus};
 
 use super::Daemon;
@@ -11,6 +14,12 @@ use crate::carplog;
 use crate::control::types::{Reply, Request, VhostView};
 use crate::maintenance::MAINTENANCE_DEMOTE;
 use crate::os::Os;
+
+/// How long a failed authentication stays in the status (and its warning).
+const BAD_AUTH_SHOWN_SECS: f64 = 60.0;
+
+/// At most one log line per vhost this often about failed authentication.
+const AUTH_LOG_EVERY_SECS: u64 = 60;
 
 impl<O: Os> Daemon<O> {
     fn find(&self, vhid: u8, carpdev: Option<&str>) -> Result<Vec<VhostId>, String> {
@@ -75,6 +84,13 @@ impl<O: Os> Daemon<O> {
                 let group = group.unwrap_or_else(|| carp_proto::node::DEFAULT_GROUP.to_string());
                 if !self.node.groups().contains_key(&group) {
                     return Reply::failed(format!("no interface group {group}"));
+                }
+                let current = self.node.groups().get(&group).copied().unwrap_or(0);
+                let wanted = i64::from(current) + i64::from(by);
+                if !(0..=255).contains(&wanted) {
+                    return Reply::failed(format!(
+                        "group {group} is demoted {current}; by {by} it would be {wanted}, outside 0..=255"
+                    ));
                 }
                 let value = self.node.demote_group(now, &group, by);
                 Reply::done(format!("group {group} demoted to {value}"))
@@ -152,9 +168,44 @@ impl<O: Os> Daemon<O> {
         }
     }
 
+    /// Log, at most once a minute per vhost and at the default level, an
+    /// advertisement from `src` that failed authentication.
+    pub(super) fn note_bad_auth(&mut self, src: IpAddr, now: Instant) {
+        let Some(s) = self
+            .node
+            .status()
+            .into_iter()
+            .find(|s| s.last_bad_auth == Some((src, now)))
+        else {
+            return;
+        };
+        let wall = tokio::time::Instant::now();
+        if let Some(last) = self.auth_logged.get(&s.id)
+            && wall.duration_since(*last) < Duration::from_secs(AUTH_LOG_EVERY_SECS)
+        {
+            return;
+        }
+        self.auth_logged.insert(s.id, wall);
+        let also = if s.state == State::Master {
+            "; both hosts are probably MASTER"
+        } else {
+            ""
+        };
+        carplog!(
+            Crit,
+            "{}: advertisement from {src} fails authentication: passphrase or address set differ{also} (logged once a minute; `carpctl config diff` compares)",
+            self.label(s.id)
+        );
+    }
+
+    /// Return the control protocol's view of one vhost.
     fn view(&self, s: &VhostStatus) -> VhostView {
         let now = self.now();
         let r = self.vhosts.get(&s.id);
+        let bad_auth = s
+            .last_bad_auth
+            .map(|(a, t)| (a, (now - t).as_secs_f64()))
+            .filter(|(_, age)| *age <= BAD_AUTH_SHOWN_SECS);
         VhostView {
             carpdev: r.map_or_else(String::new, |r| r.spec.carpdev.clone()),
             vhid: s.id.vhid.get(),
@@ -178,6 +229,11 @@ impl<O: Os> Daemon<O> {
                 .iter()
                 .find(|i| i.id == s.iface)
                 .map_or(0, |i| i.address_failures),
+            bad_auth_from: bad_auth.map(|(a, _)| a.to_string()),
+            bad_auth_age_secs: bad_auth.map(|(_, age)| age),
+            key_fingerprint: r.map_or_else(String::new, |r| {
+                carp_proto::auth::key_fingerprint(&r.spec.proto.passphrase)
+            }),
         }
     }
 }

@@ -113,6 +113,9 @@ impl<O: Os> Daemon<O> {
     /// Bring the running state to what a fresh start with `new` would give.
     async fn apply_config(&mut self, mut new: DaemonConfig) -> anyhow::Result<String> {
         self.overrides.apply(&mut new);
+        for w in new.warnings() {
+            carplog!(Warning, "{w}");
+        }
         let now = self.now();
         self.node.set_config(NodeConfig {
             preempt: new.preempt,
@@ -170,10 +173,22 @@ impl<O: Os> Daemon<O> {
                 added += 1;
             }
         }
+        let pending = needs_restart(&self.config, &new);
+        // What is not applied stays as it runs, so the next reload names it again.
+        new.http = self.config.http;
+        new.http_token = self.config.http_token.take();
+        new.control = self.config.control.take();
+        new.state_dir = self.config.state_dir.take();
         self.config = new;
-        Ok(format!(
-            "reloaded: {kept} unchanged, {changed} changed, {added} added"
-        ))
+        let mut msg = format!("reloaded: {kept} unchanged, {changed} changed, {added} added");
+        if !pending.is_empty() {
+            msg.push_str(&format!(
+                "; not applied: {} changed (restart carpd to apply)",
+                pending.join(", ")
+            ));
+            carplog!(Warning, "{msg}");
+        }
+        Ok(msg)
     }
 
     /// Bow out, wait for successors (when `rx` is given), then release
@@ -213,6 +228,25 @@ impl<O: Os> Daemon<O> {
     }
 }
 
+/// Return the settings that differ between `running` and `new` and that only
+/// a restart applies: the listening sockets and the state directory.
+fn needs_restart(running: &DaemonConfig, new: &DaemonConfig) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if running.http != new.http {
+        names.push("http");
+    }
+    if running.http_token != new.http_token {
+        names.push("http_token");
+    }
+    if running.control != new.control {
+        names.push("control");
+    }
+    if running.state_dir != new.state_dir {
+        names.push("state_dir");
+    }
+    names
+}
+
 /// Wait until every bowed-out vhost hears a successor's advertisement, or the grace ends.
 ///
 /// DEVIATION: OpenBSD releases the addresses right after the bow-out. Keeping
@@ -233,5 +267,30 @@ async fn await_successor(
         if let Some(id) = node.successor_advert(d.link, &d.bytes) {
             waiting.remove(&id);
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(top: &str) -> DaemonConfig {
+        let vhost = "[[vhost]]\ncarpdev = \"eth0\"\nvhid = 1\naddresses = [\"192.0.2.50/24\"]\n";
+        DaemonConfig::from_toml_str(&format!("{top}{vhost}"), Path::new("/etc/carpd.toml")).unwrap()
+    }
+
+    #[test]
+    fn settings_only_a_restart_applies_are_named() {
+        let old = config("");
+        assert!(needs_restart(&old, &old).is_empty());
+        let new = config(
+            "http = \"127.0.0.1:8080\"\nhttp_token = \"t\"\ncontrol = \"/run/x.sock\"\nstate_dir = \"/var/lib/x\"\n",
+        );
+        assert_eq!(
+            needs_restart(&old, &new),
+            ["http", "http_token", "control", "state_dir"]
+        );
     }
 }

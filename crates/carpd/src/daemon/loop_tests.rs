@@ -1288,3 +1288,55 @@ async fn reload_is_read_off_the_loop_and_failures_are_logged() {
     .await;
     result.unwrap();
 }
+
+/// Input: `demote` by 300, then by 200 twice, then undemote by 300.
+/// Output: 300 and the second 200 are refused (the counter would leave
+/// 0..=255) and leave the counter as it was; the first 200 applies.
+#[tokio::test(start_paused = true)]
+async fn demote_out_of_range_is_refused_not_clamped() {
+    let fake = Fake::new();
+    let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let result = Harness::run(&one, fake, |h| async move {
+        let demote = |by| Request::Demote { group: None, by };
+        let reply = h.request(demote(300)).await;
+        assert!(!reply.ok, "{reply:?}");
+        assert!(
+            reply.error.unwrap_or_default().contains("outside 0..=255"),
+            "refused with the range"
+        );
+        assert!(h.request(demote(200)).await.ok);
+        let reply = h.request(demote(200)).await;
+        assert!(!reply.ok, "{reply:?}");
+        assert_eq!(h.view(1).await.demote, 200);
+        assert!(!h.request(demote(-300)).await.ok);
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
+/// Input: a reload whose file adds `http_token` (and changes nothing else).
+/// Output: the reply names `http_token` and says a restart is needed; a
+/// second identical reload names it again (the running value is kept).
+#[tokio::test(start_paused = true)]
+async fn reload_names_what_only_a_restart_applies() {
+    let fake = Fake::new();
+    let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let with_token = format!("http_token = \"t\"\n{one}");
+    let result = Harness::run(&one, fake, |h| async move {
+        h.until_master(1).await;
+        h.write_config(&with_token);
+        for _ in 0..2 {
+            let reply = h.request(Request::Reload).await;
+            let message = reply.message.unwrap_or_default();
+            assert!(
+                message.contains("1 unchanged")
+                    && message.contains("not applied: http_token changed (restart carpd"),
+                "{message}"
+            );
+        }
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}

@@ -99,6 +99,8 @@ struct Daemon<O: Os> {
     /// Command-line flags re-applied on every reload.
     overrides: Overrides,
     reloads: lifecycle::Reloads,
+    /// When a failed authentication was last logged, per vhost (rate limit).
+    auth_logged: BTreeMap<VhostId, tokio::time::Instant>,
 }
 
 /// Run the daemon on `os` until `signals` yields `Terminate` (or closes).
@@ -163,7 +165,8 @@ async fn run_with<O: Os>(
         carplog!(Info, "status page on http://{addr}/");
     }
     let control_path = config.control.clone().unwrap_or_else(ctl::default_path);
-    let listener = ctl::bind(&control_path)
+    // Dropped when `run` returns, on every path: removes only our own socket.
+    let (listener, _socket) = ctl::bind(&control_path)
         .with_context(|| format!("cannot bind control socket {}", control_path.display()))?;
     tokio::spawn(ctl::serve(listener, ctl_tx, transitions.clone()));
     let leftovers = os.open_record(&state_dir, &control_path);
@@ -183,6 +186,7 @@ async fn run_with<O: Os>(
         maintenance,
         overrides,
         reloads: lifecycle::Reloads::new(reload_tx),
+        auth_logged: BTreeMap::new(),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -203,7 +207,6 @@ async fn run_with<O: Os>(
         if let Err(e) = d.add_vhost(spec.clone()).await {
             // Nothing half-started: release what was set up, then fail.
             d.shutdown(None).await;
-            let _ = std::fs::remove_file(&control_path);
             return Err(e);
         }
     }
@@ -213,7 +216,6 @@ async fn run_with<O: Os>(
         Ok(dropped) => dropped,
         Err(e) => {
             d.shutdown(None).await;
-            let _ = std::fs::remove_file(&control_path);
             return Err(anyhow::Error::new(e).context("cannot drop privileges"));
         }
     };
@@ -264,7 +266,6 @@ async fn run_with<O: Os>(
     }
     systemd::stopping();
     d.shutdown(Some(&mut rx)).await;
-    let _ = std::fs::remove_file(&control_path);
     carplog!(Info, "stopped");
     Ok(())
 }
@@ -326,8 +327,12 @@ impl<O: Os> Daemon<O> {
             self.note_unspecified_source(dgram.link);
         }
         let now = self.now();
+        let bad_auth = self.node.stats().bad_auth;
         self.node
             .handle_datagram(now, RxMeta { link, ..meta }, &dgram.bytes);
+        if self.node.stats().bad_auth > bad_auth {
+            self.note_bad_auth(dgram.src, now);
+        }
     }
 
     fn label(&self, id: VhostId) -> String {

@@ -288,6 +288,9 @@ mod test {
             last_master_age_secs: None,
             stats,
             address_failures: 0,
+            bad_auth_from: None,
+            bad_auth_age_secs: None,
+            key_fingerprint: String::new(),
         };
         let text = render(&stats, &[v], &[("carp".into(), 128)], true).unwrap();
         for line in [

@@ -117,6 +117,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            for w in config.warnings() {
+                eprintln!("carpd: warning: {w}");
+            }
             if words_have_pass(&words) {
                 eprintln!(
                     "carpd: warning: a pass on the command line is visible in ps; passfile is safer"

@@ -1,0 +1,203 @@
+//! The text `carpctl status` and `carpctl watch` print.
+//!
+//! Columns are as wide as their longest value (a long cause or an IPv6
+//! last master never shifts the next column), and every vhost whose peers'
+//! advertisements fail authentication gets a warning line.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::types::VhostView;
+
+/// Render the status table of `vhosts`, then the demoted `groups`.
+pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
+    let width = |header: &str, f: &dyn Fn(&VhostView) -> usize| {
+        vhosts
+            .iter()
+            .map(f)
+            .chain([header.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let dev = width("carpdev", &|v| v.carpdev.chars().count());
+    let why = width("why", &|v| v.cause.as_str().len());
+    let last = width("last master", &|v| {
+        v.last_master.as_deref().map_or(1, |m| m.chars().count())
+    });
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<dev$} {:>4} {:<7} {:>9}  {:<why$} {:>7} {:>7} {:>6}  {:<last$} addresses",
+        "carpdev", "vhid", "state", "since", "why", "advbase", "advskew", "demote", "last master"
+    );
+    for v in vhosts {
+        let skew = if v.effective_advskew == v.advskew {
+            v.advskew.to_string()
+        } else {
+            format!("{}>{}", v.advskew, v.effective_advskew)
+        };
+        let _ = writeln!(
+            out,
+            "{:<dev$} {:>4} {:<7} {:>8.1}s  {:<why$} {:>7} {:>7} {:>6}  {:<last$} {}",
+            v.carpdev,
+            v.vhid,
+            v.state,
+            v.since_secs,
+            v.cause,
+            v.advbase,
+            skew,
+            v.demote,
+            v.last_master.as_deref().unwrap_or("-"),
+            v.addresses.join(" ")
+        );
+        let s = &v.stats;
+        let _ = writeln!(
+            out,
+            // Drops before the vhid is known (TTL, version, length, checksum) are
+            // host-wide: `carpctl stats`.
+            "{:>15} accepted {} rejected {} (badauth {} badsrc {} replay {}) sent {} send errors {}",
+            "",
+            s.accepted,
+            s.bad_auth + s.bad_src + s.replay,
+            s.bad_auth,
+            s.bad_src,
+            s.replay,
+            s.opackets + s.opackets6,
+            s.send_errors
+        );
+        if v.address_failures > 0 {
+            let _ = writeln!(
+                out,
+                "{:>15} address adds failed {} times (retried every second while MASTER; see the log)",
+                "", v.address_failures
+            );
+        }
+        if let Some(warning) = auth_warning(v) {
+            let _ = writeln!(out, "{:>15} WARNING: {warning}", "");
+        }
+    }
+    let demoted: Vec<String> = groups
+        .iter()
+        .filter(|(_, d)| *d > 0)
+        .map(|(g, d)| format!("{g}={d}"))
+        .collect();
+    if !demoted.is_empty() {
+        let _ = writeln!(out, "demoted groups: {}", demoted.join(" "));
+    }
+    out
+}
+
+/// The warning for a vhost hearing advertisements that fail authentication.
+pub fn auth_warning(v: &VhostView) -> Option<String> {
+    let from = v.bad_auth_from.as_deref()?;
+    let age = v.bad_auth_age_secs.unwrap_or(0.0);
+    let dual = if v.state.as_str() == "MASTER" {
+        "; both hosts are probably MASTER"
+    } else {
+        ""
+    };
+    Some(format!(
+        "advertisements from {from} fail authentication ({age:.0}s ago): passphrase or address set differ{dual} (compare with carpctl config diff)"
+    ))
+}
+
+/// Return `t` as UTC clock time, `YYYY-MM-DD HH:MM:SS.mmmZ`.
+pub fn clock(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil(i64::try_from(days).unwrap_or(0));
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Return the (year, month, day) of `days` since 1970-01-01 (H. Hinnant's
+/// `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod test {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn view(cause: &str, last: Option<&str>, bad: Option<&str>) -> VhostView {
+        let json = serde_json::json!({
+            "carpdev": "eth0", "vhid": 1, "state": "MASTER", "since_secs": 1.0,
+            "cause": cause, "advbase": 1, "advskew": 0,
+            "effective_advskew": 0, "demote": 0, "lladdr": "virtual",
+            "addresses": ["192.0.2.1/24"], "last_master": last, "last_master_age_secs": null,
+            "stats": carp_proto::Stats::default(), "bad_auth_from": bad, "bad_auth_age_secs": 3.0,
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn columns_survive_long_causes_and_ipv6_peers() {
+        let long = view(
+            "master's advertisements fail authentication",
+            Some("2001:db8:ffff:ffff:ffff:ffff:ffff:1"),
+            None,
+        );
+        let short = view("master timed out", None, None);
+        let text = status(&[long, short], &[]);
+        let lines: Vec<&str> = text.lines().collect();
+        // The addresses column starts at the same place on both vhost lines
+        // and under its header.
+        let col = |l: &str, what: &str| l.find(what).unwrap();
+        assert_eq!(
+            col(lines[0], "addresses"),
+            col(lines[1], "192.0.2.1/24"),
+            "{text}"
+        );
+        assert_eq!(
+            col(lines[1], "192.0.2.1/24"),
+            col(lines[3], "192.0.2.1/24"),
+            "{text}"
+        );
+        assert_eq!(
+            col(lines[0], "last master"),
+            col(lines[1], "2001:db8"),
+            "{text}"
+        );
+        assert_eq!(col(lines[0], "last master"), col(lines[3], "-"), "{text}");
+    }
+
+    #[test]
+    fn a_failing_peer_gets_a_warning() {
+        let text = status(
+            &[view("initialization complete", None, Some("192.0.2.9"))],
+            &[],
+        );
+        assert!(
+            text.contains("WARNING: advertisements from 192.0.2.9 fail authentication"),
+            "{text}"
+        );
+        assert!(text.contains("probably MASTER"), "{text}");
+        assert!(auth_warning(&view("master timed out", None, None)).is_none());
+    }
+
+    #[test]
+    fn clock_time_is_utc_with_milliseconds() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_588_225_123);
+        assert_eq!(clock(t), "2025-12-01 11:23:45.123Z");
+        assert_eq!(clock(UNIX_EPOCH), "1970-01-01 00:00:00.000Z");
+        assert!(clock(UNIX_EPOCH + Duration::from_secs(951_782_400)).starts_with("2000-02-29"));
+    }
+}
