@@ -424,14 +424,35 @@ fn metrics_equal_carpctl_stats() {
         ("carp_accepted_packets_total", want.accepted),
         ("carp_odd_header_packets_total", want.odd_header),
         ("carp_send_errors_total", want.send_errors),
-        ("carp_preempt_total", want.preempt),
+        ("carp_became_master_total", want.preempt),
         ("carp_transitions_total", want.transitions),
     ] {
         assert_eq!(m(name, &[]), value, "{name}");
     }
     let labels = [("carpdev", "eth0"), ("vhid", "1")];
-    assert_eq!(m("carp_vhost_state", &labels), 1, "BACKUP is 1");
+    for (state, value) in [("INIT", 0), ("BACKUP", 1), ("MASTER", 0)] {
+        let mut l = labels.to_vec();
+        l.push(("state", state));
+        assert_eq!(m("carp_vhost_state", &l), value, "state={state}");
+    }
     assert_eq!(m("carp_vhost_demote", &labels), 128);
+    let mut drop = labels.to_vec();
+    drop.push(("reason", "bad_auth"));
+    assert!(
+        m("carp_vhost_dropped_packets_total", &drop) > 0,
+        "C fails auth"
+    );
+    assert!(m("carp_vhost_received_packets_total", &labels) > 3);
+    let since = sample(
+        &samples,
+        "carp_vhost_state_since_timestamp_seconds",
+        &labels,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(since > now - 60.0 && since <= now + 1.0, "{since} vs {now}");
     assert!(m("carp_vhost_transitions_total", &labels) >= 3);
     assert_eq!(m("carp_group_demote", &[("group", "carp")]), 128);
     assert_eq!(m("carp_maintenance", &[]), 1);

@@ -4,12 +4,17 @@
 //! Host-wide counters are the carpstats of `carpctl stats` under the names
 //! `carp_*`; per-vhost values carry the labels `carpdev` and `vhid` under
 //! `carp_vhost_*`. Counters are snapshots, so a registry is built per scrape.
+//! Names follow the Prometheus conventions: base units (`_seconds`), a
+//! `state` label rather than an enum value, `_info` metrics for text, and no
+//! empty label set on label-less series.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use carp_proto::Stats;
 
@@ -82,7 +87,7 @@ fn host_counters(s: &Stats) -> [HostCounter; 18] {
         ("carp_sent_packets", Some(("family", "ipv4")), s.opackets),
         ("carp_sent_packets", Some(("family", "ipv6")), s.opackets6),
         ("carp_send_errors", None, s.send_errors),
-        ("carp_preempt", None, s.preempt),
+        ("carp_became_master", None, s.preempt),
         ("carp_transitions", None, s.transitions),
     ]
 }
@@ -96,31 +101,54 @@ fn host_help(name: &str) -> &'static str {
         "carp_odd_header_packets" => "Accepted advertisements with an unusual type or authlen",
         "carp_sent_packets" => "CARP advertisements sent (carps_opackets, carps_opackets6)",
         "carp_send_errors" => "Advertisements the OS failed to send",
-        "carp_preempt" => "Transitions to MASTER (carps_preempt)",
+        "carp_became_master" => "Transitions to MASTER (carps_preempt)",
         _ => "State transitions of any kind",
     }
 }
 
-/// Return the value of `state` in `carp_vhost_state`: 0 INIT, 1 BACKUP, 2 MASTER.
-pub fn state_value(state: VhostState) -> i64 {
-    match state {
-        VhostState::Master => 2,
-        VhostState::Backup => 1,
-        VhostState::Init => 0,
-    }
+/// Every state, each a series of `carp_vhost_state`.
+const STATES: [VhostState; 3] = [VhostState::Init, VhostState::Backup, VhostState::Master];
+
+/// The per-vhost drop reasons, as in the host-wide `carp_dropped_packets`.
+fn vhost_drops(s: &Stats) -> [(&'static str, u64); 9] {
+    [
+        ("bad_if", s.bad_if),
+        ("bad_ttl", s.bad_ttl),
+        ("bad_len", s.bad_len),
+        ("bad_sum", s.bad_sum),
+        ("bad_vhid", s.bad_vhid),
+        ("bad_ver", s.bad_ver),
+        ("bad_auth", s.bad_auth),
+        ("bad_src", s.bad_src),
+        ("replay", s.replay),
+    ]
 }
 
-/// Encode the metrics of one scrape.
+/// Encode the metrics of one scrape; `now_unix` is the wall clock (Unix
+/// seconds) at render time, from which the state's start time is derived.
 pub fn render(
     stats: &Stats,
     vhosts: &[VhostView],
     groups: &[(String, u8)],
     maintenance: bool,
+    now_unix: f64,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
+    registry.register(
+        "carp_build",
+        "carpd build",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]),
+    );
 
     let mut families: Vec<(&'static str, Family<Labels, Counter>)> = Vec::new();
     for (name, label, value) in host_counters(stats) {
+        if label.is_none() {
+            // A plain counter: a family would print an empty `{}`.
+            let c = Counter::<u64>::default();
+            c.inc_by(value);
+            registry.register(name, host_help(name), c);
+            continue;
+        }
         let family = match families.iter().find(|(n, _)| *n == name) {
             Some((_, f)) => f.clone(),
             None => {
@@ -138,36 +166,74 @@ pub fn render(
         registry.register(name, host_help(name), family);
     }
 
-    let per_vhost_gauges: [PerVhost<VhostView, i64>; 5] = [
+    let info = Family::<Labels, Gauge>::default();
+    let state = Family::<Labels, Gauge>::default();
+    for v in vhosts {
+        let mut labels = vhost_labels(v);
+        labels.push(("addresses", v.addresses.join(",")));
+        info.get_or_create(&labels).set(1);
+        for s in STATES {
+            let mut labels = vhost_labels(v);
+            labels.push(("state", s.as_str().to_string()));
+            state.get_or_create(&labels).set(i64::from(s == v.state));
+        }
+    }
+    registry.register(
+        "carp_vhost_info",
+        "Configuration of the vhost; the value is always 1",
+        info,
+    );
+    registry.register(
+        "carp_vhost_state",
+        "1 for the vhost's current state, 0 for the others",
+        state,
+    );
+
+    let per_vhost_gauges: [PerVhost<VhostView, f64>; 4] = [
         (
-            "carp_vhost_state",
-            "State of the vhost: 0 INIT, 1 BACKUP, 2 MASTER",
-            |v| state_value(v.state),
+            "carp_vhost_state_since_timestamp_seconds",
+            "Unix time the current state was entered",
+            |v| v.since_secs,
         ),
         ("carp_vhost_advbase_seconds", "Configured advbase", |v| {
-            i64::from(v.advbase)
+            f64::from(v.advbase)
         }),
         (
-            "carp_vhost_advskew",
-            "advskew actually advertised (demotion applied)",
-            |v| i64::from(v.effective_advskew),
+            "carp_vhost_advskew_seconds",
+            "advskew actually advertised (demotion applied), in seconds (advskew/256)",
+            |v| f64::from(v.effective_advskew) / 256.0,
         ),
         ("carp_vhost_demote", "Demote byte advertised", |v| {
-            i64::from(v.demote)
+            f64::from(v.demote)
         }),
-        (
-            "carp_vhost_state_age_seconds",
-            "Seconds since the current state was entered",
-            |v| v.since_secs as i64,
-        ),
     ];
-    for (name, help, value) in per_vhost_gauges {
-        let family = Family::<Labels, Gauge>::default();
+    for (i, (name, help, value)) in per_vhost_gauges.into_iter().enumerate() {
+        let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         for v in vhosts {
-            family.get_or_create(&vhost_labels(v)).set(value(v));
+            // The start time, rounded to the millisecond so that it does not
+            // jitter with the scrape's own timing.
+            let x = if i == 0 {
+                ((now_unix - value(v)) * 1000.0).round() / 1000.0
+            } else {
+                value(v)
+            };
+            family.get_or_create(&vhost_labels(v)).set(x);
         }
         registry.register(name, help, family);
     }
+    let drops = Family::<Labels, Counter>::default();
+    for v in vhosts {
+        for (reason, n) in vhost_drops(&v.stats) {
+            let mut labels = vhost_labels(v);
+            labels.push(("reason", reason.to_string()));
+            drops.get_or_create(&labels).inc_by(n);
+        }
+    }
+    registry.register(
+        "carp_vhost_dropped_packets",
+        "Advertisements for the vhost discarded, by reason",
+        drops,
+    );
     let per_vhost_counters: [PerVhost<Stats, u64>; 5] = [
         (
             "carp_vhost_transitions",
@@ -180,9 +246,9 @@ pub fn render(
             |s| s.accepted,
         ),
         (
-            "carp_vhost_dropped_packets",
-            "Advertisements for the vhost discarded",
-            |s| s.dropped(),
+            "carp_vhost_received_packets",
+            "Advertisements for the vhost received (accepted plus dropped)",
+            |s| s.accepted + s.dropped(),
         ),
         (
             "carp_vhost_sent_packets",
@@ -292,16 +358,28 @@ mod test {
             bad_auth_age_secs: None,
             key_fingerprint: String::new(),
         };
-        let text = render(&stats, &[v], &[("carp".into(), 128)], true).unwrap();
+        let text = render(&stats, &[v], &[("carp".into(), 128)], true, 1000.0).unwrap();
         for line in [
             "carp_dropped_packets_total{reason=\"bad_ttl\"} 7",
-            "carp_vhost_state{carpdev=\"eth0\",vhid=\"9\"} 2",
+            "carp_vhost_dropped_packets_total{carpdev=\"eth0\",vhid=\"9\",reason=\"bad_ttl\"} 7",
+            "carp_vhost_state{carpdev=\"eth0\",vhid=\"9\",state=\"MASTER\"} 1",
+            "carp_vhost_state{carpdev=\"eth0\",vhid=\"9\",state=\"BACKUP\"} 0",
+            "carp_vhost_state_since_timestamp_seconds{carpdev=\"eth0\",vhid=\"9\"} 996.5",
+            "carp_vhost_advskew_seconds{carpdev=\"eth0\",vhid=\"9\"} 0.390625",
+            "carp_vhost_info{carpdev=\"eth0\",vhid=\"9\",addresses=\"192.0.2.50/24\"} 1",
             "carp_group_demote{group=\"carp\"} 128",
             "carp_maintenance 1",
             "# TYPE carp_transitions counter",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
+        let became = format!("carp_became_master_total {}", stats.preempt);
+        assert!(
+            text.lines().any(|l| l == became),
+            "no {became:?} in\n{text}"
+        );
+        assert!(!text.contains("{}"), "an empty label set in\n{text}");
+        assert!(text.contains("carp_build_info{version="), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

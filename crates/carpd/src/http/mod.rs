@@ -323,6 +323,11 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         status.vhosts.as_deref().unwrap_or(&[]),
         status.groups.as_deref().unwrap_or(&[]),
         status.maintenance.unwrap_or(false),
+        // The wall clock belongs here, not in the loop: the state's start
+        // time is now minus its age.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
     );
     match text {
         Ok(text) => (
