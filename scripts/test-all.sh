@@ -64,7 +64,8 @@ install_packages() {
 check_packaging() {
     python3 -m json.tool packaging/grafana/carpd-dashboard.json >/dev/null
     if command -v promtool >/dev/null; then
-        promtool check rules packaging/prometheus/carpd-alerts.yml
+        promtool check rules packaging/prometheus/carpd-alerts.yml &&
+            promtool test rules packaging/prometheus/carpd-alerts.test.yml
     else
         echo "no promtool: alert rules not checked"
     fi
