@@ -273,10 +273,16 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     println!("\n== 5. SIGTERM the master (node {b}): it bows out (advbase 255, advskew 255)");
     let from = wall_now();
     let t = Instant::now();
-    lab.signal(back, Signal::SIGTERM)?;
+    // Time the takeover from the signal, not from the old master's exit
+    // (its shutdown waits for the successor, then releases and cleans up).
+    let pid = lab.nodes[back].pid;
+    lab.topo.signal(pid, Signal::SIGTERM)?;
     let rest: Vec<usize> = all.iter().copied().filter(|&i| i != back).collect();
     let (next, _) = lab.wait_master(&rest)?;
     let took = t.elapsed();
+    if lab.topo.wait_child(pid, Duration::from_secs(5)).is_none() {
+        bail!("carpd on node {b} ignored SIGTERM");
+    }
     println!(
         "   node {} took over after {:.3}s: the bow-out advert says \"slower than anyone\", so \
          the best backup preempts at once instead of waiting master-down",
