@@ -18,6 +18,7 @@
 
 pub mod action;
 pub mod auth;
+pub mod balance;
 mod carpif;
 pub mod config;
 mod election;
@@ -30,6 +31,7 @@ mod vhost;
 pub mod wire;
 
 pub use action::{Action, CarpIfId, Cause, Family, LinkId, State, VhostId};
+pub use balance::Balancing;
 pub use config::{
     AddrSpec, AdvBase, AdvSkew, CarpIfConfig, CarpNode, Gate, Lladdr, Passphrase, Vhid, VhostConfig,
 };
