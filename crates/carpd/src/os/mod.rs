@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::owned::OwnedAddress;
 
 pub mod l2;
+pub mod balance;
 pub mod linux;
 pub mod netlink;
 pub mod privs;

@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: ISC
+//
+// carpd's load-balancing datapath: OpenBSD carp_lsdrop at tc ingress of a
+// carpdev (spec section 7). Built by scripts/build-bpf.sh into balance.bpf.o,
+// which is committed and embedded by crates/carpd/src/os/balance.rs; that
+// module documents the maps from the user-space side and owns the layout.
+//
+// Per frame, in this order:
+//  1. ARP request whose target IP is a shared address, or ICMPv6 Neighbour
+//     Solicitation whose target is one: dropped (carpd answers them from user
+//     space; the kernel must not). Counted dropped_solicitation.
+//  2. IPv4/IPv6 packet to a shared address of a carp interface in a
+//     balancing mode, sent to a unicast MAC or to that interface's multicast
+//     carp MAC (mode ip):
+//       ip, ip-stealth, ip-unicast: slot = ntohl(fold) % count, where fold is
+//         src ^ dst (IPv4) or the XOR of all eight 32-bit words (IPv6);
+//       arp: slot = index of the node whose MAC the frame was sent to (only
+//         frames to a node MAC are judged; OpenBSD 1.270).
+//     Bit `slot` of the mask set: accepted, and a frame sent to the carp MAC
+//     that the stack would not take as its own (MULTICAST in ip mode,
+//     OTHERHOST in ip-stealth / ip-unicast / arp) becomes PACKET_HOST, which
+//     is what OpenBSD's PACKET_TAG_CARP_BAL_IP does for M_MCAST; otherwise
+//     dropped (dropped_by_hash). count 0 drops, as OpenBSD does.
+//  3. Everything else (broadcast and other multicast, so advertisements,
+//     frames to other addresses, other protocols): passed_other.
+//
+// ICMP (OpenBSD where cheap):
+//  - ICMP errors (v4 types 3, 11, 12; v6 types 1-4) hash the quoted inner
+//    packet's destination with the outer destination, as icmp_input and
+//    icmp6_input do, so the error reaches the node that owns the flow. When
+//    the inner header is not in the linear data, the error is hashed like
+//    any other packet.
+//  - Echo (and any other non-error ICMPv4) is hashed like other packets, so
+//    exactly one node answers a ping. DEVIATION: OpenBSD's IPv4 has no echo
+//    call site, so every OpenBSD node answers IPv4 pings.
+//  - ICMPv6 other than errors and echo (ND, MLD, router messages) is never
+//    hashed: a Neighbour Advertisement answering a node's own solicitation
+//    must reach that node (OpenBSD ip6_input passes drop=0 for ICMPv6).
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+// The legacy map definition aya-obj reads from the "maps" section (no BTF
+// needed, so the object builds without -g and stays byte-for-byte
+// reproducible).
+struct map_def {
+	__u32 type;
+	__u32 key_size;
+	__u32 value_size;
+	__u32 max_entries;
+	__u32 flags;
+	__u32 id;
+	__u32 pinning;
+};
+
+#define MAX_CARPIFS 64
+#define MAX_ADDRS 1024
+#define MAX_MACS 1024
+
+// Packed carp-interface configuration (one u64, read with one load).
+#define CFG_MASK(v) ((__u32)(v))
+#define CFG_COUNT(v) ((__u32)((v) >> 32) & 0xff)
+#define CFG_MODE(v) ((__u32)((v) >> 40) & 0xff)
+
+enum mode { MODE_NONE = 0, MODE_IP = 1, MODE_IP_STEALTH = 2, MODE_IP_UNICAST = 3, MODE_ARP = 4 };
+enum counter { C_ACCEPTED = 0, C_DROPPED_BY_HASH = 1, C_DROPPED_SOLICITATION = 2, C_PASSED_OTHER = 3, C_MAX };
+
+// Carp-interface slot -> packed mask | count << 32 | mode << 40. mmap-able,
+// so carpd changes a mask with one atomic 8-byte store.
+struct map_def carp_cfg SEC("maps") = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u64),
+	.max_entries = MAX_CARPIFS,
+	.flags = BPF_F_MMAPABLE,
+};
+
+// Shared IPv4 address (network order, as in the header) -> carp-interface slot.
+struct map_def carp_v4 SEC("maps") = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = 4,
+	.value_size = sizeof(__u32),
+	.max_entries = MAX_ADDRS,
+};
+
+// Shared IPv6 address -> carp-interface slot.
+struct map_def carp_v6 SEC("maps") = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = 16,
+	.value_size = sizeof(__u32),
+	.max_entries = MAX_ADDRS,
+};
+
+// Carp MAC (6 bytes, 2 zero) -> carp-interface slot | node index << 8.
+struct map_def carp_macs SEC("maps") = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = 8,
+	.value_size = sizeof(__u32),
+	.max_entries = MAX_MACS,
+};
+
+// Per-CPU counters, indexed by enum counter.
+struct map_def carp_stats SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u64),
+	.max_entries = C_MAX,
+};
+
+struct vlan_free_eth {
+	__u8 dst[6];
+	__u8 src[6];
+	__be16 proto;
+};
+
+static __always_inline int count(__u32 which, int verdict)
+{
+	__u64 *c = bpf_map_lookup_elem(&carp_stats, &which);
+
+	if (c)
+		*c += 1;
+	return verdict;
+}
+
+static __always_inline __u32 fold6(const __u32 *a)
+{
+	return a[0] ^ a[1] ^ a[2] ^ a[3];
+}
+
+// The verdict for a packet to a shared address of carp-interface slot
+// `carpif`, whose fold (network order) is `fold`.
+static __always_inline int judge(struct __sk_buff *skb, const struct vlan_free_eth *eth,
+				 __u32 carpif, __u32 fold)
+{
+	__u64 *cfgp = bpf_map_lookup_elem(&carp_cfg, &carpif);
+	if (!cfgp)
+		return count(C_PASSED_OTHER, TC_ACT_OK);
+	__u64 cfg = *(volatile __u64 *)cfgp;
+	__u32 mode = CFG_MODE(cfg);
+	if (mode == MODE_NONE)
+		return count(C_PASSED_OTHER, TC_ACT_OK);
+
+	__u8 key[8] = {};
+	__builtin_memcpy(key, eth->dst, 6);
+	__u32 *macp = bpf_map_lookup_elem(&carp_macs, key);
+	int carp_frame = macp && (*macp & 0xff) == carpif;
+	__u32 node = macp ? (*macp >> 8) & 0xff : 0;
+
+	if (eth->dst[0] & 1) {
+		// Broadcast and multicast are never dropped, except the
+		// multicast carp MAC of mode ip, which carries unicast IP.
+		if (!(carp_frame && mode == MODE_IP))
+			return count(C_PASSED_OTHER, TC_ACT_OK);
+	} else if (!carp_frame && skb->pkt_type == PACKET_OTHERHOST) {
+		// Not for this host at all (promiscuous parent): the stack drops it.
+		return count(C_PASSED_OTHER, TC_ACT_OK);
+	}
+
+	__u32 slot;
+	if (mode == MODE_ARP) {
+		if (!carp_frame)
+			return count(C_PASSED_OTHER, TC_ACT_OK);
+		slot = node;
+	} else {
+		__u32 n = CFG_COUNT(cfg);
+		if (n == 0 || n > 32)
+			return count(C_DROPPED_BY_HASH, TC_ACT_SHOT);
+		slot = bpf_ntohl(fold) % n;
+	}
+#ifndef BROKEN_IGNORE_MASK
+	if (slot >= 32 || !(CFG_MASK(cfg) & (1u << slot)))
+		return count(C_DROPPED_BY_HASH, TC_ACT_SHOT);
+#endif
+#ifndef BROKEN_NO_FIXUP
+	if (carp_frame && skb->pkt_type != PACKET_HOST)
+		bpf_skb_change_type(skb, PACKET_HOST);
+#endif
+	return count(C_ACCEPTED, TC_ACT_OK);
+}
+
+// Is `target` (4 bytes) a shared address of a carp interface in a balancing mode?
+static __always_inline int shared_v4(__u32 target)
+{
+	__u32 *carpif = bpf_map_lookup_elem(&carp_v4, &target);
+	if (!carpif)
+		return 0;
+	__u64 *cfg = bpf_map_lookup_elem(&carp_cfg, carpif);
+	return cfg && CFG_MODE(*(volatile __u64 *)cfg) != MODE_NONE;
+}
+
+static __always_inline int shared_v6(const void *target)
+{
+	__u32 *carpif = bpf_map_lookup_elem(&carp_v6, target);
+	if (!carpif)
+		return 0;
+	__u64 *cfg = bpf_map_lookup_elem(&carp_cfg, carpif);
+	return cfg && CFG_MODE(*(volatile __u64 *)cfg) != MODE_NONE;
+}
+
+// Headers this program reads lie within the first LINEAR bytes.
+#define LINEAR 128
+
+SEC("classifier")
+int carp_balance(struct __sk_buff *skb)
+{
+	if (skb->data_end - skb->data < LINEAR && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < LINEAR ? skb->len : LINEAR);
+
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct vlan_free_eth *eth = data;
+	if ((void *)(eth + 1) > end)
+		return count(C_PASSED_OTHER, TC_ACT_OK);
+	void *l3 = eth + 1;
+
+	if (eth->proto == bpf_htons(ETH_P_ARP)) {
+		// htype 1, ptype 0x0800, hlen 6, plen 4, op; then sha spa tha tpa.
+		__u8 *arp = l3;
+		if ((void *)(arp + 28) > end)
+			return count(C_PASSED_OTHER, TC_ACT_OK);
+		if (arp[6] == 0 && arp[7] == 1 && arp[4] == 6 && arp[5] == 4) {
+			__u32 tpa;
+			__builtin_memcpy(&tpa, arp + 24, 4);
+			if (shared_v4(tpa))
+				return count(C_DROPPED_SOLICITATION, TC_ACT_SHOT);
+		}
+		return count(C_PASSED_OTHER, TC_ACT_OK);
+	}
+
+	if (eth->proto == bpf_htons(ETH_P_IP)) {
+		__u8 *ip = l3;
+		if ((void *)(ip + 20) > end)
+			return count(C_PASSED_OTHER, TC_ACT_OK);
+		__u32 src, dst;
+		__builtin_memcpy(&src, ip + 12, 4);
+		__builtin_memcpy(&dst, ip + 16, 4);
+		__u32 *carpif = bpf_map_lookup_elem(&carp_v4, &dst);
+		if (!carpif)
+			return count(C_PASSED_OTHER, TC_ACT_OK);
+		__u32 fold = src ^ dst;
+		__u32 ihl = (ip[0] & 0xf) * 4;
+		int first_fragment = (ip[6] & 0x1f) == 0 && ip[7] == 0;
+		if (ip[9] == 1 && first_fragment && ihl >= 20 && ihl <= 60) {
+			// icmp_input: an error hashes the quoted packet's destination
+			// (at 8 + 16 of the ICMP header) with our address.
+			__u8 *icmp = ip + ihl;
+			if ((void *)(icmp + 8 + 20) <= end &&
+			    (icmp[0] == 3 || icmp[0] == 11 || icmp[0] == 12)) {
+				__u32 inner_dst;
+				__builtin_memcpy(&inner_dst, icmp + 8 + 16, 4);
+				fold = inner_dst ^ dst;
+			}
+		}
+		return judge(skb, eth, *carpif, fold);
+	}
+
+	if (eth->proto == bpf_htons(ETH_P_IPV6)) {
+		__u8 *ip6 = l3;
+		if ((void *)(ip6 + 40) > end)
+			return count(C_PASSED_OTHER, TC_ACT_OK);
+		__u32 src[4], dst[4];
+		__builtin_memcpy(src, ip6 + 8, 16);
+		__builtin_memcpy(dst, ip6 + 24, 16);
+		__u8 next = ip6[6];
+		__u8 *l4 = ip6 + 40;
+		// Hop-by-hop, routing and destination options (at most three).
+#pragma unroll
+		for (int i = 0; i < 3; i++) {
+			if (next != 0 && next != 43 && next != 60)
+				break;
+			if ((void *)(l4 + 8) > end)
+				break;
+			next = l4[0];
+			l4 += (l4[1] + 1) * 8;
+		}
+		if (next == 58 && (void *)(l4 + 8) <= end) {
+			__u8 type = l4[0];
+			if (type == 135) {
+				// Neighbour Solicitation: target at 8..24.
+				if ((void *)(l4 + 24) <= end && shared_v6(l4 + 8))
+					return count(C_DROPPED_SOLICITATION, TC_ACT_SHOT);
+				return count(C_PASSED_OTHER, TC_ACT_OK);
+			}
+			if (type > 4 && type != 128 && type != 129)
+				return count(C_PASSED_OTHER, TC_ACT_OK);
+		}
+		__u32 *carpif = bpf_map_lookup_elem(&carp_v6, dst);
+		if (!carpif)
+			return count(C_PASSED_OTHER, TC_ACT_OK);
+		__u32 fold = fold6(src) ^ fold6(dst);
+		if (next == 58 && (void *)(l4 + 8 + 40) <= end && l4[0] >= 1 && l4[0] <= 4) {
+			// icmp6_input: the quoted packet's destination (8 + 24).
+			__u32 inner_dst[4];
+			__builtin_memcpy(inner_dst, l4 + 8 + 24, 16);
+			fold = fold6(inner_dst) ^ fold6(dst);
+		}
+		return judge(skb, eth, *carpif, fold);
+	}
+
+	return count(C_PASSED_OTHER, TC_ACT_OK);
+}
+
+// The cost of running any tc program, for the benchmark's baseline
+// (Datapath::test_run); never attached.
+SEC("classifier")
+int carp_baseline(struct __sk_buff *skb)
+{
+	return TC_ACT_OK;
+}
+
+// No GPL-only helper is used, so the project licence will do.
+char _license[] SEC("license") = "ISC";
