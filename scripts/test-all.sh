@@ -38,6 +38,11 @@ install_packages() {
     command -v chromium >/dev/null || missing+=(chromium)
     # promtool checks packaging/prometheus/carpd-alerts.yml.
     command -v promtool >/dev/null || missing+=(prometheus)
+    # scripts/build-bpf.sh rebuilds the load-balancing eBPF object (clang
+    # -target bpf, llvm tools, libbpf's bpf_helpers.h) to check it.
+    command -v clang >/dev/null || missing+=(clang)
+    command -v llvm-objdump >/dev/null || missing+=(llvm)
+    [ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
     [ ${#missing[@]} -eq 0 ] && return 0
     if ! is_root; then
         echo "missing packages ${missing[*]} and not root: the netns tests will be skipped"
@@ -73,6 +78,8 @@ check_packaging() {
 
 step "install packages" install_packages
 step "packaging (promtool, dashboard JSON)" check_packaging
+# The committed crates/carpd/bpf/balance.bpf.o is byte-for-byte what its C source builds to.
+step "eBPF object reproducible (build-bpf.sh --check)" bash scripts/build-bpf.sh --check
 step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build" cargo build --workspace --all-targets --locked

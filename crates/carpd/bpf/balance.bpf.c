@@ -36,6 +36,9 @@
 //  - ICMPv6 other than errors and echo (ND, MLD, router messages) is never
 //    hashed: a Neighbour Advertisement answering a node's own solicitation
 //    must reach that node (OpenBSD ip6_input passes drop=0 for ICMPv6).
+//    Sent to the carp MAC it still gets the PACKET_HOST fix-up (a peer that
+//    resolved the shared address to the stealth MAC answers our NS there),
+//    and in mode arp it is judged by the node MAC like any other packet.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -132,9 +135,10 @@ static __always_inline __u32 fold6(const __u32 *a)
 }
 
 // The verdict for a packet to a shared address of carp-interface slot
-// `carpif`, whose fold (network order) is `fold`.
+// `carpif`, whose fold (network order) is `fold`; `hashed` 0 skips the IP
+// hash (ICMPv6 other than echo and errors), keeping the MAC rules.
 static __always_inline int judge(struct __sk_buff *skb, const struct vlan_free_eth *eth,
-				 __u32 carpif, __u32 fold)
+				 __u32 carpif, __u32 fold, int hashed)
 {
 	__u64 *cfgp = bpf_map_lookup_elem(&carp_cfg, &carpif);
 	if (!cfgp)
@@ -165,6 +169,8 @@ static __always_inline int judge(struct __sk_buff *skb, const struct vlan_free_e
 		if (!carp_frame)
 			return count(C_PASSED_OTHER, TC_ACT_OK);
 		slot = node;
+	} else if (!hashed) {
+		goto accept;
 	} else {
 		__u32 n = CFG_COUNT(cfg);
 		if (n == 0 || n > 32)
@@ -175,6 +181,7 @@ static __always_inline int judge(struct __sk_buff *skb, const struct vlan_free_e
 	if (slot >= 32 || !(CFG_MASK(cfg) & (1u << slot)))
 		return count(C_DROPPED_BY_HASH, TC_ACT_SHOT);
 #endif
+accept:
 #ifndef BROKEN_NO_FIXUP
 	if (carp_frame && skb->pkt_type != PACKET_HOST)
 		bpf_skb_change_type(skb, PACKET_HOST);
@@ -255,7 +262,7 @@ int carp_balance(struct __sk_buff *skb)
 				fold = inner_dst ^ dst;
 			}
 		}
-		return judge(skb, eth, *carpif, fold);
+		return judge(skb, eth, *carpif, fold, 1);
 	}
 
 	if (eth->proto == bpf_htons(ETH_P_IPV6)) {
@@ -277,6 +284,7 @@ int carp_balance(struct __sk_buff *skb)
 			next = l4[0];
 			l4 += (l4[1] + 1) * 8;
 		}
+		int hashed = 1;
 		if (next == 58 && (void *)(l4 + 8) <= end) {
 			__u8 type = l4[0];
 			if (type == 135) {
@@ -285,8 +293,9 @@ int carp_balance(struct __sk_buff *skb)
 					return count(C_DROPPED_SOLICITATION, TC_ACT_SHOT);
 				return count(C_PASSED_OTHER, TC_ACT_OK);
 			}
-			if (type > 4 && type != 128 && type != 129)
-				return count(C_PASSED_OTHER, TC_ACT_OK);
+			// ND, MLD and the rest are not hashed, but a Neighbour
+			// Advertisement sent to the carp MAC still needs PACKET_HOST.
+			hashed = type <= 4 || type == 128 || type == 129;
 		}
 		__u32 *carpif = bpf_map_lookup_elem(&carp_v6, dst);
 		if (!carpif)
@@ -298,7 +307,7 @@ int carp_balance(struct __sk_buff *skb)
 			__builtin_memcpy(inner_dst, l4 + 8 + 24, 16);
 			fold = fold6(inner_dst) ^ fold6(dst);
 		}
-		return judge(skb, eth, *carpif, fold);
+		return judge(skb, eth, *carpif, fold, hashed);
 	}
 
 	return count(C_PASSED_OTHER, TC_ACT_OK);

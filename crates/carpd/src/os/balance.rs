@@ -132,7 +132,13 @@ impl BalanceSet {
         let node_macs = vhids
             .iter()
             .enumerate()
-            .map(|(i, &v)| if i == 0 { leader_mac(mode, v) } else { node_mac(v) })
+            .map(|(i, &v)| {
+                if i == 0 {
+                    leader_mac(mode, v)
+                } else {
+                    node_mac(v)
+                }
+            })
             .collect();
         BalanceSet {
             mode,
@@ -382,7 +388,11 @@ impl Datapath {
                 .insert(mac_key(mac), slot | u32::from(node) << 8, 0)
                 .map_err(|e| self.map_err("insert carp MAC", e))?;
         }
-        for addr in old_set.addresses.iter().filter(|a| !set.addresses.contains(a)) {
+        for addr in old_set
+            .addresses
+            .iter()
+            .filter(|a| !set.addresses.contains(a))
+        {
             self.remove_address(*addr);
         }
         for addr in &set.addresses {
@@ -436,8 +446,8 @@ impl Datapath {
             .ebpf
             .map("carp_stats")
             .ok_or_else(|| self.invalid("read counters", "no carp_stats map"))?;
-        let stats = PerCpuArray::<_, u64>::try_from(map)
-            .map_err(|e| self.map_err("read counters", e))?;
+        let stats =
+            PerCpuArray::<_, u64>::try_from(map).map_err(|e| self.map_err("read counters", e))?;
         let read = |c: Counter| -> Result<u64, OsError> {
             let values = stats
                 .get(&(c as u32), 0)
@@ -507,20 +517,22 @@ impl Datapath {
         name: &str,
     ) -> Result<BpfHashMap<&mut MapData, K, u32>, OsError> {
         let ifname = self.ifname.clone();
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or_else(|| OsError::socket("find map", &ifname, io::Error::other(name.to_owned())))?;
+        let map = self.ebpf.map_mut(name).ok_or_else(|| {
+            OsError::socket("find map", &ifname, io::Error::other(name.to_owned()))
+        })?;
         BpfHashMap::try_from(map)
             .map_err(|e| OsError::socket("open map", &ifname, io::Error::other(e)))
     }
 
     fn insert_address(&mut self, addr: IpAddr, slot: u32) -> Result<(), OsError> {
         let r = match addr {
-            IpAddr::V4(a) => self
-                .hash_map::<u32>("carp_v4")?
-                .insert(u32::from_ne_bytes(a.octets()), slot, 0),
-            IpAddr::V6(a) => self.hash_map::<[u8; 16]>("carp_v6")?.insert(a.octets(), slot, 0),
+            IpAddr::V4(a) => {
+                self.hash_map::<u32>("carp_v4")?
+                    .insert(u32::from_ne_bytes(a.octets()), slot, 0)
+            }
+            IpAddr::V6(a) => self
+                .hash_map::<[u8; 16]>("carp_v6")?
+                .insert(a.octets(), slot, 0),
         };
         r.map_err(|e| self.map_err("insert shared address", e))
     }
@@ -579,10 +591,10 @@ impl Datapath {
 
 impl Drop for Datapath {
     fn drop(&mut self) {
-        if let Some(link) = self.link.take() {
-            if let Ok(prog) = self.classifier(PROGRAM) {
-                let _ = prog.detach(link);
-            }
+        if let Some(link) = self.link.take()
+            && let Ok(prog) = self.classifier(PROGRAM)
+        {
+            let _ = prog.detach(link);
         }
         let filters: Vec<L2Filter> = self
             .carp_ifs
@@ -673,7 +685,10 @@ fn multicast(ifname: &str, mac: [u8; 6], join: bool) -> io::Result<()> {
     let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
     let name = ifname.as_bytes();
     if name.len() >= ifr.ifr_name.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
     }
     for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
         *d = *s as libc::c_char;
@@ -712,7 +727,10 @@ fn fdb(ifindex: u32, mac: [u8; 6], add: bool) -> io::Result<()> {
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         netlink_request(RouteNetlinkMessage::NewNeighbour(msg), flags)
     } else {
-        netlink_request(RouteNetlinkMessage::DelNeighbour(msg), NLM_F_REQUEST | NLM_F_ACK)
+        netlink_request(
+            RouteNetlinkMessage::DelNeighbour(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
     }
 }
 
@@ -821,11 +839,17 @@ mod tests {
         let w = pack(Balancing::IpStealth, 3, 0b101);
         assert_eq!(w, 0x0000_0203_0000_0005);
         assert_eq!(unpack(w), (2, 3, 0b101));
-        assert_eq!(unpack(pack(Balancing::Arp, 32, u32::MAX)), (4, 32, u32::MAX));
+        assert_eq!(
+            unpack(pack(Balancing::Arp, 32, u32::MAX)),
+            (4, 32, u32::MAX)
+        );
         assert_eq!(unpack(pack(Balancing::None, 0, 0)), (0, 0, 0));
         // The C side's CFG_MODE / CFG_COUNT / CFG_MASK shifts.
         let w = pack(Balancing::Ip, 2, 0x8000_0001);
-        assert_eq!(((w >> 40) & 0xff, (w >> 32) & 0xff, w & 0xffff_ffff), (1, 2, 0x8000_0001));
+        assert_eq!(
+            ((w >> 40) & 0xff, (w >> 32) & 0xff, w & 0xffff_ffff),
+            (1, 2, 0x8000_0001)
+        );
     }
 
     #[test]
@@ -849,7 +873,10 @@ mod tests {
         assert_eq!(ip.node_macs[0], [1, 0, 0x5e, 0, 1, 1]);
         assert_eq!(ip.node_macs[2], [0, 0, 0x5e, 0, 1, 3]);
         assert_eq!(ip.carp_macs(), vec![([1, 0, 0x5e, 0, 1, 1], 0)]);
-        assert_eq!(ip.l2_filters(), vec![L2Filter::Multicast([1, 0, 0x5e, 0, 1, 1])]);
+        assert_eq!(
+            ip.l2_filters(),
+            vec![L2Filter::Multicast([1, 0, 0x5e, 0, 1, 1])]
+        );
 
         let stealth = BalanceSet::new(Balancing::IpStealth, &[4, 9], 1, addrs.clone());
         assert_eq!(stealth.l2_filters(), vec![L2Filter::Unicast(node_mac(4))]);
@@ -858,7 +885,10 @@ mod tests {
         assert_eq!(arp.carp_macs(), vec![(node_mac(4), 0), (node_mac(9), 1)]);
         assert_eq!(
             arp.l2_filters(),
-            vec![L2Filter::Unicast(node_mac(4)), L2Filter::Unicast(node_mac(9))]
+            vec![
+                L2Filter::Unicast(node_mac(4)),
+                L2Filter::Unicast(node_mac(9))
+            ]
         );
 
         let none = BalanceSet::new(Balancing::None, &[4], 1, addrs);

@@ -12,12 +12,15 @@
 //!   with `etherparse` and sent through AF_PACKET.
 //! - [`privs`]: dropping every capability but CAP_NET_ADMIN and CAP_NET_RAW,
 //!   optionally switching user.
+//! - [`balance`]: the eBPF load-balancing datapath at tc ingress of a
+//!   carpdev (OpenBSD `carp_lsdrop`), loaded with aya.
 //! - [`linux`]: [`Linux`], the [`Os`] the daemon loop runs on, built from the
 //!   modules above plus sysctls and the address record.
 //!
 //! Invariants: no function panics on kernel input; every failure is an
 //! [`OsError`] that names the operation and the interface. `unsafe` code lives
-//! only in the private `sys` module.
+//! only in the private `sys` module, and in `balance` for the kernel calls
+//! aya lacks (the mmap-ed configuration array, SIOCADDMULTI, BPF_PROG_TEST_RUN).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -28,8 +31,8 @@ use tokio::sync::mpsc;
 
 use crate::owned::OwnedAddress;
 
-pub mod l2;
 pub mod balance;
+pub mod l2;
 pub mod linux;
 pub mod netlink;
 pub mod privs;
