@@ -884,3 +884,66 @@ fn bench_datapath_per_packet() {
         println!("| {name} | {} |", runs[2]);
     }
 }
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn carp_interfaces_sharing_a_parent_are_judged_apart() {
+    let net = Net::new();
+    let dp = HostDp::attach(&net, Attach::Auto);
+    let other = Ipv4Addr::new(198, 51, 100, 51);
+    dp.set(BalanceSet::new(
+        Balancing::IpUnicast,
+        &[1, 2, 3],
+        0b001,
+        addresses(),
+    ));
+    let second = BalanceSet::new(Balancing::IpStealth, &[4, 5, 6], 0b110, vec![other.into()]);
+    dp.with(move |d| d.set(2, &second))
+        .expect("second carp interface");
+    let to = |dst: Ipv4Addr, src: IpAddr| {
+        let IpAddr::V4(s) = src else { unreachable!() };
+        let mut f = eth(0x0800);
+        f.extend(ipv4(s, dst, 17, &[0; 8]));
+        f
+    };
+    let hashed = |src: IpAddr, dst: Ipv4Addr, mask: u32| {
+        let slot = ip_slot(src, dst.into(), NODES).expect("slot");
+        if mask & (1 << slot) != 0 {
+            TC_ACT_OK
+        } else {
+            TC_ACT_SHOT
+        }
+    };
+    for src in v4_sources() {
+        assert_eq!(
+            verdict(&dp, to(VIP4, src)),
+            hashed(src, VIP4, 0b001),
+            "{src} to VIP4"
+        );
+        assert_eq!(
+            verdict(&dp, to(other, src)),
+            hashed(src, other, 0b110),
+            "{src} to .51"
+        );
+    }
+    // An address of another carp interface is refused, and changes nothing.
+    let clash = BalanceSet::new(Balancing::Ip, &[7, 8], 0b11, vec![other.into()]);
+    assert!(dp.with(move |d| d.set(3, &clash)).is_err());
+    dp.with(|d| d.set_mask(2, 0b001)).expect("mask");
+    dp.with(|d| d.remove(1)).expect("remove");
+    for src in v4_sources() {
+        assert_eq!(
+            verdict(&dp, to(VIP4, src)),
+            TC_ACT_OK,
+            "{src}: VIP4 no longer shared"
+        );
+        assert_eq!(
+            verdict(&dp, to(other, src)),
+            hashed(src, other, 0b001),
+            "{src} to .51"
+        );
+    }
+    let fdb = net.host_cmd(&["bridge", "fdb", "show", "dev", "eth0"]);
+    assert!(fdb.contains("00:00:5e:00:01:04 self permanent"), "{fdb}");
+    assert!(!fdb.contains("00:00:5e:00:01:01"), "{fdb}");
+}

@@ -896,6 +896,12 @@ mod tests {
     }
 
     #[test]
+    fn datapath_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<Datapath>();
+    }
+
+    #[test]
     fn mac_key_pads_with_zeros() {
         assert_eq!(mac_key([1, 2, 3, 4, 5, 6]), [1, 2, 3, 4, 5, 6, 0, 0]);
     }
