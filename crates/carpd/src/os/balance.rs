@@ -327,9 +327,16 @@ impl Datapath {
     /// stable, such as its index): its addresses, mode, MACs, mask and the
     /// parent's L2 filters.
     ///
-    /// Errors leave the previous configuration of `carpif` judging (or
-    /// nothing, for a new one) with possibly some of the new addresses or
-    /// filters in place; calling again or [`Datapath::remove`] settles it.
+    /// The packed configuration word is written last, so the program never
+    /// judges by a mode or node count whose MACs and addresses are not in
+    /// place yet. Errors leave the previous word judging (or nothing, for a
+    /// new `carpif`) with part of the new keys and filters in place; calling
+    /// again, or [`Datapath::remove`], settles it. An address or carp MAC
+    /// of another carp interface on this parent is refused before any change.
+    ///
+    /// Call it (and [`Datapath::remove`], and drop the datapath) in the
+    /// network namespace of the parent: the L2 filters are set by netlink
+    /// and ioctl there. [`Datapath::set_mask`] may run anywhere.
     pub fn set(&mut self, carpif: u32, set: &BalanceSet) -> Result<(), OsError> {
         let count = set.node_macs.len();
         if count == 0 || count > MAX_NODES {
@@ -378,15 +385,12 @@ impl Datapath {
                 self.entry(carpif).filters = filters.clone();
             }
         }
+        // Old keys go first; then the record names the new set, so a failed
+        // insert below is undone by `remove`.
         for (mac, _) in old_set.carp_macs() {
             if !set.carp_macs().iter().any(|m| m.0 == mac) {
                 self.macs()?.remove(&mac_key(mac)).ok();
             }
-        }
-        for (mac, node) in set.carp_macs() {
-            self.macs()?
-                .insert(mac_key(mac), slot | u32::from(node) << 8, 0)
-                .map_err(|e| self.map_err("insert carp MAC", e))?;
         }
         for addr in old_set
             .addresses
@@ -395,10 +399,15 @@ impl Datapath {
         {
             self.remove_address(*addr);
         }
+        self.entry(carpif).set = set.clone();
+        for (mac, node) in set.carp_macs() {
+            self.macs()?
+                .insert(mac_key(mac), slot | u32::from(node) << 8, 0)
+                .map_err(|e| self.map_err("insert carp MAC", e))?;
+        }
         for addr in &set.addresses {
             self.insert_address(*addr, slot)?;
         }
-        self.entry(carpif).set = set.clone();
         self.cfg.store(slot, pack(set.mode, count as u8, set.mask));
         Ok(())
     }
