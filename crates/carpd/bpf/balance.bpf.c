@@ -28,8 +28,8 @@
 //  - ICMP errors (v4 types 3, 11, 12; v6 types 1-4) hash the quoted inner
 //    packet's destination with the outer destination, as icmp_input and
 //    icmp6_input do, so the error reaches the node that owns the flow. When
-//    the inner header is not in the linear data, the error is hashed like
-//    any other packet.
+//    the quoted header is cut short, the error is hashed like any other
+//    packet.
 //  - Echo (and any other non-error ICMPv4) is hashed like other packets, so
 //    exactly one node answers a ping. DEVIATION: OpenBSD's IPv4 has no echo
 //    call site, so every OpenBSD node answers IPv4 pings.
@@ -208,17 +208,24 @@ static __always_inline int shared_v6(const void *target)
 	return cfg && CFG_MODE(*(volatile __u64 *)cfg) != MODE_NONE;
 }
 
-// Headers this program reads lie within the first LINEAR bytes.
-#define LINEAR 128
+// The fixed headers (Ethernet + IPv6, the longest) are read in place; the
+// variable-offset parts (after IPv4 options or IPv6 extension headers) with
+// bpf_skb_load_bytes. Without CAP_PERFMON the verifier refuses packet
+// pointer arithmetic with a register, so nothing here needs more than
+// CAP_BPF + CAP_NET_ADMIN.
+#define FIXED (14 + 40)
 
 SEC("classifier")
 int carp_balance(struct __sk_buff *skb)
 {
-	if (skb->data_end - skb->data < LINEAR && skb->len > skb->data_end - skb->data)
-		bpf_skb_pull_data(skb, skb->len < LINEAR ? skb->len : LINEAR);
-
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
+	if (data + FIXED > end && skb->len >= FIXED) {
+		// Only when the head is short: pulling a cloned skb copies it.
+		bpf_skb_pull_data(skb, FIXED);
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+	}
 	struct vlan_free_eth *eth = data;
 	if ((void *)(eth + 1) > end)
 		return count(C_PASSED_OTHER, TC_ACT_OK);
@@ -249,19 +256,17 @@ int carp_balance(struct __sk_buff *skb)
 		if (!carpif)
 			return count(C_PASSED_OTHER, TC_ACT_OK);
 		__u32 fold = src ^ dst;
-		__u32 ihl = (ip[0] & 0xf) * 4;
+		__u32 l4off = 14 + (ip[0] & 0xf) * 4;
 		int first_fragment = (ip[6] & 0x1f) == 0 && ip[7] == 0;
-		if (ip[9] == 1 && first_fragment && ihl >= 20 && ihl <= 60) {
-			// icmp_input: an error hashes the quoted packet's destination
-			// (at 8 + 16 of the ICMP header) with our address.
-			__u8 *icmp = ip + ihl;
-			if ((void *)(icmp + 8 + 20) <= end &&
-			    (icmp[0] == 3 || icmp[0] == 11 || icmp[0] == 12)) {
-				__u32 inner_dst;
-				__builtin_memcpy(&inner_dst, icmp + 8 + 16, 4);
-				fold = inner_dst ^ dst;
-			}
-		}
+		// icmp_input: an error hashes the quoted packet's destination
+		// (at 8 + 16 of the ICMP header) with our address.
+		__u8 type;
+		__u32 inner_dst;
+		if (ip[9] == 1 && first_fragment && l4off >= 34 &&
+		    bpf_skb_load_bytes(skb, l4off, &type, 1) == 0 &&
+		    (type == 3 || type == 11 || type == 12) &&
+		    bpf_skb_load_bytes(skb, l4off + 8 + 16, &inner_dst, 4) == 0)
+			fold = inner_dst ^ dst;
 		return judge(skb, eth, *carpif, fold, 1);
 	}
 
@@ -273,23 +278,26 @@ int carp_balance(struct __sk_buff *skb)
 		__builtin_memcpy(src, ip6 + 8, 16);
 		__builtin_memcpy(dst, ip6 + 24, 16);
 		__u8 next = ip6[6];
-		__u8 *l4 = ip6 + 40;
+		__u32 l4off = FIXED;
 		// Hop-by-hop, routing and destination options (at most three).
 #pragma unroll
 		for (int i = 0; i < 3; i++) {
+			__u8 ext[2];
 			if (next != 0 && next != 43 && next != 60)
 				break;
-			if ((void *)(l4 + 8) > end)
+			if (bpf_skb_load_bytes(skb, l4off, ext, 2) != 0)
 				break;
-			next = l4[0];
-			l4 += (l4[1] + 1) * 8;
+			next = ext[0];
+			l4off += (ext[1] + 1) * 8;
 		}
 		int hashed = 1;
-		if (next == 58 && (void *)(l4 + 8) <= end) {
-			__u8 type = l4[0];
+		__u8 type = 0;
+		if (next == 58 && bpf_skb_load_bytes(skb, l4off, &type, 1) == 0) {
 			if (type == 135) {
 				// Neighbour Solicitation: target at 8..24.
-				if ((void *)(l4 + 24) <= end && shared_v6(l4 + 8))
+				__u32 target[4];
+				if (bpf_skb_load_bytes(skb, l4off + 8, target, 16) == 0 &&
+				    shared_v6(target))
 					return count(C_DROPPED_SOLICITATION, TC_ACT_SHOT);
 				return count(C_PASSED_OTHER, TC_ACT_OK);
 			}
@@ -301,12 +309,11 @@ int carp_balance(struct __sk_buff *skb)
 		if (!carpif)
 			return count(C_PASSED_OTHER, TC_ACT_OK);
 		__u32 fold = fold6(src) ^ fold6(dst);
-		if (next == 58 && (void *)(l4 + 8 + 40) <= end && l4[0] >= 1 && l4[0] <= 4) {
-			// icmp6_input: the quoted packet's destination (8 + 24).
-			__u32 inner_dst[4];
-			__builtin_memcpy(inner_dst, l4 + 8 + 24, 16);
+		// icmp6_input: the quoted packet's destination (8 + 24).
+		__u32 inner_dst[4];
+		if (next == 58 && type >= 1 && type <= 4 &&
+		    bpf_skb_load_bytes(skb, l4off + 8 + 24, inner_dst, 16) == 0)
 			fold = fold6(inner_dst) ^ fold6(dst);
-		}
 		return judge(skb, eth, *carpif, fold, hashed);
 	}
 

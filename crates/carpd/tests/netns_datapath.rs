@@ -312,10 +312,25 @@ struct HostDp {
 
 impl HostDp {
     fn attach(net: &Net, how: Attach) -> HostDp {
+        HostDp::attach_as(net, how, None)
+    }
+
+    /// Attach on a thread that keeps only `caps` (Linux capabilities are
+    /// per thread), or all of root's with `None`.
+    fn attach_as(net: &Net, how: Attach, caps: Option<&[capctl::Cap]>) -> HostDp {
+        let caps: Option<Vec<capctl::Cap>> = caps.map(<[_]>::to_vec);
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let ifindex = net.host_ifindex;
         let thread = spawn_in_netns(&net.host, move || {
+            if let Some(caps) = caps {
+                let mut state = capctl::CapState::get_current().expect("capget");
+                let set: capctl::CapSet = caps.into_iter().collect();
+                state.effective = set;
+                state.permitted = set;
+                state.inheritable.clear();
+                state.set_current().expect("capset");
+            }
             let mut dp = Some(Datapath::attach_with(ifindex, "eth0", how));
             match dp.take().expect("just set") {
                 Ok(d) => {
@@ -682,6 +697,38 @@ fn solicitations_for_shared_addresses_are_dropped_but_tapped() {
         2,
         "both resolved after detach:\n{neigh}"
     );
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn attaches_with_cap_bpf_and_cap_net_admin_only() {
+    // What a daemon keeps after dropping root: no CAP_SYS_ADMIN, no
+    // CAP_PERFMON, so the verifier runs its unprivileged pointer rules.
+    let net = Net::new();
+    let caps = [capctl::Cap::BPF, capctl::Cap::NET_ADMIN];
+    for how in [Attach::Auto, Attach::Netlink] {
+        let dp = HostDp::attach_as(&net, how, Some(&caps));
+        dp.set(BalanceSet::new(
+            Balancing::IpStealth,
+            &[1, 2, 3],
+            0b100,
+            addresses(),
+        ));
+        dp.set_mask(0b110);
+        net.point_client_at(net.host_mac);
+        assert_split(
+            "CAP_BPF",
+            &v4_sources(),
+            &net.udp_answered(&v4_sources()),
+            0b110,
+        );
+        assert!(dp.counters().dropped_by_hash > 0);
+        dp.detach();
+    }
+    let fdb = net.host_cmd(&["bridge", "fdb", "show", "dev", "eth0"]);
+    assert!(!fdb.contains("00:00:5e:00:01:01"), "{fdb}");
+    let qdisc = net.host_cmd(&["tc", "qdisc", "show", "dev", "eth0"]);
+    assert!(!qdisc.contains("clsact"), "{qdisc}");
 }
 
 #[test]
