@@ -23,9 +23,10 @@
 //!
 //! Atomicity: the program reads a carp interface's configuration with one
 //! 8-byte load, and [`Datapath::set_mask`] writes it with one atomic 8-byte
-//! store into the mmap-ed array (not `BPF_MAP_UPDATE_ELEM`, whose kernel
-//! `memcpy` may copy byte by byte), so a reader sees the old or the new mask,
-//! count and mode, never a mix. [`Datapath::set`] writes the configuration
+//! store into the mmap-ed array (`BPF_F_MMAPABLE`), not through
+//! `BPF_MAP_UPDATE_ELEM`, whose kernel copy is a plain `memcpy` of the value
+//! (`rep movsb` on many x86 CPUs) with no single-store guarantee. A reader
+//! therefore sees the old or the new mask, count and mode, never a mix. [`Datapath::set`] writes the configuration
 //! last, after the addresses and MACs it refers to are in place, and
 //! [`Datapath::remove`] clears it first.
 //!
@@ -265,8 +266,9 @@ pub struct Datapath {
 impl Datapath {
     /// Load the program and attach it at ingress of `ifname` (index `ifindex`).
     ///
-    /// Needs CAP_BPF and CAP_NET_ADMIN (or root). Until [`Datapath::set`] is
-    /// called every frame passes.
+    /// Needs CAP_BPF and CAP_NET_ADMIN (or root; the netns test attaches
+    /// with only those two). Until [`Datapath::set`] is called every frame
+    /// passes. Call it in the parent's network namespace.
     pub fn attach(ifindex: u32, ifname: &str) -> Result<Datapath, OsError> {
         Datapath::attach_with(ifindex, ifname, Attach::Auto)
     }
