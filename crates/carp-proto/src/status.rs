@@ -66,6 +66,8 @@ pub struct CarpIfStatus {
     pub nodes: Vec<VhostId>,
     /// Bit i set when node i is MASTER here.
     pub mask: u32,
+    /// The balancing mode the interface runs.
+    pub balancing: crate::balance::Balancing,
     /// The addresses are configured here.
     pub live: bool,
     /// The addresses with their prefixes.
