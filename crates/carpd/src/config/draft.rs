@@ -563,7 +563,8 @@ pub(super) fn parse_carpnodes(v: &Located<String>) -> Result<Vec<CarpNode>, Conf
     let mut nodes: Vec<CarpNode> = Vec::new();
     for item in v.value.split(',') {
         let Some((vhid, skew)) = item.trim().split_once(':') else {
-            let message = format!("carpnodes expects vhid:advskew pairs like 1:0,2:100, not {item:?}");
+            let message =
+                format!("carpnodes expects vhid:advskew pairs like 1:0,2:100, not {item:?}");
             return Err(invalid(&v.at, message));
         };
         let number_in = |text: &str, name: &str, lo: u8, hi: u8| {

@@ -423,7 +423,9 @@ fn unknown_word_lists_the_keywords() {
         err,
         format!("word 5 (\"preempt\"): unknown keyword, expected one of {KEYWORDS} or an address")
     );
-    assert!(err.contains("carpdev, vhid, carpnodes, balancing, advbase, advskew, pass, passfile, lladdr, group"));
+    assert!(err.contains(
+        "carpdev, vhid, carpnodes, balancing, advbase, advskew, pass, passfile, lladdr, group"
+    ));
 }
 
 #[test]
@@ -658,7 +660,11 @@ fn carpnodes_words_and_file_give_the_same_interface() {
                 balancing = \"ip\"\npass = \"secret\"\naddresses = [\"198.51.100.50/24\"]\n";
     let from_file = DaemonConfig::from_toml_str(text, Path::new("carpd.toml")).unwrap();
     for v in [&from_words[0], &from_file.vhosts[0]] {
-        let nodes: Vec<(u8, u8)> = v.nodes.iter().map(|n| (n.vhid.get(), n.advskew.0)).collect();
+        let nodes: Vec<(u8, u8)> = v
+            .nodes
+            .iter()
+            .map(|n| (n.vhid.get(), n.advskew.0))
+            .collect();
         // Sorted by vhid: the first is the leader, whose vhid and advskew the vhost carries.
         assert_eq!(nodes, vec![(1, 0), (2, 100), (3, 100)]);
         assert_eq!(v.proto.vhid.get(), 1);
@@ -678,13 +684,22 @@ fn balancing_rules_follow_openbsd() {
         cfg[0].balancing()
     };
     // Several nodes with none asked for run ip; one node forces none.
-    assert_eq!(mode("carpdev eth0 carpnodes 1:0,2:100 198.51.100.50"), Balancing::Ip);
+    assert_eq!(
+        mode("carpdev eth0 carpnodes 1:0,2:100 198.51.100.50"),
+        Balancing::Ip
+    );
     assert_eq!(
         mode("carpdev eth0 carpnodes 1:0,2:100 balancing none 198.51.100.50"),
         Balancing::Ip
     );
-    assert_eq!(mode("carpdev eth0 carpnodes 1:0 balancing arp 198.51.100.50"), Balancing::None);
-    assert_eq!(mode("carpdev eth0 vhid 1 balancing ip-stealth 198.51.100.50"), Balancing::None);
+    assert_eq!(
+        mode("carpdev eth0 carpnodes 1:0 balancing arp 198.51.100.50"),
+        Balancing::None
+    );
+    assert_eq!(
+        mode("carpdev eth0 vhid 1 balancing ip-stealth 198.51.100.50"),
+        Balancing::None
+    );
     for b in ["ip", "ip-stealth", "ip-unicast", "arp"] {
         let line = format!("carpdev eth0 carpnodes 1:0,2:0 balancing {b} 198.51.100.50");
         assert_eq!(mode(&line).word(), b);
@@ -735,6 +750,9 @@ fn carpnodes_errors_say_what_and_where() {
         file_err(&text),
         "carpd.toml:9:13: vhid 1 on eth0 is already configured at carpd.toml:3:8"
     );
-    let both = format!("{}carpnodes = \"1:0\"\naddresses = [\"198.51.100.1\"]\n", vhost(""));
+    let both = format!(
+        "{}carpnodes = \"1:0\"\naddresses = [\"198.51.100.1\"]\n",
+        vhost("")
+    );
     assert!(file_err(&both).contains("carpnodes replaces vhid and advskew"));
 }
