@@ -399,6 +399,7 @@ fn successor_advert_needs_a_valid_hmac() {
         src: "192.0.2.2".parse().unwrap(),
         dst: "224.0.0.18".parse().unwrap(),
         ttl: 255,
+        local: None,
     };
     me.handle_datagram(at(10), meta, &bytes);
     assert_eq!(me.stats().accepted, 1);
@@ -425,6 +426,7 @@ fn advert_from_a_source_outside_the_allow_list_is_dropped() {
         src: src.parse().unwrap(),
         dst: "224.0.0.18".parse().unwrap(),
         ttl: 255,
+        local: None,
     };
     let timer = node.poll_timeout();
     node.handle_datagram(at(10), meta("192.0.2.99"), &bytes);

@@ -270,7 +270,7 @@ impl Node {
             .with(slot, ctx, &mut self.out, |v, cx| {
                 let allowed = &cx.shared.config.allowed_sources;
                 let result = if allowed.is_empty() || allowed.contains(&meta.src) {
-                    v.receive(now, meta.src, &repr, cx)
+                    v.receive(now, meta.src, meta.local, &repr, cx)
                 } else {
                     Err(DropReason::BadSource)
                 };

@@ -180,6 +180,7 @@ impl Vhost {
         &mut self,
         now: Instant,
         src: IpAddr,
+        local: Option<IpAddr>,
         repr: &Repr,
         cx: &mut Cx<'_>,
     ) -> Result<(), DropReason> {
@@ -203,11 +204,13 @@ impl Vhost {
             advskew: repr.advskew,
             demote: repr.demote,
         };
-        let decision = cx
-            .shared
-            .config
-            .flavour
-            .decide(self.state, ours, theirs, cx.ctx.preempt);
+        let decision = cx.shared.config.flavour.decide(
+            self.state,
+            ours,
+            theirs,
+            cx.ctx.preempt,
+            local.map(|l| (l, src)),
+        );
         match decision {
             Decision::Ignore => {}
             Decision::Yield { cause, farewell } => {

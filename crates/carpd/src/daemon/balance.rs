@@ -38,7 +38,7 @@ impl<O: Os> Daemon<O> {
             .node
             .solicitation_answer(sol.link, sol.sender_mac, sol.target)
         else {
-            self.solicitations.silent += 1;
+            self.solicitations.entry(id).or_default().silent += 1;
             return;
         };
         let Some(dev) = self.carpdevs.get(&sol.link) else {
@@ -57,7 +57,7 @@ impl<O: Os> Daemon<O> {
                 .read_sysctl("net/ipv6/conf/all/forwarding")
                 .is_some_and(|v| v.trim() == "1");
         match self.os.answer_solicitation(&sol, answer, frame_src, router) {
-            Ok(()) => self.solicitations.answered += 1,
+            Ok(()) => self.solicitations.entry(id).or_default().answered += 1,
             Err(e) => carplog!(
                 Warning,
                 "{}: cannot answer for {}: {}",
@@ -81,7 +81,7 @@ impl<O: Os> Daemon<O> {
             return;
         }
         if !self.pinned.contains_key(&key) && self.pinned.len() >= MAX_PINNED {
-            self.solicitations.dropped_pins += 1;
+            self.solicitations.entry(id).or_default().dropped_pins += 1;
             return;
         }
         let Some(index) = self.vhosts.get(&id).map(|r| r.addr_index) else {

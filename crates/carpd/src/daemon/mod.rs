@@ -108,7 +108,7 @@ struct Daemon<O: Os> {
     /// Requesters of balanced addresses pinned in the neighbour table.
     pinned: BTreeMap<(LinkId, IpAddr), [u8; 6]>,
     /// Solicitations for balanced addresses: answered here, left to another host.
-    solicitations: SolicitationCounts,
+    solicitations: BTreeMap<VhostId, SolicitationCounts>,
 }
 
 /// What became of the ARP requests and NS for balanced addresses.
@@ -206,7 +206,7 @@ async fn run_with<O: Os>(
         auth_logged: BTreeMap::new(),
         solicit_tx,
         pinned: BTreeMap::new(),
-        solicitations: SolicitationCounts::default(),
+        solicitations: BTreeMap::new(),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -340,6 +340,13 @@ impl<O: Os> Daemon<O> {
             src: dgram.src,
             dst: dgram.dst,
             ttl: dgram.ttl,
+            local: self
+                .carpdevs
+                .get(&dgram.link)
+                .and_then(|d| match dgram.src {
+                    IpAddr::V4(_) => d.src4.map(IpAddr::V4),
+                    IpAddr::V6(_) => d.src6.map(IpAddr::V6),
+                }),
         };
         let current = self.carpdevs.get(&dgram.link).and_then(|d| d.index);
         let link = if dgram.ifindex == 0 || Some(dgram.ifindex) == current {
