@@ -92,22 +92,21 @@ impl Setting {
         }
     }
 
-    /// Return the range, default and requiredness as one sentence, or nothing.
+    /// Return the range, default and requiredness as sentences, or nothing.
     pub fn limits(&self) -> String {
         let mut parts = Vec::new();
         if let Some(r) = self.range {
-            parts.push(format!("Range {r}"));
+            parts.push(format!("Range {r}."));
         }
-        if self.required() {
-            parts.push("required".to_string());
-        } else if let Some(d) = self.default {
-            parts.push(format!("default {d}"));
+        match (self.required(), self.default) {
+            (true, _) if self.kind == Kind::Strings => {
+                parts.push("At least one is required.".into())
+            }
+            (true, _) => parts.push("Required.".into()),
+            (false, Some(d)) => parts.push(format!("Default: {d}.")),
+            (false, None) => {}
         }
-        let mut text = parts.join(", ");
-        if let Some(first) = text.get(..1) {
-            text = format!("{}{}.", first.to_uppercase(), &text[1..]);
-        }
-        text
+        parts.join(" ")
     }
 
     /// Return [`about`](Setting::about) followed by [`limits`](Setting::limits).
@@ -304,7 +303,7 @@ pub const SETTINGS: &[Setting] = &[
         arg: "NAME",
         kind: Kind::Strings,
         range: None,
-        default: Some("only carp"),
+        default: Some("group carp only"),
         example: "lan",
         about: "Another interface group whose demote counter counts for this vhost \
                 (carpctl demote NAME); 1 to 15 bytes, not ending in a digit. Repeatable.",
