@@ -38,7 +38,7 @@ impl Kind {
             Kind::Integer => "integer",
             Kind::String => "string",
             Kind::Strings => "array of strings",
-            Kind::Duration => "integer (seconds) or string",
+            Kind::Duration => "integer or string",
         }
     }
 
@@ -306,7 +306,7 @@ pub const SETTINGS: &[Setting] = &[
         default: Some("group carp only"),
         example: "lan",
         about: "Another interface group whose demote counter counts for this vhost \
-                (carpctl demote NAME); 1 to 15 bytes, not ending in a digit. Repeatable.",
+                (carpctl demote NAME); 1 to 15 bytes, not ending in a digit.",
     },
     Setting {
         key: "peer",
@@ -345,7 +345,7 @@ pub const SETTINGS: &[Setting] = &[
         default: Some("any source"),
         example: "192.0.2.2",
         about: "Hear advertisements only from this source address; others are dropped \
-                and counted as bad_src. Repeatable.",
+                and counted as bad_src.",
     },
     Setting {
         key: "up",
@@ -409,8 +409,7 @@ pub const SETTINGS: &[Setting] = &[
         default: None,
         example: "198.51.100.50/24",
         about: "A virtual address with the prefix length of its subnet, such as \
-                198.51.100.50/24 or 2001:db8::50/64; a bare address is /32 or /128. \
-                On the command line every word that parses as an address is one.",
+                198.51.100.50/24 or 2001:db8::50/64; a bare address is /32 or /128.",
     },
 ];
 
@@ -450,7 +449,7 @@ pub fn flag_help(key: &str) -> String {
 pub const WORD_RULES: &str = "Every word applies to the current vhost. vhid starts a new vhost \
     when the current one already has a vhid, and so does carpdev when the current one already \
     has a vhid and named its carpdev; a new vhost inherits only the carpdev. group and allow \
-    may be repeated.";
+    may be repeated, and every word that parses as an address is one of the vhost's addresses.";
 
 /// Return the word reference appended to `carpd run --help`.
 pub fn words_help() -> String {

@@ -124,7 +124,7 @@ fn main() -> ExitCode {
             }
             run(config, overrides)
         }
-        Command::Assets { dir } => match carpd::assets::write(Cli::command(), &dir) {
+        Command::Assets { dir } => match carpd::assets::write_daemon(Cli::command(), &dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("carpd: cannot write assets to {}: {e}", dir.display());
