@@ -45,7 +45,12 @@ enum Command {
         state_dir: Option<PathBuf>,
         #[arg(long, value_name = "ADDR:PORT", help = reference::flag_help("http"))]
         http: Option<std::net::SocketAddr>,
-        #[arg(long, value_name = "TOKEN", help = reference::flag_help("http_token"))]
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            value_parser = clap::builder::NonEmptyStringValueParser::new(),
+            help = reference::flag_help("http_token")
+        )]
         http_token: Option<String>,
         /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW
         /// (every other capability is dropped with or without it).
