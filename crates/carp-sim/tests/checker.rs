@@ -17,7 +17,10 @@ fn equal_timing_race_settles_on_the_higher_address() {
     let states: Vec<_> = (0..2usize)
         .map(|n| sim.node(n + 1).unwrap().status()[0].state)
         .collect();
-    assert_eq!(states, [carp_proto::State::Backup, carp_proto::State::Master]);
+    assert_eq!(
+        states,
+        [carp_proto::State::Backup, carp_proto::State::Master]
+    );
 }
 
 /// Input: two nodes whose passphrases differ, so each drops the other's adverts.

@@ -12,7 +12,7 @@ use carpd::control::{diff, table};
 
 /// Control a running carpd.
 #[derive(Debug, Parser)]
-#[command(name = "carpctl", version, about)]
+#[command(name = "carpctl", version)]
 struct Cli {
     /// Control socket of the daemon [default: /run/carpd/carpd.sock].
     #[arg(long, global = true)]

@@ -130,9 +130,6 @@ pub(super) fn resolve(base: Option<&Path>, path: PathBuf) -> PathBuf {
 
 // ===== command-line words =====
 
-pub(super) const KEYWORDS: &str = "carpdev, vhid, carpnodes, balancing, advbase, advskew, pass, passfile, lladdr, group, \
-                        peer, peer6, allow, up, down, master-down, hook-timeout";
-
 pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileError> {
     let mut drafts = Vec::new();
     let Some(first) = words.first() else {
@@ -248,7 +245,10 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
                 return Err(invalid(&here, message));
             }
             _ => {
-                let message = format!("unknown keyword, expected one of {KEYWORDS} or an address");
+                let message = format!(
+                    "unknown keyword, expected one of {} or an address",
+                    reference::keywords()
+                );
                 return Err(invalid(&here, message));
             }
         }

@@ -598,6 +598,7 @@ pub fn read_text(path: &Path) -> Result<String, ConfigFileError> {
 
 mod draft;
 use draft::*;
+pub mod reference;
 
 /// Settings given as `carpd run` flags, which win over the file on start and on every reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

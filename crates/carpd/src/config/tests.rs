@@ -421,7 +421,10 @@ fn unknown_word_lists_the_keywords() {
     let err = words_err("carpdev eth0 vhid 1 preempt 192.0.2.1");
     assert_eq!(
         err,
-        format!("word 5 (\"preempt\"): unknown keyword, expected one of {KEYWORDS} or an address")
+        format!(
+            "word 5 (\"preempt\"): unknown keyword, expected one of {} or an address",
+            reference::keywords()
+        )
     );
     assert!(err.contains(
         "carpdev, vhid, carpnodes, balancing, advbase, advskew, pass, passfile, lladdr, group"
