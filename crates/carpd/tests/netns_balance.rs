@@ -634,7 +634,8 @@ fn scenario(case: Case) {
         &daemons,
         &[1, 2],
         nodes,
-        "a's node to move to b or c, the others to stay",
+        "a's node to move to b or c, the others to stay (b and c both BACKUP, or \
+         flapping, on a's node: their equal advskew 100 ties, see failover())",
         |m| m[0] != 0 && (nodes == 3 || m[0] == 1) && m[1..] == initial[1..],
         failover(),
     );
@@ -738,4 +739,118 @@ fn ip_balancing_with_a_toml_configured_host() {
         mode: Balancing::Ip,
         toml_host: Some(0),
     });
+}
+
+/// The judge of the continuous probes, on made-up traces (no root): it
+/// accepts a clean run and names each kind of failure.
+#[test]
+fn judge_accepts_a_clean_run_and_names_each_failure() {
+    let key = ArpHashKey::new(&Passphrase::new(PASS.as_bytes()).expect("passphrase"));
+    let expect = Expect {
+        mode: Balancing::Ip,
+        key,
+        nodes: 3,
+    };
+    let sources: Vec<IpAddr> = (100..106u8)
+        .map(|n| Ipv4Addr::new(198, 51, 100, n).into())
+        .collect();
+    let client = Client {
+        ns: "none".to_owned(),
+        mac: [2, 0xba, 0, 0, 0, 1],
+        sources: sources.clone(),
+    };
+    let tl = Timeline {
+        before: vec![0, 1, 2],
+        down: vec![2, 1, 2],
+        back: vec![0, 1, 2],
+        t_down: Duration::from_secs(2),
+        t_up: Duration::from_secs(10),
+    };
+    let ms = Duration::from_millis;
+    // Probes every 100 ms for 14 s; `answer` says who answers a send time.
+    let trace = |src: IpAddr, answer: Answer| {
+        let sent: Vec<Duration> = (0..140).map(|i| ms(100 * i)).collect();
+        let replies = sent
+            .iter()
+            .enumerate()
+            .flat_map(|(seq, &t)| {
+                answer(t)
+                    .into_iter()
+                    .map(move |h| (seq, h.to_owned(), t + ms(1)))
+            })
+            .collect();
+        Trace { src, sent, replies }
+    };
+    let node = |src: IpAddr| expect.node(&client, src);
+    let moved = *sources
+        .iter()
+        .find(|&&s| node(s) == 0)
+        .expect("a node-0 source");
+    let kept = *sources
+        .iter()
+        .find(|&&s| node(s) == 1)
+        .expect("a node-1 source");
+    // a's node: a, nothing for 3.5 s, c (one duplicate on the way), nothing
+    // for 1 s after a returns, a.
+    let moving = |t: Duration| match t.as_millis() {
+        0..2000 => vec!["a"],
+        2000..5500 => vec![],
+        5500 => vec!["c", "a"],
+        5501..10000 => vec!["c"],
+        10000..11000 => vec![],
+        _ => vec!["a"],
+    };
+    let steady = |_| vec!["b"];
+    let clean = vec![trace(moved, &moving), trace(kept, &steady)];
+    let errors = judge(&expect, std::slice::from_ref(&client), &clean, &tl);
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let lossy = |t: Duration| {
+        if t == ms(3000) { vec![] } else { vec!["b"] }
+    };
+    let doubled = |t: Duration| {
+        if t == ms(9000) {
+            vec!["b", "a"]
+        } else {
+            vec!["b"]
+        }
+    };
+    let slow = |t: Duration| match t.as_millis() {
+        0..2000 => vec!["a"],
+        2000..10000 => vec![],
+        _ => vec!["a"],
+    };
+    let late = |t: Duration| match t.as_millis() {
+        0..2000 => vec!["a"],
+        2000..8500 => vec![],
+        8500..10000 => vec!["c"],
+        _ => vec!["a"],
+    };
+    type Answer<'a> = &'a dyn Fn(Duration) -> Vec<&'static str>;
+    let cases: [(Answer, IpAddr, &str); 4] = [
+        (
+            &lossy,
+            kept,
+            "1 of 140 probes not answered exactly once by b",
+        ),
+        (&doubled, kept, "answered by [\"b\", \"a\"]"),
+        (&slow, moved, "never answered exactly once by c"),
+        (
+            &late,
+            moved,
+            "answered only by c again 6.5s after a went down",
+        ),
+    ];
+    for (answer, src, want) in cases {
+        let errors = judge(
+            &expect,
+            std::slice::from_ref(&client),
+            &[trace(src, answer)],
+            &tl,
+        );
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "{want}: {errors:?}"
+        );
+    }
 }
