@@ -174,6 +174,10 @@ fn execute(path: &std::path::Path, command: Command) -> Result<bool, String> {
                         reply.groups.as_deref().unwrap_or(&[]),
                     )
                 );
+                print!(
+                    "{}",
+                    table::interfaces(reply.interfaces.as_deref().unwrap_or(&[]))
+                );
                 if reply.maintenance == Some(true) {
                     println!("maintenance mode: on (carpctl maintenance off to end it)");
                 }
