@@ -241,16 +241,27 @@ impl<O: Os> Daemon<O> {
 
     /// Attach the balancing datapath for `spec` on carpdev `link` (interface
     /// `index`) and start answering its solicitations (spec section 7).
-    fn start_balancing(
+    pub(super) fn start_balancing(
         &mut self,
         link: LinkId,
         index: u32,
         spec: &VhostSpec,
     ) -> anyhow::Result<()> {
         let config = spec.carp_if_config();
+        let iface = CarpIfId {
+            link,
+            vhid: spec.proto.vhid,
+        };
+        // Set up again (a re-created carpdev): the nodes keep their states.
+        let mask = self
+            .node
+            .interfaces()
+            .iter()
+            .find(|i| i.id == iface)
+            .map_or(0, |i| i.mask);
         let set = Balanced {
             mode: spec.balancing(),
-            mask: 0,
+            mask,
             node_macs: spec
                 .nodes
                 .iter()
@@ -260,10 +271,6 @@ impl<O: Os> Daemon<O> {
                 .answer_mac(0)
                 .unwrap_or(virtual_mac(spec.proto.vhid.get())),
             addresses: spec.addresses.iter().map(|a| a.addr).collect(),
-        };
-        let iface = CarpIfId {
-            link,
-            vhid: spec.proto.vhid,
         };
         self.os
             .balance_set(link, index, iface, &set)
