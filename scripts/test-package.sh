@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build the Debian package of carpd, install it, check what it installed, and
-# remove it again. Needs root (dpkg -i); installs cargo-deb, man-db and
-# systemd when missing.
+# Build the Debian package of carpd, check it with lintian, install it, check
+# what it installed, and remove it again. Needs root (dpkg -i); installs
+# cargo-deb, lintian, man-db and systemd when missing.
 #
 #   bash scripts/test-package.sh
 set -euo pipefail
@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v man >/dev/null || need_apt+=(man-db)
+command -v lintian >/dev/null || need_apt+=(lintian)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing ${need_apt[*]}"
@@ -29,24 +30,41 @@ target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,s
 rm -rf "$target/release/assets"
 "$target/release/carpd" assets "$target/release/assets"
 "$target/release/carpctl" assets "$target/release/assets"
-deb=$(cargo deb -p carpd --no-build --locked | tail -n 1)
+# Debian policy: pages compressed with gzip -9n (no name, no time: reproducible).
+gzip -9nf "$target/release/assets"/*.[158]
+# --dbgsym strips the binaries, keeping their debug info in a separate .ddeb.
+deb=$(cargo deb -p carpd --no-build --locked --dbgsym | tail -n 1)
 echo "built $deb"
+
+fail() { echo "test-package: FAILED: $*"; exit 1; }
+# Any error or warning fails; packaging/lintian-overrides lists the accepted tags.
+lintian --fail-on error,warning "$deb" || fail "lintian $deb"
+echo "ok: lintian $(basename "$deb")"
 
 cleanup() { dpkg -P carpd >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 dpkg -i "$deb"
 
-fail() { echo "test-package: FAILED: $*"; exit 1; }
 version=$(carpd --version) || fail "carpd --version"
 [ "$version" = "carpd $(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print([p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="carpd"][0])')" ] \
     || fail "unexpected version: $version"
 echo "ok: $version"
 carpctl --help >/dev/null || fail "carpctl --help"
 # man -w also checks that the manual database finds the page.
-for page in carpd carpctl carpd-run carpctl-maintenance; do
-    man -w "$page" >/dev/null || fail "man -w $page"
+for page in carpd.8 carpd.toml.5 carpctl.1 carpctl-maintenance.1; do
+    name=${page%.*}
+    path=$(man -w "${page##*.}" "$name") || fail "man -w $page"
+    [ "$path" = "/usr/share/man/man${page##*.}/$page.gz" ] || fail "man -w $page: $path"
+    # The page renders without warnings (as lintian checks) and has its sections.
+    warnings=$(MANWIDTH=80 man --warnings "${page##*.}" "$name" 2>&1 >/dev/null)
+    [ -z "$warnings" ] || fail "man $page: $warnings"
 done
-echo "ok: man pages: $(man -w carpd) ..."
+[ "$(man -w carpd)" = /usr/share/man/man8/carpd.8.gz ] || fail "man carpd is not carpd(8)"
+text=$(MANWIDTH=80 man carpd) || fail "man carpd"
+grep -q '^SIGNALS' <<<"$text" || fail "man carpd has no SIGNALS section"
+text=$(MANWIDTH=80 man carpd.toml) || fail "man carpd.toml"
+grep -q '^VHOST KEYS' <<<"$text" || fail "man carpd.toml has no VHOST KEYS section"
+echo "ok: man pages: $(man -w carpd) $(man -w carpd.toml) ..."
 [ -f /etc/carpd/carpd.toml.example ] || fail "no /etc/carpd/carpd.toml.example"
 [ -f /usr/share/bash-completion/completions/carpctl ] || fail "no bash completion"
 unit=/lib/systemd/system/carpd.service

@@ -47,6 +47,7 @@ fn bench(c: &mut Criterion) {
         src: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
         dst: IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18)),
         ttl: 255,
+        local: None,
     };
     for (name, bytes) in [
         ("accept genuine advert", advert(b"benchmark")),

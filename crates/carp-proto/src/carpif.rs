@@ -6,12 +6,15 @@
 //! [`Shared::node_entered_master`] / [`Shared::node_left_master`], and the
 //! interface decides which address and announcement actions follow.
 //!
-//! Invariant: the addresses are live (added and not removed) exactly while
-//! the mask is not zero, that is while some node is MASTER here.
+//! Invariant: with balancing `none` the addresses are live (added and not
+//! removed) exactly while the mask is not zero, that is while some node is
+//! MASTER here. In a balancing mode every host holds them while some node
+//! runs (is out of INIT), and the datapath splits the traffic by the mask.
 
 use core::time::Duration;
 
 use crate::action::{Action, CarpIfId};
+use crate::balance::{ArpHashKey, Balancing, arp_slot};
 use crate::config::{CarpIfConfig, Lladdr, virtual_mac};
 use crate::time::Instant;
 use crate::vhost::{Context, Outbox, Vhost};
@@ -35,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) own_demote: u8,
     /// OpenBSD `sc_lsmask`: bit i set when node i is MASTER here.
     mask: u32,
+    /// Bit i set when node i is out of INIT.
+    running: u32,
     /// The addresses are configured.
     live: bool,
     /// A `PrepareMaster` is outstanding.
@@ -62,6 +67,7 @@ impl Shared {
             faulted: false,
             own_demote: 0,
             mask: 0,
+            running: 0,
             live: false,
             preparing: false,
             retry_at: None,
@@ -80,9 +86,47 @@ impl Shared {
         self.live
     }
 
-    /// Node `slot` became MASTER: the first one brings the addresses up, and
-    /// the leader announces them (OpenBSD `carp_master_down` → `carp_send_arp`).
+    /// Node `slot` left or entered INIT. In a balancing mode the addresses
+    /// follow whether any node runs (OpenBSD keeps them on the carp interface
+    /// whatever the node states; `carp_lsdrop` splits the traffic).
+    pub(crate) fn node_running(&mut self, slot: u8, running: bool, out: &mut Outbox) {
+        if running {
+            self.running |= 1 << slot;
+        } else {
+            self.running &= !(1 << slot);
+        }
+        if !self.config.balancing().shares_addresses() {
+            return;
+        }
+        if self.running != 0 {
+            self.bring_up(out);
+        } else {
+            self.take_down(out);
+        }
+    }
+
+    /// Node `slot` became MASTER: with balancing `none` the first one brings
+    /// the addresses up, and the leader announces them (OpenBSD
+    /// `carp_master_down` → `carp_send_arp`).
     pub(crate) fn node_entered_master(&mut self, slot: u8, out: &mut Outbox) {
+        if !self.config.balancing().shares_addresses() {
+            self.bring_up(out);
+        }
+        self.announce(slot, out);
+        self.set_mask(self.mask | 1 << slot, out);
+    }
+
+    /// Node `slot` left MASTER: with balancing `none` the last one takes the
+    /// addresses down.
+    pub(crate) fn node_left_master(&mut self, slot: u8, out: &mut Outbox) {
+        let mask = self.mask & !(1 << slot);
+        if mask == 0 && !self.config.balancing().shares_addresses() {
+            self.take_down(out);
+        }
+        self.set_mask(mask, out);
+    }
+
+    fn bring_up(&mut self, out: &mut Outbox) {
         if !self.live {
             self.live = true;
             out.actions.push_back(Action::AddAddresses {
@@ -90,14 +134,10 @@ impl Shared {
                 addresses: self.config.addresses.clone(),
             });
         }
-        self.announce(slot, out);
-        self.set_mask(self.mask | 1 << slot, out);
     }
 
-    /// Node `slot` left MASTER: the last one takes the addresses down.
-    pub(crate) fn node_left_master(&mut self, slot: u8, out: &mut Outbox) {
-        let mask = self.mask & !(1 << slot);
-        if mask == 0 && self.live {
+    fn take_down(&mut self, out: &mut Outbox) {
+        if self.live {
             self.live = false;
             self.retry_at = None;
             out.actions.push_back(Action::RemoveAddresses {
@@ -105,12 +145,35 @@ impl Shared {
                 addresses: self.config.addresses.clone(),
             });
         }
-        self.set_mask(mask, out);
     }
 
-    /// Send gratuitous ARP / NA for the addresses if node `slot` is the leader.
+    /// The MAC to answer an ARP request / NS from `sender_mac` for one of the
+    /// addresses with, or `None` to stay silent (balancing modes only; with
+    /// `none` the kernel answers on the MASTER).
+    ///
+    /// IP modes: the host that is MASTER of the leader answers with the
+    /// leader's MAC. `arp` (OpenBSD 1.270 `carp_iamatch`): the MASTER of node
+    /// `carp_hash(sender) % count` answers with that node's MAC.
+    pub(crate) fn solicitation_answer(&self, sender_mac: [u8; 6]) -> Option<[u8; 6]> {
+        let slot = match self.config.balancing() {
+            Balancing::None => return None,
+            Balancing::Arp => {
+                let key = ArpHashKey::new(&self.config.passphrase);
+                arp_slot(&key, sender_mac, self.config.nodes.len())?
+            }
+            Balancing::Ip | Balancing::IpStealth | Balancing::IpUnicast => 0,
+        };
+        if self.mask & (1 << slot) == 0 {
+            return None;
+        }
+        self.config.answer_mac(slot)
+    }
+
+    /// Send gratuitous ARP / NA for the addresses if node `slot` is the leader
+    /// and the interface does not balance (OpenBSD `carp_send_arp` runs only
+    /// for `balancing none`).
     pub(crate) fn announce(&self, slot: u8, out: &mut Outbox) {
-        if slot != 0 {
+        if slot != 0 || self.config.balancing() != Balancing::None {
             return;
         }
         let mac = match self.config.lladdr {

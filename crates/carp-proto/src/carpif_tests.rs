@@ -6,7 +6,11 @@ use core::time::Duration;
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::action::{Action, CarpIfId, LinkId, State, VhostId};
-use crate::config::{AdvSkew, CarpIfConfig, CarpNode, Gate, Passphrase, Vhid, VhostConfig};
+use crate::balance::{ArpHashKey, Balancing};
+use crate::config::{
+    AdvSkew, CarpIfConfig, CarpNode, Gate, Passphrase, Vhid, VhostConfig, multicast_virtual_mac,
+    virtual_mac,
+};
 use crate::node::{Node, NodeConfig, RxMeta};
 use crate::time::Instant;
 
@@ -84,7 +88,14 @@ fn is_remove(a: &Action) -> bool {
 
 #[test]
 fn load_share_mask_sets_bit_i_for_node_i_master_here() {
-    let (mut node, iface) = node_with(nodes(&[0, 100, 200]));
+    // Three nodes and balancing `none` asked for: OpenBSD runs `ip`.
+    let mut config = nodes(&[0, 100, 200]);
+    assert_eq!(config.balancing(), Balancing::Ip);
+    config.requested_balancing = Balancing::None;
+    let (mut node, iface) = node_with(config);
+    // The addresses came up with the nodes leaving INIT, before any MASTER.
+    assert!(node.interfaces()[0].live);
+    assert_eq!(node.interfaces()[0].mask, 0);
     // Every master-down timer expires: nodes 1, 2 and 3 (slots 0, 1, 2) take over in turn.
     let mut seen = Vec::new();
     while node.interfaces()[0].mask != 0b111 {
@@ -93,42 +104,153 @@ fn load_share_mask_sets_bit_i_for_node_i_master_here() {
         seen.extend(drain(&mut node));
     }
     assert_eq!(masks(&seen), vec![0b001, 0b011, 0b111]);
-    // The first node up brings the shared addresses, the others add nothing.
-    assert_eq!(count(&seen, is_add), 1);
-    // Node 2 forced to BACKUP clears bit 1 only; the addresses stay.
+    assert_eq!(count(&seen, is_add), 0);
+    // Node 2 forced to BACKUP clears bit 1 only.
     node.force_state(at(10_000), vid(2), State::Backup).unwrap();
     let actions = drain(&mut node);
     assert_eq!(masks(&actions), vec![0b101]);
-    assert_eq!(count(&actions, is_remove), 0);
     assert_eq!(node.interface_of(vid(3)), Some(iface));
-    // The last node leaving MASTER takes the addresses down.
+    // Every node BACKUP: the mask is 0 but the addresses stay (every host
+    // holds them; the datapath drops what the mask does not serve).
     node.force_state(at(10_001), vid(1), State::Backup).unwrap();
     node.force_state(at(10_002), vid(3), State::Backup).unwrap();
     let actions = drain(&mut node);
     assert_eq!(masks(&actions), vec![0b100, 0]);
-    assert_eq!(count(&actions, is_remove), 1);
+    assert_eq!(count(&actions, is_remove), 0);
+    assert!(node.interfaces()[0].live);
+    // Disabled: every node in INIT, the addresses go.
+    node.set_enabled(at(10_003), vid(1), false).unwrap();
+    let actions = drain(&mut node);
+    assert_eq!(count(&actions, is_remove), 1, "{actions:?}");
     assert!(!node.interfaces()[0].live);
 }
 
 #[test]
-fn only_the_leader_announces() {
-    let (mut node, _) = node_with(nodes(&[200, 0]));
-    // Node 2 (slot 1) times out first: addresses up, no announcement.
+fn balancing_interfaces_never_announce() {
+    for mode in [
+        Balancing::Ip,
+        Balancing::IpStealth,
+        Balancing::IpUnicast,
+        Balancing::Arp,
+    ] {
+        let mut config = nodes(&[0, 200]);
+        config.requested_balancing = mode;
+        let (mut node, _) = node_with(config);
+        let mut seen = Vec::new();
+        while node.interfaces()[0].mask != 0b11 {
+            let t = node.poll_timeout().unwrap();
+            node.handle_timeout(t);
+            seen.extend(drain(&mut node));
+        }
+        assert_eq!(
+            count(&seen, |a| matches!(a, Action::Announce { .. })),
+            0,
+            "{mode}"
+        );
+    }
+}
+
+fn advert_macs(actions: &[Action]) -> Vec<(u8, Option<[u8; 6]>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transmit { id, src_mac, .. } => Some((id.vhid.get(), *src_mac)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn adverts_leave_from_the_node_mac_except_when_it_must_stay_hidden() {
+    let run = |mode| {
+        let mut config = nodes(&[0, 200]);
+        config.requested_balancing = mode;
+        let (mut node, _) = node_with(config);
+        let mut seen = Vec::new();
+        while node.interfaces()[0].mask != 0b11 {
+            let t = node.poll_timeout().unwrap();
+            node.handle_timeout(t);
+            seen.extend(drain(&mut node));
+        }
+        let mut macs = advert_macs(&seen);
+        macs.sort();
+        macs.dedup();
+        macs
+    };
+    // arp: each node from its own virtual MAC, so switches learn where it is MASTER.
+    assert_eq!(
+        run(Balancing::Arp),
+        vec![
+            (1, Some(virtual_mac(vhid(1)))),
+            (2, Some(virtual_mac(vhid(2))))
+        ]
+    );
+    // ip (multicast MAC) and ip-stealth (never a source): the parent's MAC.
+    assert_eq!(run(Balancing::Ip), vec![(1, None), (2, None)]);
+    assert_eq!(run(Balancing::IpStealth), vec![(1, None), (2, None)]);
+}
+
+#[test]
+fn ip_modes_answer_solicitations_on_the_leaders_master_with_the_leaders_mac() {
+    let client = [2, 0, 0, 0, 0, 7];
+    let vip = IpAddr::V4(VIP);
+    for (mode, mac) in [
+        (Balancing::Ip, multicast_virtual_mac(vhid(1))),
+        (Balancing::IpStealth, virtual_mac(vhid(1))),
+        (Balancing::IpUnicast, virtual_mac(vhid(1))),
+    ] {
+        let mut config = nodes(&[200, 0]);
+        config.requested_balancing = mode;
+        let (mut node, _) = node_with(config);
+        // Node 2 (slot 1) is MASTER first: not the leader, silent.
+        let t = node.poll_timeout().unwrap();
+        node.handle_timeout(t);
+        drain(&mut node);
+        assert_eq!(node.interfaces()[0].mask, 0b10);
+        assert_eq!(node.solicitation_answer(LINK, client, vip), None, "{mode}");
+        node.force_state(at(5000), vid(1), State::Master).unwrap();
+        drain(&mut node);
+        assert_eq!(
+            node.solicitation_answer(LINK, client, vip),
+            Some(mac),
+            "{mode}"
+        );
+        // Not one of the shared addresses, or another link: silent.
+        let other = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 99));
+        assert_eq!(node.solicitation_answer(LINK, client, other), None);
+        assert_eq!(node.solicitation_answer(LinkId(9), client, vip), None);
+    }
+}
+
+#[test]
+fn arp_mode_answers_for_the_node_the_requester_hashes_to() {
+    let mut config = nodes(&[0, 200, 200]);
+    config.requested_balancing = Balancing::Arp;
+    let key = ArpHashKey::new(&config.passphrase);
+    let (mut node, _) = node_with(config);
+    // Only node 1 (slot 0) becomes MASTER here.
     let t = node.poll_timeout().unwrap();
     node.handle_timeout(t);
-    let actions = drain(&mut node);
-    assert_eq!(node.state(vid(2)), Some(State::Master));
-    assert_eq!(count(&actions, |a| matches!(a, Action::Announce { .. })), 0);
-    assert_eq!(count(&actions, is_add), 1);
-    node.force_state(at(5000), vid(1), State::Master).unwrap();
-    let actions = drain(&mut node);
-    let announce = actions
-        .iter()
-        .find(|a| matches!(a, Action::Announce { .. }));
-    assert!(
-        matches!(announce, Some(Action::Announce { mac: Some(m), .. }) if m[5] == 1),
-        "the leader announces from its virtual MAC: {actions:?}"
-    );
+    drain(&mut node);
+    assert_eq!(node.interfaces()[0].mask, 0b001);
+    let vip = IpAddr::V4(VIP);
+    let mut answered = 0;
+    for last in 0..=255u8 {
+        let client = [2, 0, 0, 0, 0, last];
+        let slot = carp_proto_slot(&key, client);
+        let answer = node.solicitation_answer(LINK, client, vip);
+        if slot == 0 {
+            answered += 1;
+            assert_eq!(answer, Some(virtual_mac(vhid(1))));
+        } else {
+            assert_eq!(answer, None, "slot {slot} is another host's");
+        }
+    }
+    assert!(answered > 40 && answered < 130, "about a third: {answered}");
+}
+
+fn carp_proto_slot(key: &ArpHashKey, mac: [u8; 6]) -> usize {
+    crate::balance::arp_slot(key, mac, 3).unwrap()
 }
 
 #[test]
@@ -277,6 +399,7 @@ fn successor_advert_needs_a_valid_hmac() {
         src: "192.0.2.2".parse().unwrap(),
         dst: "224.0.0.18".parse().unwrap(),
         ttl: 255,
+        local: None,
     };
     me.handle_datagram(at(10), meta, &bytes);
     assert_eq!(me.stats().accepted, 1);
@@ -303,6 +426,7 @@ fn advert_from_a_source_outside_the_allow_list_is_dropped() {
         src: src.parse().unwrap(),
         dst: "224.0.0.18".parse().unwrap(),
         ttl: 255,
+        local: None,
     };
     let timer = node.poll_timeout();
     node.handle_datagram(at(10), meta("192.0.2.99"), &bytes);

@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::balance::Balancing;
+
 /// A virtual host id, 1..=255 (carp(4) `vhid`). Zero is never valid on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
@@ -244,6 +246,12 @@ pub enum Lladdr {
     Parent,
 }
 
+/// The multicast MAC `01:00:5e:00:01:<vhid>` of a leader in `balancing ip`
+/// (spec section 7), so that switches flood frames to it to every host.
+pub const fn multicast_virtual_mac(vhid: Vhid) -> [u8; 6] {
+    [0x01, 0x00, 0x5e, 0x00, 0x01, vhid.0]
+}
+
 /// Return the virtual MAC of `vhid` (spec 6.1, RFC 5798's IPv4 VRRP prefix).
 pub const fn virtual_mac(vhid: Vhid) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, 0x01, vhid.0]
@@ -300,9 +308,32 @@ pub struct CarpIfConfig {
     /// advbase, advskew and demote outside the HMAC, so a replayed advert with
     /// advbase 0 keeps every node BACKUP; this list limits who can do that.
     pub allowed_sources: Vec<IpAddr>,
+    /// The balancing mode asked for; [`CarpIfConfig::balancing`] is the one run.
+    #[serde(default)]
+    pub requested_balancing: Balancing,
 }
 
 impl CarpIfConfig {
+    /// Return the balancing mode this interface runs (OpenBSD: one node forces
+    /// `none`, several nodes with `none` asked for run `ip`).
+    pub fn balancing(&self) -> Balancing {
+        Balancing::effective(self.requested_balancing, self.nodes.len())
+    }
+
+    /// Return the MAC ARP requests / NS for the addresses are answered with
+    /// when node `slot` answers, in a balancing mode (spec section 7): the
+    /// leader's multicast MAC in `ip`, its virtual MAC in `ip-stealth` and
+    /// `ip-unicast`, node `slot`'s virtual MAC in `arp`.
+    pub fn answer_mac(&self, slot: usize) -> Option<[u8; 6]> {
+        let vhid = self.nodes.get(slot)?.vhid;
+        match self.balancing() {
+            Balancing::None => None,
+            Balancing::Ip => Some(multicast_virtual_mac(self.nodes[0].vhid)),
+            Balancing::IpStealth | Balancing::IpUnicast => Some(virtual_mac(self.nodes[0].vhid)),
+            Balancing::Arp => Some(virtual_mac(vhid)),
+        }
+    }
+
     /// Return the IPv4 addresses, in configuration order.
     pub fn ipv4(&self) -> Vec<Ipv4Addr> {
         self.addresses
@@ -377,6 +408,7 @@ impl From<VhostConfig> for CarpIfConfig {
             flavour: Flavour::default(),
             gate: None,
             allowed_sources: Vec::new(),
+            requested_balancing: Balancing::None,
         }
     }
 }

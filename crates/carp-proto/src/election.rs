@@ -4,6 +4,7 @@
 //! Spec 5.3 (OpenBSD `carp_proto_input_c`) and 4.2-4.3 (`carp_setrun`).
 
 use core::time::Duration;
+use std::net::IpAddr;
 
 use crate::action::{Cause, State};
 use crate::config::{AdvBase, AdvSkew, Flavour, MasterDownFormula, interval, timing_ticks};
@@ -30,15 +31,22 @@ pub(crate) enum Decision {
 
 impl Flavour {
     /// Return what a vhost in `state` standing at `ours` does on hearing `theirs`.
+    ///
+    /// `addresses` is (ours, theirs) when both are known: it breaks a tie
+    /// between two MASTERs of equal standing.
     pub(crate) fn decide(
         self,
         state: State,
         ours: Standing,
         theirs: Standing,
         preempt: bool,
+        addresses: Option<(IpAddr, IpAddr)>,
     ) -> Decision {
         match (self, state) {
             (_, State::Init) => Decision::Ignore,
+            (Flavour::Carp, State::Master) if ours == theirs && wins_tie(addresses) => {
+                Decision::Reassert
+            }
             (Flavour::Carp, State::Master) => match master_yields_to(ours, theirs) {
                 Some(cause) => Decision::Yield {
                     cause,
@@ -63,6 +71,22 @@ impl Flavour {
         match self {
             Flavour::Carp => master_down_interval(advbase, advskew, formula),
         }
+    }
+}
+
+/// DEVIATION: between two MASTERs of equal standing the kernels both step
+/// down and let the master-down timers race. Where the timers fire together
+/// (hosts that heard the old master's last advertisement at the same moment,
+/// as on one switch or bridge) the race repeats every 3 intervals and never
+/// settles (seen with three hosts in namespaces). Like ucarp, but comparing
+/// the addresses in network order, the higher source address stays MASTER
+/// and only the lower steps down. A BSD peer still steps down whatever the
+/// addresses, so the pair converges either way and nothing on the wire changes.
+fn wins_tie(addresses: Option<(IpAddr, IpAddr)>) -> bool {
+    match addresses {
+        Some((IpAddr::V4(ours), IpAddr::V4(theirs))) => ours.octets() > theirs.octets(),
+        Some((IpAddr::V6(ours), IpAddr::V6(theirs))) => ours.octets() > theirs.octets(),
+        _ => false,
     }
 }
 
@@ -171,34 +195,74 @@ mod test {
     fn carp_decisions_follow_the_rules_per_state() {
         let carp = Flavour::Carp;
         assert_eq!(
-            carp.decide(State::Master, s(1, 0, 0), s(1, 100, 0), false),
+            carp.decide(State::Master, s(1, 0, 0), s(1, 100, 0), false, None),
             Decision::Reassert
         );
         assert_eq!(
-            carp.decide(State::Master, s(1, 100, 0), s(1, 0, 0), false),
+            carp.decide(State::Master, s(1, 100, 0), s(1, 0, 0), false, None),
             Decision::Yield {
                 cause: Cause::Superseded,
                 farewell: true
             }
         );
-        // Equal standing: both step down, and neither is the better one to tell.
+        // Equal standing, addresses unknown: both step down, and neither is
+        // the better one to tell (the kernels' rule).
         assert_eq!(
-            carp.decide(State::Master, s(1, 0, 0), s(1, 0, 0), false),
+            carp.decide(State::Master, s(1, 0, 0), s(1, 0, 0), false, None),
             Decision::Yield {
                 cause: Cause::Superseded,
                 farewell: false
             }
         );
+        // Equal standing with both addresses known: the higher address stays.
+        let (low, high) = (
+            IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 2)),
+            IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 10)),
+        );
         assert_eq!(
-            carp.decide(State::Backup, s(1, 0, 0), s(1, 100, 0), true),
+            carp.decide(
+                State::Master,
+                s(1, 100, 0),
+                s(1, 100, 0),
+                true,
+                Some((high, low))
+            ),
+            Decision::Reassert
+        );
+        assert_eq!(
+            carp.decide(
+                State::Master,
+                s(1, 100, 0),
+                s(1, 100, 0),
+                true,
+                Some((low, high))
+            ),
+            Decision::Yield {
+                cause: Cause::Superseded,
+                farewell: false
+            }
+        );
+        // Only a tie: a faster peer still wins whatever the addresses.
+        assert!(matches!(
+            carp.decide(
+                State::Master,
+                s(1, 100, 0),
+                s(1, 0, 0),
+                true,
+                Some((high, low))
+            ),
+            Decision::Yield { .. }
+        ));
+        assert_eq!(
+            carp.decide(State::Backup, s(1, 0, 0), s(1, 100, 0), true, None),
             Decision::TakeOver(Cause::Preempted)
         );
         assert_eq!(
-            carp.decide(State::Backup, s(1, 100, 0), s(1, 0, 0), true),
+            carp.decide(State::Backup, s(1, 100, 0), s(1, 0, 0), true, None),
             Decision::RestartTimer
         );
         assert_eq!(
-            carp.decide(State::Init, s(1, 0, 0), s(1, 100, 0), true),
+            carp.decide(State::Init, s(1, 0, 0), s(1, 100, 0), true, None),
             Decision::Ignore
         );
     }

@@ -270,7 +270,7 @@ impl Node {
             .with(slot, ctx, &mut self.out, |v, cx| {
                 let allowed = &cx.shared.config.allowed_sources;
                 let result = if allowed.is_empty() || allowed.contains(&meta.src) {
-                    v.receive(now, meta.src, &repr, cx)
+                    v.receive(now, meta.src, meta.local, &repr, cx)
                 } else {
                     Err(DropReason::BadSource)
                 };
@@ -586,6 +586,24 @@ impl Node {
             .collect()
     }
 
+    /// Answer an ARP request or an NS with a source link-layer address
+    /// (`sender_mac`) for `target` received on `link`: the MAC to reply with,
+    /// or `None` to stay silent (no balancing interface there holds `target`,
+    /// or another host serves this requester). OpenBSD 1.270 `carp_iamatch` /
+    /// `carp_iamatch6`; the kernel must not answer for balanced addresses.
+    pub fn solicitation_answer(
+        &self,
+        link: LinkId,
+        sender_mac: [u8; 6],
+        target: std::net::IpAddr,
+    ) -> Option<[u8; 6]> {
+        self.ifaces
+            .values()
+            .filter(|i| i.shared.id.link == link && i.shared.live())
+            .find(|i| i.shared.config.addresses.iter().any(|a| a.addr == target))
+            .and_then(|i| i.shared.solicitation_answer(sender_mac))
+    }
+
     /// Return the status of every carp interface.
     pub fn interfaces(&self) -> Vec<CarpIfStatus> {
         self.ifaces
@@ -594,6 +612,7 @@ impl Node {
                 id: i.shared.id,
                 nodes: i.vhosts.iter().map(|v| v.id).collect(),
                 mask: i.shared.mask(),
+                balancing: i.shared.config.balancing(),
                 live: i.shared.live(),
                 addresses: i.shared.config.addresses.clone(),
                 address_failures: i.shared.address_failures,

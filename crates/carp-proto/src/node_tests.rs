@@ -80,6 +80,7 @@ fn meta() -> RxMeta {
         src: PEER,
         dst: IpAddr::V4(crate::action::CARP_GROUP_V4),
         ttl: 255,
+        local: None,
     }
 }
 

@@ -21,6 +21,9 @@ pub struct RxMeta {
     pub dst: IpAddr,
     /// TTL (IPv4) or hop limit (IPv6).
     pub ttl: u8,
+    /// This host's own advertisement source on that link and family, when
+    /// known: it breaks ties between two MASTERs of equal standing.
+    pub local: Option<IpAddr>,
 }
 
 /// A read-only view of one vhost (node) for status displays.
@@ -66,6 +69,8 @@ pub struct CarpIfStatus {
     pub nodes: Vec<VhostId>,
     /// Bit i set when node i is MASTER here.
     pub mask: u32,
+    /// The balancing mode the interface runs.
+    pub balancing: crate::balance::Balancing,
     /// The addresses are configured here.
     pub live: bool,
     /// The addresses with their prefixes.

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use crate::action::{Action, CarpIfId, Cause, DemoteReason, Family, LinkId, State, VhostId};
 use crate::auth::Auth;
+use crate::balance::Balancing;
 use crate::carpif::Cx;
 use crate::config::{AdvSkew, CarpIfConfig, CarpNode, Lladdr, interval, virtual_mac};
 use crate::election::{self, Decision, Standing};
@@ -179,6 +180,7 @@ impl Vhost {
         &mut self,
         now: Instant,
         src: IpAddr,
+        local: Option<IpAddr>,
         repr: &Repr,
         cx: &mut Cx<'_>,
     ) -> Result<(), DropReason> {
@@ -202,11 +204,13 @@ impl Vhost {
             advskew: repr.advskew,
             demote: repr.demote,
         };
-        let decision = cx
-            .shared
-            .config
-            .flavour
-            .decide(self.state, ours, theirs, cx.ctx.preempt);
+        let decision = cx.shared.config.flavour.decide(
+            self.state,
+            ours,
+            theirs,
+            cx.ctx.preempt,
+            local.map(|l| (l, src)),
+        );
         match decision {
             Decision::Ignore => {}
             Decision::Yield { cause, farewell } => {
@@ -400,6 +404,9 @@ impl Vhost {
             to,
             cause,
         });
+        if (from == State::Init) != (to == State::Init) {
+            cx.shared.node_running(self.slot, to != State::Init, cx.out);
+        }
         if from == State::Master {
             cx.shared.node_left_master(self.slot, cx.out);
             self.delayed_arp = -1;
@@ -548,7 +555,11 @@ impl Vhost {
             Family::V4 => IpAddr::V4(config.peer.unwrap_or(crate::action::CARP_GROUP_V4)),
             Family::V6 => IpAddr::V6(config.peer6.unwrap_or(crate::action::CARP_GROUP_V6)),
         });
-        let src_mac = (config.lladdr == Lladdr::Virtual && dst.is_multicast())
+        // In `ip` / `ip-stealth` the leader's MAC must never be a frame source
+        // (multicast, or stealth so that switches keep flooding it): those
+        // interfaces advertise from the parent's MAC.
+        let hidden_mac = matches!(config.balancing(), Balancing::Ip | Balancing::IpStealth);
+        let src_mac = (config.lladdr == Lladdr::Virtual && dst.is_multicast() && !hidden_mac)
             .then(|| virtual_mac(self.id.vhid));
         match family {
             Family::V4 => self.stats.opackets += 1,

@@ -61,7 +61,7 @@ proptest! {
             }
             let src = if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)) };
             let ttl = if ttl % 3 == 0 { ttl } else { 255 };
-            node.handle_datagram(Instant::from_millis(i as u64), RxMeta { link: LinkId(link), src, dst: src, ttl }, &bytes);
+            node.handle_datagram(Instant::from_millis(i as u64), RxMeta { link: LinkId(link), src, dst: src, ttl, local: None }, &bytes);
             while node.poll_action().is_some() {}
         }
         let s = node.stats();

@@ -43,6 +43,7 @@ fn feed(node: &mut Node, v: &HashMap<String, String>) {
         src: v["src"].parse().unwrap(),
         dst: "224.0.0.18".parse().unwrap(),
         ttl: v["ttl"].parse().unwrap(),
+        local: None,
     };
     node.handle_datagram(Instant::from_millis(500), meta, &bytes);
 }

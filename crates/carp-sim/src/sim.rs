@@ -705,6 +705,10 @@ impl Sim {
             src: d.src,
             dst: d.dst,
             ttl: TTL,
+            local: Some(match d.src {
+                IpAddr::V4(_) => IpAddr::V4(self.nodes[d.to].v4),
+                IpAddr::V6(_) => IpAddr::V6(self.nodes[d.to].v6),
+            }),
         };
         if let Some(nd) = self.nodes[d.to].node.as_mut() {
             nd.handle_datagram(self.now, meta, &d.packet);

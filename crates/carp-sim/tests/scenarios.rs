@@ -125,11 +125,12 @@ fn cold_start_three_nodes() -> Result<(), Violation> {
 
 /// Input: n1 and n2 both advskew 0, both boot at t=0 (the worst case: their
 /// master-down timers expire at the same microsecond).
-/// Output: rounds of "both MASTER, both hear an equal advert and step down,
-/// both BACKUP for 3 s" (spec 5.3: no address tie-break) until the latency
-/// jitter lets one timer fire a delivery earlier than the other; then exactly
-/// one MASTER forever. Invariants (a) and (c) are off until convergence,
-/// because each round is a legitimate dual-MASTER instant; (b) and (d) stay on.
+/// Output: one round of "both MASTER": the first equal advert heard makes the
+/// lower address (n1) step down and the higher (n2) stay (carpd's tie-break;
+/// the kernels step both down and race again every 3 s until latency jitter
+/// separates the timers). Then exactly one MASTER forever. Invariants (a) and
+/// (c) are off until convergence, because the round is a legitimate
+/// dual-MASTER instant; (b) and (d) stay on.
 #[test]
 fn equal_advskew_cold_start_converges() -> Result<(), Violation> {
     let relaxed = Checks {

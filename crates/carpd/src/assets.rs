@@ -1,8 +1,9 @@
-//! Man pages and shell completions generated from the clap definitions.
+//! Man pages and shell completions for packaging.
 //!
-//! Each binary has a hidden `assets DIR` subcommand calling [`write`], so the
-//! pages can never drift from the real options; `scripts/test-package.sh`
-//! runs it before `cargo deb`.
+//! Each binary has a hidden `assets DIR` subcommand calling [`write`] (carpctl)
+//! or [`write_daemon`] (carpd), so the pages are made from the real clap
+//! definitions and settings table; `scripts/test-package.sh` runs them before
+//! `cargo deb`, which gzips the pages.
 
 use std::fs;
 use std::io;
@@ -18,13 +19,32 @@ pub fn write(cmd: clap::Command, dir: &Path) -> io::Result<()> {
     cmd.build();
     let name = cmd.get_name().to_string();
     man_pages(&cmd, &name, dir)?;
+    completions(&mut cmd, &name, dir)
+}
+
+/// Write carpd's `carpd.8` and `carpd.toml.5` (see [`crate::man`]) and the
+/// completions for `cmd` into `dir`.
+pub fn write_daemon(cmd: clap::Command, dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let mut cmd = cmd;
+    cmd.build();
+    let name = cmd.get_name().to_string();
+    fs::write(dir.join(format!("{name}.8")), crate::man::carpd_page(&cmd))?;
+    fs::write(
+        dir.join(format!("{name}.toml.5")),
+        crate::man::carpd_toml_page(),
+    )?;
+    completions(&mut cmd, &name, dir)
+}
+
+fn completions(cmd: &mut clap::Command, name: &str, dir: &Path) -> io::Result<()> {
     for (shell, file) in [
-        (Shell::Bash, name.clone()),
+        (Shell::Bash, name.to_string()),
         (Shell::Zsh, format!("_{name}")),
         (Shell::Fish, format!("{name}.fish")),
     ] {
         let mut out = fs::File::create(dir.join(file))?;
-        clap_complete::generate(shell, &mut cmd, &name, &mut out);
+        clap_complete::generate(shell, cmd, name, &mut out);
     }
     Ok(())
 }

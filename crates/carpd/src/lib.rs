@@ -1,6 +1,6 @@
 //! carpd: the Linux daemon around `carp-proto`.
 //!
-//! - [`assets`]: man pages and shell completions from the clap definitions;
+//! - [`assets`]: man pages and shell completions for packaging;
 //! - [`config`]: the TOML file and ifconfig-style command line;
 //! - [`os`]: the [`os::Os`] trait the loop runs on, and [`os::Linux`]: raw CARP
 //!   sockets, rtnetlink, AF_PACKET, sysctls, the address record (the only `unsafe` code);
@@ -10,6 +10,7 @@
 //! - [`http`]: the optional status page, JSON API and metrics;
 //! - [`log`]: syslog-level logging to stderr;
 //! - [`maintenance`]: the persistent maintenance-mode demotion;
+//! - [`man`]: the carpd(8) and carpd.toml(5) pages;
 //! - [`owned`]: the record of configured addresses, for start-up hygiene after a crash;
 //! - [`systemd`]: `Type=notify` readiness and watchdog pings;
 //! - [`ucarp`]: `carpd ucarp`, the drop-in for ucarp command lines.
@@ -21,6 +22,7 @@ pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod maintenance;
+pub mod man;
 pub mod os;
 pub mod owned;
 pub mod statedir;

@@ -195,20 +195,30 @@ macro_rules! carplog {
 #[cfg(test)]
 mod queue_tests {
     use std::io;
-    use std::sync::{Arc, Barrier, Mutex};
+    use std::sync::mpsc::{self, Sender};
+    use std::sync::{Arc, Mutex};
 
     use super::*;
 
-    /// A sink that blocks until the barrier is passed, then collects.
-    struct Stalled(Arc<Barrier>, Arc<Mutex<Vec<u8>>>, bool);
+    /// How long a condition may take on a loaded machine before the test fails.
+    const WAIT: Duration = Duration::from_secs(30);
+
+    /// A sink whose first write says so and then waits for the gate; it
+    /// collects everything.
+    struct Stalled {
+        entered: Option<Sender<()>>,
+        gate: Receiver<()>,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
 
     impl Write for Stalled {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if !self.2 {
-                self.0.wait();
-                self.2 = true;
+            if let Some(entered) = self.entered.take() {
+                let _ = entered.send(());
+                // Released by a send, or by the test dropping the sender.
+                let _ = self.gate.recv();
             }
-            self.1.lock().unwrap().extend_from_slice(buf);
+            self.out.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -216,25 +226,47 @@ mod queue_tests {
         }
     }
 
+    /// Input: the writer takes line 0 and its sink stalls; lines 1..=99 are
+    /// pushed into a queue of 4; the sink resumes; one more line.
+    /// Output: the pushes return with lines 1..=4 queued and 95 dropped; every
+    /// queued line is written in order, the drop report before the first line
+    /// written after the stall.
     #[test]
     fn a_stalled_sink_never_blocks_the_caller_and_drops_are_reported() {
-        let gate = Arc::new(Barrier::new(2));
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, gate) = mpsc::channel();
         let out = Arc::new(Mutex::new(Vec::new()));
-        let q = Queue::spawn(Box::new(Stalled(gate.clone(), out.clone(), false)), 4).unwrap();
-        let start = Instant::now();
-        for i in 0..100 {
-            q.push(format!("line {i}\n"));
-        }
-        assert!(start.elapsed() < Duration::from_secs(1), "push blocked");
-        assert!(q.dropped() >= 90, "dropped {}", q.dropped());
-        gate.wait();
-        assert!(q.flush(Duration::from_secs(5)));
+        let sink = Stalled {
+            entered: Some(entered_tx),
+            gate,
+            out: out.clone(),
+        };
+        let q = Arc::new(Queue::spawn(Box::new(sink), 4).unwrap());
+        q.push("line 0\n".into());
+        entered
+            .recv_timeout(WAIT)
+            .expect("the writer never took line 0");
+        let (done_tx, done) = mpsc::channel();
+        let pusher = q.clone();
+        std::thread::spawn(move || {
+            for i in 1..100 {
+                pusher.push(format!("line {i}\n"));
+            }
+            let _ = done_tx.send(pusher.dropped());
+        });
+        assert_eq!(done.recv_timeout(WAIT), Ok(95), "push blocked");
+        release.send(()).unwrap();
+        assert!(q.flush(WAIT));
         q.push("after\n".into());
-        assert!(q.flush(Duration::from_secs(5)));
+        assert!(q.flush(WAIT));
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
-        assert!(text.contains("line 0\nline 1\n"), "{text}");
-        assert!(text.contains("log message(s) dropped"), "{text}");
-        assert!(text.ends_with("after\n"), "{text}");
+        assert_eq!(
+            text,
+            "line 0\n\
+             <4>carpd: 95 log message(s) dropped: the log was too slow\n\
+             line 1\nline 2\nline 3\nline 4\n\
+             after\n"
+        );
     }
 }
 

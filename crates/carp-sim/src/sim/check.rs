@@ -40,7 +40,9 @@ impl Sim {
     }
 
     /// (d) per carp interface: the load-share mask is the set of its nodes that are
-    /// MASTER, and the addresses are held exactly while that set is not empty.
+    /// MASTER, and the addresses are held exactly while that set is not empty
+    /// (balancing `none`) or while some node is out of INIT (a balancing mode,
+    /// where every host holds them and the datapath splits by the mask).
     fn check_vip(&mut self) {
         for (i, sn) in self.nodes.iter().enumerate() {
             if sn.node.is_none() && !sn.holds.is_empty() {
@@ -60,6 +62,14 @@ impl Sim {
                     .filter(|(_, id)| nd.state(**id) == Some(State::Master))
                     .fold(0u32, |m, (slot, _)| m | 1 << slot);
                 let holds = sn.holds.contains(&iface.id);
+                let should_hold = if iface.balancing.shares_addresses() {
+                    iface
+                        .nodes
+                        .iter()
+                        .any(|id| nd.state(*id).is_some_and(|s| s != State::Init))
+                } else {
+                    masters != 0
+                };
                 if masters != iface.mask {
                     failure = Some(format!(
                         "(d) VIP: n{} carp interface {} has mask {:#x} but its MASTER nodes are {masters:#x}",
@@ -67,7 +77,7 @@ impl Sim {
                         iface.id,
                         iface.mask
                     ));
-                } else if holds != (masters != 0) {
+                } else if holds != should_hold {
                     let state = if masters == 0 {
                         State::Backup
                     } else {

@@ -12,7 +12,7 @@ use carpd::control::{diff, table};
 
 /// Control a running carpd.
 #[derive(Debug, Parser)]
-#[command(name = "carpctl", version, about)]
+#[command(name = "carpctl", version)]
 struct Cli {
     /// Control socket of the daemon [default: /run/carpd/carpd.sock].
     #[arg(long, global = true)]
@@ -173,6 +173,10 @@ fn execute(path: &std::path::Path, command: Command) -> Result<bool, String> {
                         reply.vhosts.as_deref().unwrap_or(&[]),
                         reply.groups.as_deref().unwrap_or(&[]),
                     )
+                );
+                print!(
+                    "{}",
+                    table::interfaces(reply.interfaces.as_deref().unwrap_or(&[]))
                 );
                 if reply.maintenance == Some(true) {
                     println!("maintenance mode: on (carpctl maintenance off to end it)");

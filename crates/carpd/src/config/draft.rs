@@ -25,7 +25,10 @@ pub(super) struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileVhost {
     pub(super) carpdev: Spanned<String>,
-    pub(super) vhid: Spanned<i64>,
+    pub(super) vhid: Option<Spanned<i64>>,
+    /// OpenBSD `carpnodes vhid:advskew,...`, instead of vhid and advskew.
+    pub(super) carpnodes: Option<Spanned<String>>,
+    pub(super) balancing: Option<Spanned<String>>,
     pub(super) advbase: Option<Spanned<i64>>,
     pub(super) advskew: Option<Spanned<i64>>,
     pub(super) pass: Option<Spanned<String>>,
@@ -50,7 +53,9 @@ impl FileVhost {
     pub(super) fn into_draft(self, loc: &Locator<'_>) -> Draft {
         Draft {
             carpdev: Some(loc.one(self.carpdev)),
-            vhid: Some(loc.one(self.vhid)),
+            vhid: loc.opt(self.vhid),
+            carpnodes: loc.opt(self.carpnodes),
+            balancing: loc.opt(self.balancing),
             advbase: loc.opt(self.advbase),
             advskew: loc.opt(self.advskew),
             pass: self.pass.map(|v| loc.one(v).map(String::into_bytes)),
@@ -125,9 +130,6 @@ pub(super) fn resolve(base: Option<&Path>, path: PathBuf) -> PathBuf {
 
 // ===== command-line words =====
 
-pub(super) const KEYWORDS: &str = "carpdev, vhid, advbase, advskew, pass, passfile, lladdr, group, \
-                        peer, peer6, allow, up, down, master-down, hook-timeout";
-
 pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileError> {
     let mut drafts = Vec::new();
     let Some(first) = words.first() else {
@@ -159,7 +161,7 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
         match keyword {
             "carpdev" => {
                 let dev = value("an interface name")?;
-                if cur.carpdev.is_some() && !cur.carpdev_inherited && cur.vhid.is_some() {
+                if cur.carpdev.is_some() && !cur.carpdev_inherited && cur.has_identity() {
                     let next = new_draft(here);
                     drafts.push(std::mem::replace(&mut cur, next));
                 }
@@ -171,7 +173,7 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
             }
             "vhid" => {
                 let vhid = number(value("a number 1..255")?, "vhid expects a number 1..255")?;
-                if cur.vhid.is_some() {
+                if cur.has_identity() {
                     let mut next = new_draft(here);
                     next.carpdev = cur.carpdev.clone();
                     next.carpdev_inherited = true;
@@ -179,6 +181,21 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
                 }
                 cur.vhid = Some(vhid);
             }
+            "carpnodes" => {
+                let nodes = value("a list like 1:0,2:100")?;
+                if cur.has_identity() {
+                    let mut next = new_draft(here);
+                    next.carpdev = cur.carpdev.clone();
+                    next.carpdev_inherited = true;
+                    drafts.push(std::mem::replace(&mut cur, next));
+                }
+                cur.carpnodes = Some(nodes);
+            }
+            "balancing" => set_once(
+                &mut cur.balancing,
+                value("none, ip, ip-stealth, ip-unicast or arp")?,
+                keyword,
+            )?,
             "advbase" => {
                 let v = number(value("a number 0..255")?, "advbase expects a number 0..255")?;
                 set_once(&mut cur.advbase, v, keyword)?;
@@ -228,7 +245,10 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
                 return Err(invalid(&here, message));
             }
             _ => {
-                let message = format!("unknown keyword, expected one of {KEYWORDS} or an address");
+                let message = format!(
+                    "unknown keyword, expected one of {} or an address",
+                    reference::keywords()
+                );
                 return Err(invalid(&here, message));
             }
         }
@@ -302,6 +322,8 @@ pub(super) struct Draft {
     pub(super) carpdev: Option<Located<String>>,
     pub(super) carpdev_inherited: bool,
     pub(super) vhid: Option<Located<i64>>,
+    pub(super) carpnodes: Option<Located<String>>,
+    pub(super) balancing: Option<Located<String>>,
     pub(super) advbase: Option<Located<i64>>,
     pub(super) advskew: Option<Located<i64>>,
     pub(super) pass: Option<Located<Vec<u8>>>,
@@ -327,16 +349,49 @@ pub(super) struct Checked {
 }
 
 impl Draft {
+    /// A vhid or a carpnodes list was given: the next one starts a new vhost.
+    fn has_identity(&self) -> bool {
+        self.vhid.is_some() || self.carpnodes.is_some()
+    }
+
     pub(super) fn finish(self, base: Option<&Path>) -> Result<Checked, ConfigFileError> {
         // The spelling of the keys that differ between the file and the words.
         let words = self.words;
         let key = move |file: &'static str, word: &'static str| if words { word } else { file };
-        let Some(vhid_at) = self.vhid else {
-            let start = self.start.unwrap_or(Location::CommandLine);
-            return Err(invalid(&start, "this vhost has no vhid"));
+        let (vhid_at, nodes) = match (self.vhid, self.carpnodes) {
+            (Some(_), Some(n)) => {
+                return Err(invalid(
+                    &n.at,
+                    "carpnodes replaces vhid and advskew: give one or the other",
+                ));
+            }
+            (None, Some(n)) => {
+                if let Some(skew) = &self.advskew {
+                    return Err(invalid(
+                        &skew.at,
+                        "with carpnodes each node has its own advskew (vhid:advskew)",
+                    ));
+                }
+                let nodes = parse_carpnodes(&n)?;
+                let leader = Located {
+                    value: i64::from(nodes[0].vhid.get()),
+                    at: n.at,
+                };
+                (leader, Some(nodes))
+            }
+            (Some(v), None) => (v, None),
+            (None, None) => {
+                let start = self.start.unwrap_or(Location::CommandLine);
+                return Err(invalid(&start, "this vhost has no vhid (or carpnodes)"));
+            }
         };
         let vhid = Vhid::new(in_range("vhid", &vhid_at, 1, 255)?)
             .ok_or_else(|| invalid(&vhid_at.at, ConfigError::VhidZero.to_string()))?;
+        let balancing = match self.balancing {
+            Some(b) => Balancing::from_str(&b.value)
+                .map_err(|e| invalid(&b.at, format!("balancing {:?}: {e}", b.value)))?,
+            None => Balancing::None,
+        };
         let Some(carpdev) = self.carpdev else {
             return Err(invalid(&vhid_at.at, format!("vhid {vhid} has no carpdev")));
         };
@@ -349,6 +404,13 @@ impl Draft {
         if let Some(v) = &self.advskew {
             proto.advskew = AdvSkew(in_range("advskew", v, 0, MAX_CONFIG_ADVSKEW)?);
         }
+        let nodes = nodes.unwrap_or_else(|| {
+            vec![CarpNode {
+                vhid,
+                advskew: proto.advskew,
+            }]
+        });
+        proto.advskew = nodes[0].advskew;
         proto.passphrase = match (self.pass, self.passfile) {
             (Some(_), Some(file)) => {
                 return Err(invalid(
@@ -437,6 +499,8 @@ impl Draft {
         let carpdev = carpdev.value;
         let spec = VhostSpec {
             carpdev,
+            nodes,
+            balancing,
             lladdr,
             addresses,
             hooks,
@@ -465,13 +529,15 @@ pub(super) fn finish_all(
     let mut vhids: HashMap<(&str, Vhid), &Location> = HashMap::new();
     let mut addrs: HashMap<IpAddr, (&Checked, &Location)> = HashMap::new();
     for c in &checked {
-        let key = (c.spec.carpdev.as_str(), c.spec.proto.vhid);
-        if let Some(first) = vhids.insert(key, &c.vhid_at) {
-            let message = format!(
-                "vhid {} on {} is already configured at {first}",
-                key.1, key.0
-            );
-            return Err(invalid(&c.vhid_at, message));
+        for node in &c.spec.nodes {
+            let key = (c.spec.carpdev.as_str(), node.vhid);
+            if let Some(first) = vhids.insert(key, &c.vhid_at) {
+                let message = format!(
+                    "vhid {} on {} is already configured at {first}",
+                    key.1, key.0
+                );
+                return Err(invalid(&c.vhid_at, message));
+            }
         }
         for (va, at) in c.spec.addresses.iter().zip(&c.address_at) {
             if let Some((other, first)) = addrs.get(&va.addr) {
@@ -489,6 +555,53 @@ pub(super) fn finish_all(
         }
     }
     Ok(checked.into_iter().map(|c| c.spec).collect())
+}
+
+/// Parse OpenBSD `carpnodes vhid:advskew[,vhid:advskew...]`: at most 32
+/// nodes, each vhid once, sorted by vhid (`carp_vhids_ioctl`).
+pub(super) fn parse_carpnodes(v: &Located<String>) -> Result<Vec<CarpNode>, ConfigFileError> {
+    let mut nodes: Vec<CarpNode> = Vec::new();
+    for item in v.value.split(',') {
+        let Some((vhid, skew)) = item.trim().split_once(':') else {
+            let message =
+                format!("carpnodes expects vhid:advskew pairs like 1:0,2:100, not {item:?}");
+            return Err(invalid(&v.at, message));
+        };
+        let number_in = |text: &str, name: &str, lo: u8, hi: u8| {
+            text.trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| (lo..=hi).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        &v.at,
+                        format!("carpnodes {item:?}: {name} {text:?} is out of range {lo}..{hi}"),
+                    )
+                })
+        };
+        let vhid = number_in(vhid, "vhid", 1, 255)?;
+        let advskew = number_in(skew, "advskew", 0, MAX_CONFIG_ADVSKEW)?;
+        let Some(vhid) = Vhid::new(vhid) else {
+            return Err(invalid(&v.at, ConfigError::VhidZero.to_string()));
+        };
+        if nodes.iter().any(|n| n.vhid == vhid) {
+            return Err(invalid(&v.at, format!("carpnodes names vhid {vhid} twice")));
+        }
+        nodes.push(CarpNode {
+            vhid,
+            advskew: AdvSkew(advskew),
+        });
+    }
+    if nodes.len() > carp_proto::config::MAX_NODES {
+        let message = format!(
+            "carpnodes has {} nodes, at most {} are allowed",
+            nodes.len(),
+            carp_proto::config::MAX_NODES
+        );
+        return Err(invalid(&v.at, message));
+    }
+    nodes.sort_by_key(|n| n.vhid);
+    Ok(nodes)
 }
 
 pub(super) fn in_range(

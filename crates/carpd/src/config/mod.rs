@@ -21,6 +21,9 @@
 //! [[vhost]]
 //! carpdev = "eth0"
 //! vhid = 1                          # 1..255
+//! # or, instead of vhid and advskew, OpenBSD load balancing:
+//! # carpnodes = "1:0,2:100,3:100"   # vhid:advskew, at most 32 nodes
+//! # balancing = "ip"                # none, ip, ip-stealth, ip-unicast, arp
 //! advbase = 1                       # 0..255 s, default 1
 //! advskew = 100                     # 0..254 (1/256 s), default 0
 //! pass = "secret"                   # or passfile = "carpd.key" (mode 0600)
@@ -54,6 +57,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use carp_proto::Balancing;
+use carp_proto::CarpNode;
 use carp_proto::config::{
     AdvBase, AdvSkew, ConfigError, MAX_CONFIG_ADVSKEW, MasterDownFormula, Passphrase, Vhid,
     VhostConfig,
@@ -181,6 +186,12 @@ impl Default for Hooks {
 pub struct VhostSpec {
     /// The parent interface the advertisements are sent and received on.
     pub carpdev: String,
+    /// The nodes (OpenBSD `carpnodes`), sorted by vhid; one for a plain
+    /// `vhid`. The first is the leader, whose vhid and advskew `proto` holds.
+    pub nodes: Vec<CarpNode>,
+    /// The balancing mode asked for (OpenBSD `balancing`); see
+    /// [`VhostSpec::balancing`] for the one that runs.
+    pub balancing: Balancing,
     /// Virtual or real MAC for the VIPs.
     pub lladdr: Lladdr,
     /// The VIPs in configuration order; `proto.ipv4`/`proto.ipv6` hold the same addresses.
@@ -198,6 +209,12 @@ pub struct VhostSpec {
 }
 
 impl VhostSpec {
+    /// Return the balancing mode that runs (one node forces `none`, several
+    /// nodes with `none` run `ip`, as OpenBSD does).
+    pub fn balancing(&self) -> Balancing {
+        Balancing::effective(self.balancing, self.nodes.len())
+    }
+
     /// Return the core's view of this vhost: a carp interface with one node,
     /// whose addresses carry their prefixes and whose peers and MAC are set.
     pub fn carp_if_config(&self) -> carp_proto::CarpIfConfig {
@@ -210,6 +227,8 @@ impl VhostSpec {
                 prefix_len: a.prefix_len,
             })
             .collect();
+        c.nodes = self.nodes.clone();
+        c.requested_balancing = self.balancing;
         c.peer = self.peer;
         c.peer6 = self.peer6;
         c.allowed_sources = self.allow.clone();
@@ -579,6 +598,7 @@ pub fn read_text(path: &Path) -> Result<String, ConfigFileError> {
 
 mod draft;
 use draft::*;
+pub mod reference;
 
 /// Settings given as `carpd run` flags, which win over the file on start and on every reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -262,7 +262,7 @@ fn file_errors_name_line_and_column() {
         ),
         (
             "colour = \"red\"",
-            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `hook_timeout`, `peer`, `peer6`, `allow`, `master_down`",
+            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `hook_timeout`, `peer`, `peer6`, `allow`, `master_down`",
         ),
         (
             "advskew = \"x\"",
@@ -384,7 +384,7 @@ fn word_errors_name_the_word() {
         ("vhid 1 192.0.2.1", "word 2 (\"1\"): vhid 1 has no carpdev"),
         (
             "carpdev eth0 192.0.2.1",
-            "word 1 (\"carpdev\"): this vhost has no vhid",
+            "word 1 (\"carpdev\"): this vhost has no vhid (or carpnodes)",
         ),
         (
             "carpdev eth0 carpdev eth1 vhid 1",
@@ -421,9 +421,14 @@ fn unknown_word_lists_the_keywords() {
     let err = words_err("carpdev eth0 vhid 1 preempt 192.0.2.1");
     assert_eq!(
         err,
-        format!("word 5 (\"preempt\"): unknown keyword, expected one of {KEYWORDS} or an address")
+        format!(
+            "word 5 (\"preempt\"): unknown keyword, expected one of {} or an address",
+            reference::keywords()
+        )
     );
-    assert!(err.contains("carpdev, vhid, advbase, advskew, pass, passfile, lladdr, group"));
+    assert!(err.contains(
+        "carpdev, vhid, carpnodes, balancing, advbase, advskew, pass, passfile, lladdr, group"
+    ));
 }
 
 #[test]
@@ -648,4 +653,109 @@ fn a_20_byte_passphrase_is_warned_about() {
         "{w:?}"
     );
     assert!(load("0123456789012345678").warnings().is_empty());
+}
+
+#[test]
+fn carpnodes_words_and_file_give_the_same_interface() {
+    let line = "carpdev eth0 carpnodes 3:100,1:0,2:100 balancing ip pass secret 198.51.100.50/24";
+    let from_words = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
+    let text = "[[vhost]]\ncarpdev = \"eth0\"\ncarpnodes = \"1:0,2:100,3:100\"\n\
+                balancing = \"ip\"\npass = \"secret\"\naddresses = [\"198.51.100.50/24\"]\n";
+    let from_file = DaemonConfig::from_toml_str(text, Path::new("carpd.toml")).unwrap();
+    for v in [&from_words[0], &from_file.vhosts[0]] {
+        let nodes: Vec<(u8, u8)> = v
+            .nodes
+            .iter()
+            .map(|n| (n.vhid.get(), n.advskew.0))
+            .collect();
+        // Sorted by vhid: the first is the leader, whose vhid and advskew the vhost carries.
+        assert_eq!(nodes, vec![(1, 0), (2, 100), (3, 100)]);
+        assert_eq!(v.proto.vhid.get(), 1);
+        assert_eq!(v.balancing(), Balancing::Ip);
+        let core = v.carp_if_config();
+        assert_eq!(core.nodes.len(), 3);
+        assert_eq!(core.balancing(), Balancing::Ip);
+        core.validate().unwrap();
+    }
+    assert_eq!(from_words[0].nodes, from_file.vhosts[0].nodes);
+}
+
+#[test]
+fn balancing_rules_follow_openbsd() {
+    let mode = |line: &str| {
+        let cfg = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
+        cfg[0].balancing()
+    };
+    // Several nodes with none asked for run ip; one node forces none.
+    assert_eq!(
+        mode("carpdev eth0 carpnodes 1:0,2:100 198.51.100.50"),
+        Balancing::Ip
+    );
+    assert_eq!(
+        mode("carpdev eth0 carpnodes 1:0,2:100 balancing none 198.51.100.50"),
+        Balancing::Ip
+    );
+    assert_eq!(
+        mode("carpdev eth0 carpnodes 1:0 balancing arp 198.51.100.50"),
+        Balancing::None
+    );
+    assert_eq!(
+        mode("carpdev eth0 vhid 1 balancing ip-stealth 198.51.100.50"),
+        Balancing::None
+    );
+    for b in ["ip", "ip-stealth", "ip-unicast", "arp"] {
+        let line = format!("carpdev eth0 carpnodes 1:0,2:0 balancing {b} 198.51.100.50");
+        assert_eq!(mode(&line).word(), b);
+    }
+}
+
+#[test]
+fn carpnodes_errors_say_what_and_where() {
+    assert_eq!(
+        words_err("carpdev eth0 carpnodes 1:0,2:100 balancing round-robin 198.51.100.50"),
+        "word 6 (\"round-robin\"): balancing \"round-robin\": expected none, ip, ip-stealth, \
+         ip-unicast or arp"
+    );
+    assert_eq!(
+        words_err("carpdev eth0 carpnodes 1:0,1:100 198.51.100.50"),
+        "word 4 (\"1:0,1:100\"): carpnodes names vhid 1 twice"
+    );
+    assert_eq!(
+        words_err("carpdev eth0 carpnodes 1:0,2 198.51.100.50"),
+        "word 4 (\"1:0,2\"): carpnodes expects vhid:advskew pairs like 1:0,2:100, not \"2\""
+    );
+    assert_eq!(
+        words_err("carpdev eth0 carpnodes 1:0,0:1 198.51.100.50"),
+        "word 4 (\"1:0,0:1\"): carpnodes \"0:1\": vhid \"0\" is out of range 1..255"
+    );
+    assert_eq!(
+        words_err("carpdev eth0 carpnodes 1:255 198.51.100.50"),
+        "word 4 (\"1:255\"): carpnodes \"1:255\": advskew \"255\" is out of range 0..254"
+    );
+    let many: Vec<String> = (1..=33).map(|v| format!("{v}:0")).collect();
+    let line = format!("carpdev eth0 carpnodes {} 198.51.100.50", many.join(","));
+    assert!(
+        words_err(&line).ends_with("carpnodes has 33 nodes, at most 32 are allowed"),
+        "{}",
+        words_err(&line)
+    );
+    assert!(
+        words_err("carpdev eth0 carpnodes 1:0,2:0 advskew 5 198.51.100.50")
+            .contains("with carpnodes each node has its own advskew")
+    );
+    // A node's vhid used by another vhost on the same carpdev, with both places.
+    let text = format!(
+        "{}\naddresses = [\"198.51.100.1\"]\n[[vhost]]\ncarpdev = \"eth0\"\n\
+         carpnodes = \"4:0,1:100\"\naddresses = [\"198.51.100.2\"]\n",
+        vhost("")
+    );
+    assert_eq!(
+        file_err(&text),
+        "carpd.toml:9:13: vhid 1 on eth0 is already configured at carpd.toml:3:8"
+    );
+    let both = format!(
+        "{}carpnodes = \"1:0\"\naddresses = [\"198.51.100.1\"]\n",
+        vhost("")
+    );
+    assert!(file_err(&both).contains("carpnodes replaces vhid and advskew"));
 }

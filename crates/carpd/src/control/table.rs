@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::types::VhostView;
+use super::types::{CarpIfView, VhostView};
 
 /// Render the status table of `vhosts`, then the demoted `groups`.
 pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
@@ -83,6 +83,41 @@ pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
         .collect();
     if !demoted.is_empty() {
         let _ = writeln!(out, "demoted groups: {}", demoted.join(" "));
+    }
+    out
+}
+
+/// Render the carp interfaces that have several nodes (OpenBSD `carpnodes`):
+/// the mode, each node's state here, the mask and the share of slots served.
+/// One-node interfaces are the vhost rows above and print nothing.
+pub fn interfaces(interfaces: &[CarpIfView]) -> String {
+    let mut out = String::new();
+    for i in interfaces.iter().filter(|i| i.nodes.len() > 1) {
+        let nodes: Vec<String> = i
+            .nodes
+            .iter()
+            .map(|(vhid, state)| format!("{vhid}:{state}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "carp interface {} vhid {}: balancing {}, nodes {}, mask {:#x}, serving {} of {} slots; ARP/NS answered {} left to others {}",
+            i.carpdev,
+            i.vhid,
+            i.balancing,
+            nodes.join(" "),
+            i.mask,
+            i.served_slots,
+            i.nodes.len(),
+            i.solicitations_answered,
+            i.solicitations_silent
+        );
+        if i.unpinned_requesters > 0 {
+            let _ = writeln!(
+                out,
+                "{:>15} WARNING: {} requesters not pinned (table full); the kernel may draw their traffic here",
+                "", i.unpinned_requesters
+            );
+        }
     }
     out
 }

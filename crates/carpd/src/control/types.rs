@@ -101,6 +101,36 @@ pub struct VhostView {
     pub key_fingerprint: String,
 }
 
+/// One carp interface (OpenBSD `carp_softc`) as shown by `carpctl status`:
+/// its nodes, the load-share mask and this host's share of the hash slots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarpIfView {
+    /// Parent interface.
+    pub carpdev: String,
+    /// The leader's vhid, which names the interface.
+    pub vhid: u8,
+    /// `none`, `ip`, `ip-stealth`, `ip-unicast` or `arp` (the mode that runs).
+    pub balancing: String,
+    /// The nodes in vhid order with their state here.
+    pub nodes: Vec<(u8, VhostState)>,
+    /// Bit i set when node i is MASTER here.
+    pub mask: u32,
+    /// How many of the `nodes.len()` hash slots this host serves.
+    pub served_slots: usize,
+    /// The addresses are configured here.
+    pub live: bool,
+    /// ARP requests / NS for its addresses answered by this host (balancing).
+    #[serde(default)]
+    pub solicitations_answered: u64,
+    /// Those left to another host (balancing).
+    #[serde(default)]
+    pub solicitations_silent: u64,
+    /// Requesters not pinned because the table was full (the kernel then
+    /// resolves them itself and may draw their traffic here).
+    #[serde(default)]
+    pub unpinned_requesters: u64,
+}
+
 /// A state change as streamed by `watch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
@@ -236,6 +266,9 @@ pub struct Reply {
     /// For `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhosts: Option<Vec<VhostView>>,
+    /// For `status`: every carp interface, with its nodes and mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<Vec<CarpIfView>>,
     /// For `status`: the demote counter of every interface group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<(String, u8)>>,

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use carp_proto::{Instant, State, Vhid, VhostId, VhostStatus};
 
-use super::Daemon;
+use super::{Daemon, vhost_of};
 use crate::carplog;
-use crate::control::types::{Reply, Request, VhostView};
+use crate::control::types::{CarpIfView, Reply, Request, VhostView};
 use crate::maintenance::MAINTENANCE_DEMOTE;
 use crate::os::Os;
 
@@ -64,6 +64,7 @@ impl<O: Os> Daemon<O> {
             Request::Status => Reply {
                 ok: true,
                 vhosts: Some(self.node.status().iter().map(|s| self.view(s)).collect()),
+                interfaces: Some(self.interface_views()),
                 groups: Some(
                     self.node
                         .groups()
@@ -198,10 +199,46 @@ impl<O: Os> Daemon<O> {
         );
     }
 
+    /// Return the control protocol's view of every carp interface.
+    pub(super) fn interface_views(&self) -> Vec<CarpIfView> {
+        self.node
+            .interfaces()
+            .iter()
+            .map(|i| {
+                let r = self.vhosts.get(&vhost_of(i.id));
+                let counts = self
+                    .solicitations
+                    .get(&vhost_of(i.id))
+                    .copied()
+                    .unwrap_or_default();
+                CarpIfView {
+                    carpdev: r.map_or_else(String::new, |r| r.spec.carpdev.clone()),
+                    vhid: i.id.vhid.get(),
+                    balancing: i.balancing.to_string(),
+                    nodes: i
+                        .nodes
+                        .iter()
+                        .map(|id| {
+                            let state = self.node.state(*id).unwrap_or(State::Init);
+                            (id.vhid.get(), state.into())
+                        })
+                        .collect(),
+                    mask: i.mask,
+                    served_slots: carp_proto::balance::served_slots(i.mask, i.nodes.len()),
+                    live: i.live,
+                    solicitations_answered: counts.answered,
+                    solicitations_silent: counts.silent,
+                    unpinned_requesters: counts.dropped_pins,
+                }
+            })
+            .collect()
+    }
+
     /// Return the control protocol's view of one vhost.
     fn view(&self, s: &VhostStatus) -> VhostView {
         let now = self.now();
-        let r = self.vhosts.get(&s.id);
+        // A node of a carp interface: the interface is realised under its leader.
+        let r = self.vhosts.get(&vhost_of(s.iface));
         let bad_auth = s
             .last_bad_auth
             .map(|(a, t)| (a, (now - t).as_secs_f64()))

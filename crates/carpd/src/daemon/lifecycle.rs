@@ -131,7 +131,14 @@ impl<O: Os> Daemon<O> {
                 continue;
             };
             let same_place = new.vhosts.iter().find(|s| {
-                s.carpdev == r.spec.carpdev && s.proto.vhid == id.vhid && s.lladdr == r.spec.lladdr
+                s.carpdev == r.spec.carpdev
+                    && s.proto.vhid == id.vhid
+                    && s.lladdr == r.spec.lladdr
+                    && s.nodes
+                        .iter()
+                        .map(|n| n.vhid)
+                        .eq(r.spec.nodes.iter().map(|n| n.vhid))
+                    && s.balancing() == r.spec.balancing()
             });
             match same_place {
                 Some(spec) if *spec == r.spec => kept += 1,
@@ -153,9 +160,10 @@ impl<O: Os> Daemon<O> {
                 }
                 None => {
                     self.node
-                        .remove_vhost(now, id)
+                        .remove_interface(now, CarpIfId::of(id))
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     self.drain().await;
+                    self.stop_balancing(id).await;
                     if let Some(index) = self.vhosts.remove(&id).and_then(|r| r.macvlan) {
                         self.delete_macvlan(index).await;
                     }
@@ -213,6 +221,10 @@ impl<O: Os> Daemon<O> {
             self.perform(action).await;
         }
         self.drain().await;
+        let ids: Vec<VhostId> = self.vhosts.keys().copied().collect();
+        for id in ids {
+            self.stop_balancing(id).await;
+        }
         let macvlans: Vec<u32> = self.vhosts.values().filter_map(|r| r.macvlan).collect();
         for index in macvlans {
             self.delete_macvlan(index).await;

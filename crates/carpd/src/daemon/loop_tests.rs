@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use carp_proto::{Family, LinkId};
+use carp_proto::{CarpIfId, Family, LinkId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Signal, run_with};
@@ -20,7 +20,9 @@ use crate::config::{DaemonConfig, Overrides};
 use crate::control::Envelope;
 use crate::control::types::{Reply, Request, VhostCause, VhostState, VhostView};
 use crate::log::{Level, capture};
-use crate::os::{Datagram, Dropped, LinkEvent, LinkInfo, Os, OsError, PrivError};
+use crate::os::{
+    Balanced, Datagram, Dropped, LinkEvent, LinkInfo, Os, OsError, PrivError, Solicitation,
+};
 use crate::owned::OwnedAddress;
 
 const ETH0: u32 = 2;
@@ -57,6 +59,14 @@ enum Call {
     Release(Vec<IpAddr>),
     SaveRecord,
     DropPrivileges,
+    OpenSolicitations(LinkId),
+    /// An ARP reply or NA: target, answer MAC, frame source.
+    Answer(IpAddr, [u8; 6], [u8; 6]),
+    Pin(IpAddr, [u8; 6]),
+    Unpin(IpAddr),
+    BalanceSet(Balanced),
+    BalanceMask(u32),
+    BalanceRemove,
 }
 
 impl Call {
@@ -80,6 +90,7 @@ struct World {
     fail_send: Option<i32>,
     sockets: Vec<(LinkId, Family, mpsc::Sender<Datagram>)>,
     events: Option<mpsc::Sender<LinkEvent>>,
+    solicitations: Option<mpsc::Sender<Solicitation>>,
     record: BTreeSet<OwnedAddress>,
     next_index: u32,
 }
@@ -336,6 +347,58 @@ impl Os for Fake {
         Ok(())
     }
 
+    fn open_solicitations(
+        &mut self,
+        link: LinkId,
+        _index: u32,
+        to: mpsc::Sender<Solicitation>,
+    ) -> Result<(), OsError> {
+        self.call(Call::OpenSolicitations(link));
+        self.0.borrow_mut().solicitations = Some(to);
+        Ok(())
+    }
+
+    fn answer_solicitation(
+        &self,
+        sol: &Solicitation,
+        answer_mac: [u8; 6],
+        frame_src: [u8; 6],
+        _router: bool,
+    ) -> Result<(), OsError> {
+        self.call(Call::Answer(sol.target, answer_mac, frame_src));
+        Ok(())
+    }
+
+    async fn pin_neighbour(&self, _index: u32, ip: IpAddr, mac: [u8; 6]) -> Result<(), OsError> {
+        self.call(Call::Pin(ip, mac));
+        Ok(())
+    }
+
+    async fn unpin_neighbour(&self, _index: u32, ip: IpAddr) -> Result<(), OsError> {
+        self.call(Call::Unpin(ip));
+        Ok(())
+    }
+
+    fn balance_set(
+        &mut self,
+        _link: LinkId,
+        _index: u32,
+        _iface: CarpIfId,
+        set: &Balanced,
+    ) -> Result<(), OsError> {
+        self.call(Call::BalanceSet(set.clone()));
+        Ok(())
+    }
+
+    fn balance_mask(&mut self, _link: LinkId, _iface: CarpIfId, mask: u32) -> Result<(), OsError> {
+        self.call(Call::BalanceMask(mask));
+        Ok(())
+    }
+
+    fn balance_remove(&mut self, _link: LinkId, _iface: CarpIfId) {
+        self.call(Call::BalanceRemove);
+    }
+
     fn read_sysctl(&self, _key: &str) -> Option<String> {
         None
     }
@@ -377,6 +440,7 @@ impl Os for Fake {
         &mut self,
         _user: Option<&str>,
         _state_dir: &Path,
+        _bpf: bool,
     ) -> Result<Dropped, PrivError> {
         self.call(Call::DropPrivileges);
         Ok(Dropped {
@@ -1339,4 +1403,115 @@ async fn reload_names_what_only_a_restart_applies() {
     })
     .await;
     result.unwrap();
+}
+
+impl Fake {
+    /// Deliver an ARP request or NS as the carpdev's solicitation reader would.
+    async fn solicit(&self, sender_mac: [u8; 6], sender_ip: &str, target: &str) {
+        let tx = self
+            .0
+            .borrow()
+            .solicitations
+            .clone()
+            .expect("solicitations open");
+        tx.send(Solicitation {
+            link: LinkId(ETH0),
+            sender_mac,
+            sender_ip: ip(sender_ip),
+            target: ip(target),
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Input: `carpnodes 1:0,2:100,3:100 balancing arp` with no peers, then ARP
+/// requests from 40 client MACs. Output: the addresses go on eth0 itself as
+/// soon as the nodes run (before any MASTER), the datapath is set with each
+/// node's MAC and gets every mask change, and once all three nodes are
+/// MASTER here every requester is pinned and answered with the MAC of the
+/// node its MAC hashes to (OpenBSD 1.270 `carp_hash`); no GARP is sent.
+#[tokio::test(start_paused = true)]
+async fn arp_balanced_interface_answers_by_the_requesters_hash() {
+    let fake = Fake::new();
+    let world = fake.clone();
+    let config = "[[vhost]]\ncarpdev = \"eth0\"\ncarpnodes = \"1:0,2:100,3:100\"\n\
+                  balancing = \"arp\"\npass = \"secret\"\naddresses = [\"192.0.2.50/24\"]\n";
+    let result = Harness::run(config, fake, |h| async move {
+        let calls = h.fake.calls();
+        let set = calls
+            .iter()
+            .find_map(|c| match c {
+                Call::BalanceSet(b) => Some(b.clone()),
+                _ => None,
+            })
+            .expect("datapath set");
+        assert_eq!(set.mode, carp_proto::Balancing::Arp);
+        assert_eq!(
+            set.node_macs.iter().map(|m| m[5]).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(calls.contains(&Call::OpenSolicitations(LinkId(ETH0))));
+        assert!(
+            calls.contains(&Call::AddAddress(ETH0, ip(VIP), 24)),
+            "on the carpdev before any MASTER: {calls:#?}"
+        );
+        assert!(!calls.iter().any(|c| matches!(c, Call::EnsureMacvlan(..))));
+        for vhid in 1..=3 {
+            h.until_master(vhid).await;
+        }
+        let masks: Vec<u32> = h
+            .fake
+            .calls()
+            .iter()
+            .filter_map(|c| match c {
+                Call::BalanceMask(m) => Some(*m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(masks.last(), Some(&0b111), "{masks:?}");
+        let key =
+            carp_proto::balance::ArpHashKey::new(&carp_proto::Passphrase::new(b"secret").unwrap());
+        let before = h.fake.calls().len();
+        for n in 0..40u8 {
+            h.fake
+                .solicit([2, 0, 0, 0, 1, n], &format!("192.0.2.{}", 100 + n), VIP)
+                .await;
+        }
+        // Not a balanced address: ignored.
+        h.fake
+            .solicit([2, 0, 0, 0, 1, 99], "192.0.2.99", "192.0.2.1")
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let calls = h.fake.calls()[before..].to_vec();
+        for n in 0..40u8 {
+            let mac = [2, 0, 0, 0, 1, n];
+            let slot = carp_proto::balance::arp_slot(&key, mac, 3).unwrap();
+            let node_mac = [0, 0, 0x5e, 0, 1, slot as u8 + 1];
+            assert!(
+                calls.contains(&Call::Answer(ip(VIP), node_mac, node_mac)),
+                "client {n} (slot {slot}) answered with node {}'s MAC: {calls:#?}",
+                slot + 1
+            );
+            assert!(calls.contains(&Call::Pin(ip(&format!("192.0.2.{}", 100 + n)), mac)));
+        }
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| matches!(c, Call::Answer(..)))
+                .count(),
+            40
+        );
+        assert!(!h.fake.calls().iter().any(|c| matches!(c, Call::Garp(..))));
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+    // Shut down: out of the datapath, pins removed.
+    let calls = world.calls();
+    assert!(calls.contains(&Call::BalanceRemove));
+    assert_eq!(
+        calls.iter().filter(|c| matches!(c, Call::Unpin(_))).count(),
+        40
+    );
 }

@@ -11,6 +11,7 @@
 //! events; `control` answers control verbs; `lifecycle` reloads and
 //! shuts down. Every OS call goes through the [`Os`] passed to [`run`].
 
+mod balance;
 mod control;
 mod events;
 mod lifecycle;
@@ -20,12 +21,12 @@ mod repair;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use carp_proto::node::RxMeta;
-use carp_proto::{CarpIfId, Instant, LinkId, Node, NodeConfig, VhostId};
+use carp_proto::{Balancing, CarpIfId, Instant, LinkId, Node, NodeConfig, VhostId};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::carplog;
@@ -35,7 +36,7 @@ use crate::control::{self as ctl, Envelope};
 use crate::hooks::HookQueue;
 use crate::log::{self, chain};
 use crate::maintenance::{MAINTENANCE_DEMOTE, Maintenance};
-use crate::os::{Datagram, Os};
+use crate::os::{Datagram, Os, Solicitation};
 use crate::systemd;
 
 pub use realise::macvlan_name;
@@ -67,6 +68,8 @@ struct Carpdev {
     warned_src4: Cell<Option<tokio::time::Instant>>,
     /// When a received advertisement from 0.0.0.0 was last logged.
     warned_rx_unspecified: Option<tokio::time::Instant>,
+    /// ARP requests and NS are read here (a balancing interface uses it).
+    solicitations: bool,
 }
 
 /// One vhost as realised on the host.
@@ -101,6 +104,19 @@ struct Daemon<O: Os> {
     reloads: lifecycle::Reloads,
     /// When a failed authentication was last logged, per vhost (rate limit).
     auth_logged: BTreeMap<VhostId, tokio::time::Instant>,
+    solicit_tx: mpsc::Sender<Solicitation>,
+    /// Requesters of balanced addresses pinned in the neighbour table.
+    pinned: BTreeMap<(LinkId, IpAddr), [u8; 6]>,
+    /// Solicitations for balanced addresses: answered here, left to another host.
+    solicitations: BTreeMap<VhostId, SolicitationCounts>,
+}
+
+/// What became of the ARP requests and NS for balanced addresses.
+#[derive(Debug, Default, Clone, Copy)]
+struct SolicitationCounts {
+    answered: u64,
+    silent: u64,
+    dropped_pins: u64,
 }
 
 /// Run the daemon on `os` until `signals` yields `Terminate` (or closes).
@@ -130,6 +146,7 @@ async fn run_with<O: Os>(
     }
     let mut links = os.link_events().context("cannot monitor links")?;
     let (rx_tx, mut rx) = mpsc::channel::<Datagram>(1024);
+    let (solicit_tx, mut solicit_rx) = mpsc::channel::<Solicitation>(256);
     let (transitions, _) = broadcast::channel(256);
     let (reload_tx, mut reloaded) = mpsc::unbounded_channel();
     let state_dir = config
@@ -187,6 +204,9 @@ async fn run_with<O: Os>(
         overrides,
         reloads: lifecycle::Reloads::new(reload_tx),
         auth_logged: BTreeMap::new(),
+        solicit_tx,
+        pinned: BTreeMap::new(),
+        solicitations: BTreeMap::new(),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -212,7 +232,11 @@ async fn run_with<O: Os>(
     }
     // Set-up is done: keep CAP_NET_ADMIN and CAP_NET_RAW only.
     let user = d.overrides.user.clone();
-    let dropped = match d.os.drop_privileges(user.as_deref(), &state_dir) {
+    let balancing = config
+        .vhosts
+        .iter()
+        .any(|v| v.balancing() != Balancing::None);
+    let dropped = match d.os.drop_privileges(user.as_deref(), &state_dir, balancing) {
         Ok(dropped) => dropped,
         Err(e) => {
             d.shutdown(None).await;
@@ -247,6 +271,7 @@ async fn run_with<O: Os>(
         let deadline = d.node.poll_timeout().map(|t| d.to_tokio(t));
         tokio::select! {
             Some(dgram) = rx.recv() => d.handle_datagram(dgram),
+            Some(sol) = solicit_rx.recv() => d.handle_solicitation(sol).await,
             _ = sleep_until(deadline) => {
                 let now = d.now();
                 d.node.handle_timeout(now);
@@ -315,6 +340,13 @@ impl<O: Os> Daemon<O> {
             src: dgram.src,
             dst: dgram.dst,
             ttl: dgram.ttl,
+            local: self
+                .carpdevs
+                .get(&dgram.link)
+                .and_then(|d| match dgram.src {
+                    IpAddr::V4(_) => d.src4.map(IpAddr::V4),
+                    IpAddr::V6(_) => d.src6.map(IpAddr::V6),
+                }),
         };
         let current = self.carpdevs.get(&dgram.link).and_then(|d| d.index);
         let link = if dgram.ifindex == 0 || Some(dgram.ifindex) == current {

@@ -58,11 +58,7 @@ impl<O: Os> Daemon<O> {
                 ipv4,
                 ipv6,
             } => self.announce(vhost_of(iface), mac, &ipv4, &ipv6),
-            Action::LoadShare { iface, mask, nodes } => carplog!(
-                Debug,
-                "{}: load-share mask {mask:#x} of {nodes} node(s)",
-                self.label(vhost_of(iface))
-            ),
+            Action::LoadShare { iface, mask, nodes } => self.load_share(iface, mask, nodes),
             Action::PrepareMaster { iface, .. } => {
                 // The daemon configures no gate yet (state sync will): go live at once.
                 let now = self.now();
@@ -274,7 +270,9 @@ impl<O: Os> Daemon<O> {
                 self.label(id)
             ),
         );
-        let Some(r) = self.vhosts.get(&id) else {
+        // A node of a carp interface: the interface is realised under its leader.
+        let owner = self.node.interface_of(id).map_or(id, vhost_of);
+        let Some(r) = self.vhosts.get(&owner) else {
             return;
         };
         let _ = self.transitions.send(Transition {

@@ -5,15 +5,15 @@ use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, bail};
-use carp_proto::{Family, LinkId, VhostId};
+use carp_proto::{Balancing, CarpIfId, Family, LinkId, VhostId};
 
 use super::{Carpdev, Daemon, Realised, vhost_of};
 use crate::carplog;
 use crate::config::{Lladdr, VhostSpec};
 use crate::hooks::HookQueue;
 use crate::log::chain;
-use crate::os::Os;
 use crate::os::l2::virtual_mac;
+use crate::os::{Balanced, Os};
 use crate::owned::OwnedAddress;
 
 /// The link of datagrams that arrived on another interface than their
@@ -60,6 +60,7 @@ impl<O: Os> Daemon<O> {
                         src6,
                         warned_src4: Cell::new(None),
                         warned_rx_unspecified: None,
+                        solicitations: false,
                     },
                 );
                 let now = self.now();
@@ -174,9 +175,13 @@ impl<O: Os> Daemon<O> {
         let parent_name = self.carpdevs[&link].name.clone();
         let parent = self.carpdevs[&link].index.unwrap_or(0);
         let vhid = spec.proto.vhid.get();
-        let (addr_index, addr_ifname, macvlan) = match spec.lladdr {
-            Lladdr::Real => (parent, parent_name.clone(), None),
-            Lladdr::Virtual => {
+        let balancing = spec.balancing();
+        // Balanced addresses sit on the carpdev itself, where the datapath
+        // splits their traffic at tc ingress; there is no single virtual MAC.
+        let on_parent = spec.lladdr == Lladdr::Real || balancing != Balancing::None;
+        let (addr_index, addr_ifname, macvlan) = match on_parent {
+            true => (parent, parent_name.clone(), None),
+            false => {
                 let name = macvlan_name(parent, vhid);
                 let mac = virtual_mac(vhid);
                 let index = self
@@ -207,11 +212,14 @@ impl<O: Os> Daemon<O> {
                 );
             }
         }
-        let cookie: [u8; 8] = rand::random();
+        if balancing != Balancing::None {
+            self.start_balancing(link, parent, &spec)?;
+        }
+        let cookies: Vec<[u8; 8]> = spec.nodes.iter().map(|_| rand::random()).collect();
         let now = self.now();
         let iface = self
             .node
-            .add_interface(now, link, spec.carp_if_config(), &[cookie])
+            .add_interface(now, link, spec.carp_if_config(), &cookies)
             .map_err(|e| anyhow::anyhow!("{}: {e}", spec.carpdev))?;
         let id = vhost_of(iface);
         self.vhosts.insert(
@@ -229,6 +237,93 @@ impl<O: Os> Daemon<O> {
         );
 
         Ok(())
+    }
+
+    /// Attach the balancing datapath for `spec` on carpdev `link` (interface
+    /// `index`) and start answering its solicitations (spec section 7).
+    pub(super) fn start_balancing(
+        &mut self,
+        link: LinkId,
+        index: u32,
+        spec: &VhostSpec,
+    ) -> anyhow::Result<()> {
+        let config = spec.carp_if_config();
+        let iface = CarpIfId {
+            link,
+            vhid: spec.proto.vhid,
+        };
+        // Set up again (a re-created carpdev): the nodes keep their states.
+        let mask = self
+            .node
+            .interfaces()
+            .iter()
+            .find(|i| i.id == iface)
+            .map_or(0, |i| i.mask);
+        let set = Balanced {
+            mode: spec.balancing(),
+            mask,
+            node_macs: spec
+                .nodes
+                .iter()
+                .map(|n| virtual_mac(n.vhid.get()))
+                .collect(),
+            leader_mac: config
+                .answer_mac(0)
+                .unwrap_or(virtual_mac(spec.proto.vhid.get())),
+            addresses: spec.addresses.iter().map(|a| a.addr).collect(),
+        };
+        self.os
+            .balance_set(link, index, iface, &set)
+            .with_context(|| {
+                format!(
+                    "{}: balancing {} needs the eBPF datapath at tc ingress",
+                    spec.carpdev,
+                    spec.balancing()
+                )
+            })?;
+        let Some(dev) = self.carpdevs.get_mut(&link) else {
+            bail!("carpdev vanished")
+        };
+        if !dev.solicitations {
+            self.os
+                .open_solicitations(link, index, self.solicit_tx.clone())
+                .with_context(|| format!("{}: ARP/NS packet socket", spec.carpdev))?;
+            dev.solicitations = true;
+        }
+        Ok(())
+    }
+
+    /// Take carp interface `id` out of the datapath and forget the
+    /// neighbours pinned for its addresses.
+    pub(super) async fn stop_balancing(&mut self, id: VhostId) {
+        let Some(r) = self.vhosts.get(&id) else {
+            return;
+        };
+        if r.spec.balancing() == Balancing::None {
+            return;
+        }
+        let index = r.addr_index;
+        self.os.balance_remove(id.link, CarpIfId::of(id));
+        let pinned: Vec<IpAddr> = self
+            .pinned
+            .keys()
+            .filter(|(link, _)| *link == id.link)
+            .map(|(_, ip)| *ip)
+            .collect();
+        // Pins are per link; keep them while another balanced interface uses the link.
+        let others = self
+            .vhosts
+            .iter()
+            .any(|(o, r)| *o != id && o.link == id.link && r.spec.balancing() != Balancing::None);
+        if others {
+            return;
+        }
+        for ip in pinned {
+            self.pinned.remove(&(id.link, ip));
+            if let Err(e) = self.os.unpin_neighbour(index, ip).await {
+                carplog!(Debug, "cannot unpin neighbour {ip}: {}", chain(&e));
+            }
+        }
     }
 
     /// Remove the addresses a previous run recorded and did not release.

@@ -192,6 +192,21 @@ impl<O: Os> Daemon<O> {
             "carpdev {name} is back as index {}; sockets reopened",
             info.index
         );
+        // The datapath and the solicitation reader went with the old index.
+        if let Some(dev) = self.carpdevs.get_mut(&link) {
+            dev.solicitations = false;
+        }
+        let balanced: Vec<_> = self
+            .vhosts
+            .iter()
+            .filter(|(id, r)| id.link == link && r.spec.balancing() != carp_proto::Balancing::None)
+            .map(|(_, r)| r.spec.clone())
+            .collect();
+        for spec in balanced {
+            if let Err(e) = self.start_balancing(link, info.index, &spec) {
+                carplog!(Err, "carpdev {name}: {}", chain(&*e));
+            }
+        }
         // Its macvlans went with the old interface.
         let ids: Vec<VhostId> = self
             .vhosts

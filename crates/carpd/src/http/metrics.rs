@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicU64;
 
 use carp_proto::Stats;
 
-use crate::control::types::{VhostState, VhostView};
+use crate::control::types::{CarpIfView, VhostState, VhostView};
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -129,6 +129,7 @@ fn vhost_drops(s: &Stats) -> [(&'static str, u64); 9] {
 pub fn render(
     stats: &Stats,
     vhosts: &[VhostView],
+    interfaces: &[CarpIfView],
     groups: &[(String, u8)],
     maintenance: bool,
     now_unix: f64,
@@ -271,6 +272,8 @@ pub fn render(
         registry.register(name, help, family);
     }
 
+    register_interfaces(&mut registry, interfaces);
+
     let demote = Family::<Labels, Gauge>::default();
     for (group, value) in groups {
         demote
@@ -293,6 +296,62 @@ pub fn render(
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)
+}
+
+/// Per carp interface: its nodes and mode, the load-share mask, the share
+/// of hash slots this host serves and what became of ARP requests / NS.
+fn register_interfaces(registry: &mut Registry, interfaces: &[CarpIfView]) {
+    let labels = |i: &CarpIfView| -> Labels {
+        vec![("carpdev", i.carpdev.clone()), ("vhid", i.vhid.to_string())]
+    };
+    let info = Family::<Labels, Gauge>::default();
+    let mask = Family::<Labels, Gauge>::default();
+    let slots = Family::<Labels, Gauge>::default();
+    let served = Family::<Labels, Gauge>::default();
+    let answers = Family::<Labels, Counter>::default();
+    for i in interfaces {
+        let mut l = labels(i);
+        l.push(("balancing", i.balancing.clone()));
+        let nodes: Vec<String> = i.nodes.iter().map(|(v, _)| v.to_string()).collect();
+        l.push(("nodes", nodes.join(",")));
+        info.get_or_create(&l).set(1);
+        mask.get_or_create(&labels(i)).set(i64::from(i.mask));
+        slots.get_or_create(&labels(i)).set(i.nodes.len() as i64);
+        served.get_or_create(&labels(i)).set(i.served_slots as i64);
+        for (result, n) in [
+            ("answered", i.solicitations_answered),
+            ("silent", i.solicitations_silent),
+        ] {
+            let mut l = labels(i);
+            l.push(("result", result.to_string()));
+            answers.get_or_create(&l).inc_by(n);
+        }
+    }
+    registry.register(
+        "carp_interface_info",
+        "A carp interface: its balancing mode and node vhids; the value is always 1",
+        info,
+    );
+    registry.register(
+        "carp_interface_load_share_mask",
+        "Bit i set when node i (vhid order) is MASTER here",
+        mask,
+    );
+    registry.register(
+        "carp_interface_slots",
+        "Hash slots (nodes) of the carp interface",
+        slots,
+    );
+    registry.register(
+        "carp_interface_served_slots",
+        "Hash slots this host serves (nodes MASTER here)",
+        served,
+    );
+    registry.register(
+        "carp_interface_solicitations",
+        "ARP requests and neighbour solicitations for balanced addresses, answered here or left to another host",
+        answers,
+    );
 }
 
 fn vhost_labels(v: &VhostView) -> Labels {
@@ -358,7 +417,34 @@ mod test {
             bad_auth_age_secs: None,
             key_fingerprint: String::new(),
         };
-        let text = render(&stats, &[v], &[("carp".into(), 128)], true, 1000.0).unwrap();
+        let iface = CarpIfView {
+            carpdev: "eth0".into(),
+            vhid: 1,
+            balancing: "ip".into(),
+            nodes: vec![(1, VhostState::Master), (2, VhostState::Backup)],
+            mask: 1,
+            served_slots: 1,
+            live: true,
+            solicitations_answered: 4,
+            solicitations_silent: 2,
+            unpinned_requesters: 0,
+        };
+        let text = render(
+            &stats,
+            &[v],
+            &[iface],
+            &[("carp".into(), 128)],
+            true,
+            1000.0,
+        )
+        .unwrap();
+        assert!(text.contains(
+            "carp_interface_info{carpdev=\"eth0\",vhid=\"1\",balancing=\"ip\",nodes=\"1,2\"} 1"
+        ));
+        assert!(text.contains("carp_interface_served_slots{carpdev=\"eth0\",vhid=\"1\"} 1"));
+        assert!(text.contains(
+            "carp_interface_solicitations_total{carpdev=\"eth0\",vhid=\"1\",result=\"answered\"} 4"
+        ));
         for line in [
             "carp_dropped_packets_total{reason=\"bad_ttl\"} 7",
             "carp_vhost_dropped_packets_total{carpdev=\"eth0\",vhid=\"9\",reason=\"bad_ttl\"} 7",

@@ -321,6 +321,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
     let text = metrics::render(
         &stats,
         status.vhosts.as_deref().unwrap_or(&[]),
+        status.interfaces.as_deref().unwrap_or(&[]),
         status.groups.as_deref().unwrap_or(&[]),
         status.maintenance.unwrap_or(false),
         // The wall clock belongs here, not in the loop: the state's start

@@ -12,17 +12,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carp_proto::{Family, LinkId};
+use carp_proto::{CarpIfId, Family, LinkId};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use super::balance_glue::Datapaths;
 use super::l2::{
-    ETH_P_IP, ETH_P_IPV6, L2Sender, carp_advert_frame_v4, carp_advert_frame_v6, multicast_mac,
+    ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, L2Sender, carp_advert_frame_v4, carp_advert_frame_v6,
+    multicast_mac,
 };
 use super::netlink::{LinkEvent, LinkInfo, LinkMonitor, Netlink};
 use super::privs::{self, Dropped, PrivError};
 use super::raw::CarpSocket;
-use super::{Datagram, Os, OsError};
+use super::solicit::{self, SolicitationSocket};
+use super::{Balanced, Datagram, Os, OsError, Solicitation};
 use crate::carplog;
 use crate::log::chain;
 use crate::owned::{Owned, OwnedAddress};
@@ -37,6 +40,8 @@ pub struct Linux {
     netlink: Netlink,
     sockets: BTreeMap<(LinkId, Family), (Arc<CarpSocket>, AbortHandle)>,
     l2: BTreeMap<LinkId, L2Sender>,
+    solicitations: BTreeMap<LinkId, AbortHandle>,
+    balance: Datapaths,
     record: Option<Owned>,
 }
 
@@ -47,6 +52,8 @@ impl Linux {
             netlink: Netlink::connect().await?,
             sockets: BTreeMap::new(),
             l2: BTreeMap::new(),
+            solicitations: BTreeMap::new(),
+            balance: Datapaths::default(),
             record: None,
         })
     }
@@ -157,6 +164,10 @@ impl Os for Linux {
 
     fn close_link(&mut self, link: LinkId) {
         self.l2.remove(&link);
+        if let Some(reader) = self.solicitations.remove(&link) {
+            reader.abort();
+        }
+        self.balance.forget_link(link);
         for family in [Family::V4, Family::V6] {
             if let Some((_, reader)) = self.sockets.remove(&(link, family)) {
                 reader.abort();
@@ -201,6 +212,69 @@ impl Os for Linux {
         router: bool,
     ) -> Result<(), OsError> {
         self.l2(link)?.send_unsolicited_na(mac, ip, router)
+    }
+
+    fn open_solicitations(
+        &mut self,
+        link: LinkId,
+        index: u32,
+        to: mpsc::Sender<Solicitation>,
+    ) -> Result<(), OsError> {
+        let sock = SolicitationSocket::open(index)?;
+        let reader = spawn_solicitation_reader(link, sock, to);
+        if let Some(old) = self.solicitations.insert(link, reader) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    fn answer_solicitation(
+        &self,
+        sol: &Solicitation,
+        answer_mac: [u8; 6],
+        frame_src: [u8; 6],
+        router: bool,
+    ) -> Result<(), OsError> {
+        let l2 = self.l2(sol.link)?;
+        match sol.target {
+            IpAddr::V4(_) => match solicit::arp_reply_frame(sol, answer_mac, frame_src) {
+                Some(frame) => l2.send(&frame, ETH_P_ARP, sol.sender_mac),
+                None => Ok(()),
+            },
+            IpAddr::V6(_) => match solicit::na_reply_frame(sol, answer_mac, frame_src, router) {
+                Some(frame) => {
+                    let dst: [u8; 6] = frame[..6].try_into().unwrap_or(sol.sender_mac);
+                    l2.send(&frame, ETH_P_IPV6, dst)
+                }
+                None => Ok(()),
+            },
+        }
+    }
+
+    async fn pin_neighbour(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> Result<(), OsError> {
+        self.netlink.pin_neighbour(index, ip, mac).await
+    }
+
+    async fn unpin_neighbour(&self, index: u32, ip: IpAddr) -> Result<(), OsError> {
+        self.netlink.unpin_neighbour(index, ip).await
+    }
+
+    fn balance_set(
+        &mut self,
+        link: LinkId,
+        index: u32,
+        iface: CarpIfId,
+        set: &Balanced,
+    ) -> Result<(), OsError> {
+        self.balance.set(link, index, iface, set)
+    }
+
+    fn balance_mask(&mut self, link: LinkId, iface: CarpIfId, mask: u32) -> Result<(), OsError> {
+        self.balance.set_mask(link, iface, mask)
+    }
+
+    fn balance_remove(&mut self, link: LinkId, iface: CarpIfId) {
+        self.balance.remove(link, iface);
     }
 
     fn read_sysctl(&self, key: &str) -> Option<String> {
@@ -249,10 +323,44 @@ impl Os for Linux {
         &mut self,
         user: Option<&str>,
         state_dir: &Path,
+        bpf: bool,
     ) -> Result<Dropped, PrivError> {
         let user = user.map(privs::lookup_user).transpose()?;
-        privs::drop_privileges(user.as_ref(), state_dir)
+        privs::drop_privileges(user.as_ref(), state_dir, bpf)
     }
+}
+
+fn spawn_solicitation_reader(
+    link: LinkId,
+    sock: SolicitationSocket,
+    tx: mpsc::Sender<Solicitation>,
+) -> AbortHandle {
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            match sock.recv(&mut buf).await {
+                Ok(n) => {
+                    let Some(sol) = solicit::parse(link, &buf[..n.min(buf.len())]) else {
+                        continue;
+                    };
+                    // A flood must not stall the reader: drop what the loop cannot take.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(sol) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    carplog!(
+                        Warning,
+                        "link {}: solicitation receive failed: {}",
+                        link.0,
+                        chain(&e)
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    task.abort_handle()
 }
 
 fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>) -> AbortHandle {

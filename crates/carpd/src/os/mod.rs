@@ -26,22 +26,41 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use carp_proto::{Family, LinkId};
+use carp_proto::{Balancing, CarpIfId, Family, LinkId};
 use tokio::sync::mpsc;
 
 use crate::owned::OwnedAddress;
 
 pub mod balance;
+pub mod balance_glue;
 pub mod l2;
 pub mod linux;
 pub mod netlink;
 pub mod privs;
 pub mod raw;
+pub mod solicit;
 mod sys;
 
 pub use linux::Linux;
 pub use netlink::{LinkEvent, LinkInfo};
 pub use privs::{Dropped, PrivError};
+pub use solicit::Solicitation;
+
+/// A carp interface's part of the balancing datapath (spec section 7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balanced {
+    /// The mode the interface runs (never `none`).
+    pub mode: Balancing,
+    /// The load-share mask: bit i set when node i is MASTER here.
+    pub mask: u32,
+    /// Each node's MAC, in vhid order (node i = slot i).
+    pub node_macs: Vec<[u8; 6]>,
+    /// The frames' destination MAC the interface receives on: the leader's
+    /// multicast MAC in `ip`, its virtual MAC in `ip-stealth`/`ip-unicast`.
+    pub leader_mac: [u8; 6],
+    /// The shared addresses.
+    pub addresses: Vec<IpAddr>,
+}
 
 /// A datagram read by a CARP socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +157,45 @@ pub trait Os {
         router: bool,
     ) -> Result<(), OsError>;
 
+    /// Start reading ARP requests and neighbour solicitations on carpdev
+    /// `link` (now interface `index`) into `to`, replacing a reader opened
+    /// before (balancing modes: see [`solicit`]).
+    fn open_solicitations(
+        &mut self,
+        link: LinkId,
+        index: u32,
+        to: mpsc::Sender<Solicitation>,
+    ) -> Result<(), OsError>;
+    /// Answer `sol` on its link: `target` is at `answer_mac`, in a frame from `frame_src`.
+    fn answer_solicitation(
+        &self,
+        sol: &Solicitation,
+        answer_mac: [u8; 6],
+        frame_src: [u8; 6],
+        router: bool,
+    ) -> Result<(), OsError>;
+    /// Pin `ip` at `mac` in the neighbour table of link `index` (NUD_PERMANENT),
+    /// so the kernel never solicits a requester of a balanced address itself:
+    /// its request would carry a shared address with this host's own MAC and
+    /// re-point the requester's entry for it.
+    async fn pin_neighbour(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> Result<(), OsError>;
+    /// Remove a neighbour pinned by [`Os::pin_neighbour`]; a missing one is success.
+    async fn unpin_neighbour(&self, index: u32, ip: IpAddr) -> Result<(), OsError>;
+    /// Attach the balancing datapath to carpdev `link` (interface `index`)
+    /// if needed, and set carp interface `iface`'s part of it.
+    fn balance_set(
+        &mut self,
+        link: LinkId,
+        index: u32,
+        iface: CarpIfId,
+        set: &Balanced,
+    ) -> Result<(), OsError>;
+    /// Set carp interface `iface`'s load-share mask in the datapath (one
+    /// atomic map write).
+    fn balance_mask(&mut self, link: LinkId, iface: CarpIfId, mask: u32) -> Result<(), OsError>;
+    /// Remove `iface` from the datapath of `link`; the last one detaches it.
+    fn balance_remove(&mut self, link: LinkId, iface: CarpIfId);
+
     /// Read sysctl `key` (such as `net/ipv6/conf/all/forwarding`).
     fn read_sysctl(&self, key: &str) -> Option<String>;
     /// Write sysctl `key`.
@@ -155,11 +213,13 @@ pub trait Os {
 
     /// Check that user `name` exists (before set-up, to fail early).
     fn lookup_user(&self, name: &str) -> Result<(), PrivError>;
-    /// Keep CAP_NET_ADMIN and CAP_NET_RAW only, optionally as `user`.
+    /// Keep CAP_NET_ADMIN and CAP_NET_RAW only (and CAP_BPF with `bpf`,
+    /// for the balancing datapath's map writes), optionally as `user`.
     fn drop_privileges(
         &mut self,
         user: Option<&str>,
         state_dir: &Path,
+        bpf: bool,
     ) -> Result<Dropped, PrivError>;
 }
 

@@ -17,11 +17,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoMacVlan, LinkAttribute,
     LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, MulticastGroup};
@@ -206,6 +210,39 @@ impl Netlink {
         match self.handle.address().del(msg).execute().await {
             Err(e) if matches!(errno_of(&e), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) => Ok(()),
             r => r.map_err(|e| nl_err("delete address", e)),
+        }
+    }
+
+    /// Set `ip` at `mac` on link `index` as a permanent neighbour, replacing
+    /// whatever entry was there.
+    pub async fn pin_neighbour(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> Result<(), OsError> {
+        self.handle
+            .neighbours()
+            .add(index, ip)
+            .link_layer_address(&mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| nl_err("pin neighbour", e))
+    }
+
+    /// Remove the neighbour entry of `ip` on link `index`; a missing one is success.
+    pub async fn unpin_neighbour(&self, index: u32, ip: IpAddr) -> Result<(), OsError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.ifindex = index;
+        msg.header.family = match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        msg.attributes
+            .push(NeighbourAttribute::Destination(match ip {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
+        match self.handle.neighbours().del(msg).execute().await {
+            Err(e) if matches!(errno_of(&e), Some(libc::ENOENT | libc::ENODEV)) => Ok(()),
+            r => r.map_err(|e| nl_err("remove neighbour", e)),
         }
     }
 

@@ -89,7 +89,16 @@ pub fn lookup_user(name: &str) -> Result<User, PrivError> {
 /// Without CAP_SETPCAP (for example under a systemd unit that already sets
 /// `CapabilityBoundingSet=`) the bounding set cannot shrink; what is left in
 /// it is reported in [`Dropped::bounding_left`] instead of failing.
-pub fn drop_privileges(user: Option<&User>, state_dir: &Path) -> Result<Dropped, PrivError> {
+///
+/// With `bpf` CAP_BPF is kept too: every bpf() call, also a map write on a
+/// descriptor already open, needs it while unprivileged BPF is disabled
+/// (Debian's default), and the balancing datapath writes its mask on every
+/// transition.
+pub fn drop_privileges(
+    user: Option<&User>,
+    state_dir: &Path,
+    bpf: bool,
+) -> Result<Dropped, PrivError> {
     let threads = std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .map_err(|source| PrivError::Sys {
@@ -100,13 +109,18 @@ pub fn drop_privileges(user: Option<&User>, state_dir: &Path) -> Result<Dropped,
         return Err(PrivError::Threads(threads));
     }
     let current = CapState::get_current().map_err(sys("capget"))?;
+    let kept: Vec<Cap> = KEPT
+        .iter()
+        .copied()
+        .chain(bpf.then_some(Cap::BPF))
+        .collect();
     let mut keep = CapSet::empty();
-    keep.add_all(KEPT.iter().copied().filter(|c| current.permitted.has(*c)));
+    keep.add_all(kept.iter().copied().filter(|c| current.permitted.has(*c)));
 
     // The bounding set first: dropping from it needs CAP_SETPCAP, which
     // goes with the user switch below.
     let mut bounding_left = Vec::new();
-    for cap in Cap::iter().filter(|c| !KEPT.contains(c)) {
+    for cap in Cap::iter().filter(|c| !kept.contains(c)) {
         if capctl::bounding::read(cap) != Some(true) {
             continue;
         }

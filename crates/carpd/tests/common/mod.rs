@@ -9,6 +9,7 @@
 //! an ignored test that is asked for never passes without running.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part (and re-export)
 
+pub mod balance;
 pub mod daemon;
 #[path = "../../testbed/mod.rs"]
 pub mod testbed;

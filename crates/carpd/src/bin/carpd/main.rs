@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use carpd::config::{DaemonConfig, Overrides};
+use carpd::config::{DaemonConfig, Overrides, reference};
 use carpd::daemon::{self, Signal};
 use carpd::os::Linux;
 
@@ -28,36 +28,38 @@ struct Cli {
 enum Command {
     /// Run the daemon, configured by a file or by ifconfig-style words:
     /// `carpdev eth0 vhid 1 advbase 1 advskew 100 pass secret 198.51.100.50/24`.
+    #[command(after_long_help = reference::words_help())]
     Run {
-        /// Take over from a master that advertises less often (net.inet.carp.preempt).
-        #[arg(long)]
+        #[arg(long, help = reference::flag_help("preempt"))]
         preempt: bool,
-        /// Syslog level threshold 0-7 (net.inet.carp.log); 2 logs only transitions.
-        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=7))]
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u8).range(0..=7),
+            help = reference::flag_help("log_level")
+        )]
         log_level: Option<u8>,
-        /// Control socket path [default: /run/carpd/carpd.sock].
-        #[arg(long)]
+        #[arg(long, value_name = "PATH", help = reference::flag_help("control"))]
         control: Option<PathBuf>,
-        /// Directory of state kept across restarts, such as maintenance mode
-        /// [default: /var/lib/carpd].
-        #[arg(long)]
+        #[arg(long, value_name = "PATH", help = reference::flag_help("state_dir"))]
         state_dir: Option<PathBuf>,
-        /// Serve the status page, JSON API and Prometheus metrics on this address
-        /// (for example 127.0.0.1:8080); off by default.
-        #[arg(long)]
+        #[arg(long, value_name = "ADDR:PORT", help = reference::flag_help("http"))]
         http: Option<std::net::SocketAddr>,
-        /// Allow changes over HTTP to requests carrying `Authorization: Bearer TOKEN`.
-        #[arg(long)]
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            value_parser = clap::builder::NonEmptyStringValueParser::new(),
+            help = reference::flag_help("http_token")
+        )]
         http_token: Option<String>,
         /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW
         /// (every other capability is dropped with or without it).
-        #[arg(long)]
+        #[arg(long, value_name = "USER")]
         user: Option<String>,
-        /// TOML configuration file (instead of words).
-        #[arg(long, conflicts_with = "words")]
+        /// TOML configuration file (instead of words; see carpd.toml(5)).
+        #[arg(long, value_name = "FILE", conflicts_with = "words")]
         config: Option<PathBuf>,
-        /// carpdev, vhid, advbase, advskew, pass, passfile, lladdr, group, peer, peer6,
-        /// up, down and addresses, as in ifconfig(8).
+        /// The vhosts as ifconfig-style words (listed below with --help).
         #[arg(num_args = 0.., allow_hyphen_values = true)]
         words: Vec<String>,
     },
@@ -127,7 +129,7 @@ fn main() -> ExitCode {
             }
             run(config, overrides)
         }
-        Command::Assets { dir } => match carpd::assets::write(Cli::command(), &dir) {
+        Command::Assets { dir } => match carpd::assets::write_daemon(Cli::command(), &dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("carpd: cannot write assets to {}: {e}", dir.display());
@@ -238,4 +240,22 @@ fn forward_signals(tx: mpsc::Sender<Signal>) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use carpd::config::reference::{Scope, settings};
+
+    #[test]
+    fn every_global_key_has_its_run_flag() {
+        Cli::command().debug_assert();
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        for s in settings(Scope::Global) {
+            let flag = s.flag.unwrap().trim_start_matches("--");
+            let arg = run.get_arguments().find(|a| a.get_long() == Some(flag));
+            assert!(arg.is_some(), "carpd run has no --{flag} for {}", s.key);
+        }
+    }
 }
