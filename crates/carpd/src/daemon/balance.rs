@@ -33,6 +33,13 @@ impl<O: Os> Daemon<O> {
         let Some(id) = self.balanced_for(&sol) else {
             return;
         };
+        carplog!(
+            Debug,
+            "{}: {} asks for {}",
+            self.label(id),
+            sol.sender_ip,
+            sol.target
+        );
         self.pin(id, &sol).await;
         let Some(answer) = self
             .node
