@@ -32,19 +32,18 @@ pub(crate) enum Decision {
 impl Flavour {
     /// Return what a vhost in `state` standing at `ours` does on hearing `theirs`.
     ///
-    /// `addresses` is (ours, theirs) when both are known: it breaks a tie
-    /// between two MASTERs of equal standing.
+    /// `tie` says who wins if both are MASTERs of equal standing.
     pub(crate) fn decide(
         self,
         state: State,
         ours: Standing,
         theirs: Standing,
         preempt: bool,
-        addresses: Option<(IpAddr, IpAddr)>,
+        tie: Tie,
     ) -> Decision {
         match (self, state) {
             (_, State::Init) => Decision::Ignore,
-            (Flavour::Carp, State::Master) if ours == theirs && wins_tie(addresses) => {
+            (Flavour::Carp, State::Master) if ours == theirs && tie == Tie::Ours => {
                 Decision::Reassert
             }
             (Flavour::Carp, State::Master) => match master_yields_to(ours, theirs) {
@@ -82,11 +81,30 @@ impl Flavour {
 /// the addresses in network order, the higher source address stays MASTER
 /// and only the lower steps down. A BSD peer still steps down whatever the
 /// addresses, so the pair converges either way and nothing on the wire changes.
-fn wins_tie(addresses: Option<(IpAddr, IpAddr)>) -> bool {
-    match addresses {
-        Some((IpAddr::V4(ours), IpAddr::V4(theirs))) => ours.octets() > theirs.octets(),
-        Some((IpAddr::V6(ours), IpAddr::V6(theirs))) => ours.octets() > theirs.octets(),
-        _ => false,
+///
+/// One family decides, or the two families could pick different winners
+/// and both would step down: with IPv4 configured its addresses decide and
+/// an IPv6 tie is ignored; IPv6 addresses decide only an IPv6-only interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tie {
+    /// Our address is the higher: stay MASTER.
+    Ours,
+    /// Theirs is the higher, or either is unknown: step down (the kernels).
+    Theirs,
+}
+
+impl Tie {
+    /// Break a tie between our source `local` and their source `remote`;
+    /// `has_v4` says whether the interface has IPv4 addresses.
+    pub(crate) fn between(local: Option<IpAddr>, remote: IpAddr, has_v4: bool) -> Tie {
+        let ours = match (local, remote) {
+            (Some(IpAddr::V4(l)), IpAddr::V4(r)) => l.octets() > r.octets(),
+            // The IPv4 adverts decide; this one changes nothing.
+            (Some(IpAddr::V6(_)), IpAddr::V6(_)) if has_v4 => true,
+            (Some(IpAddr::V6(l)), IpAddr::V6(r)) => l.octets() > r.octets(),
+            _ => false,
+        };
+        if ours { Tie::Ours } else { Tie::Theirs }
     }
 }
 
@@ -195,11 +213,11 @@ mod test {
     fn carp_decisions_follow_the_rules_per_state() {
         let carp = Flavour::Carp;
         assert_eq!(
-            carp.decide(State::Master, s(1, 0, 0), s(1, 100, 0), false, None),
+            carp.decide(State::Master, s(1, 0, 0), s(1, 100, 0), false, Tie::Theirs),
             Decision::Reassert
         );
         assert_eq!(
-            carp.decide(State::Master, s(1, 100, 0), s(1, 0, 0), false, None),
+            carp.decide(State::Master, s(1, 100, 0), s(1, 0, 0), false, Tie::Theirs),
             Decision::Yield {
                 cause: Cause::Superseded,
                 farewell: true
@@ -208,7 +226,7 @@ mod test {
         // Equal standing, addresses unknown: both step down, and neither is
         // the better one to tell (the kernels' rule).
         assert_eq!(
-            carp.decide(State::Master, s(1, 0, 0), s(1, 0, 0), false, None),
+            carp.decide(State::Master, s(1, 0, 0), s(1, 0, 0), false, Tie::Theirs),
             Decision::Yield {
                 cause: Cause::Superseded,
                 farewell: false
@@ -225,7 +243,7 @@ mod test {
                 s(1, 100, 0),
                 s(1, 100, 0),
                 true,
-                Some((high, low))
+                Tie::between(Some(high), low, true)
             ),
             Decision::Reassert
         );
@@ -235,13 +253,21 @@ mod test {
                 s(1, 100, 0),
                 s(1, 100, 0),
                 true,
-                Some((low, high))
+                Tie::between(Some(low), high, true)
             ),
             Decision::Yield {
                 cause: Cause::Superseded,
                 farewell: false
             }
         );
+        // Dual stack: the IPv4 addresses decide, an IPv6 tie keeps us MASTER
+        // (else the families could pick different winners and both step down).
+        let (ll_low, ll_high): (IpAddr, IpAddr) =
+            ("fe80::1".parse().unwrap(), "fe80::2".parse().unwrap());
+        assert_eq!(Tie::between(Some(ll_low), ll_high, true), Tie::Ours);
+        assert_eq!(Tie::between(Some(ll_low), ll_high, false), Tie::Theirs);
+        assert_eq!(Tie::between(Some(ll_high), ll_low, false), Tie::Ours);
+        assert_eq!(Tie::between(None, low, true), Tie::Theirs);
         // Only a tie: a faster peer still wins whatever the addresses.
         assert!(matches!(
             carp.decide(
@@ -249,20 +275,20 @@ mod test {
                 s(1, 100, 0),
                 s(1, 0, 0),
                 true,
-                Some((high, low))
+                Tie::between(Some(high), low, true)
             ),
             Decision::Yield { .. }
         ));
         assert_eq!(
-            carp.decide(State::Backup, s(1, 0, 0), s(1, 100, 0), true, None),
+            carp.decide(State::Backup, s(1, 0, 0), s(1, 100, 0), true, Tie::Theirs),
             Decision::TakeOver(Cause::Preempted)
         );
         assert_eq!(
-            carp.decide(State::Backup, s(1, 100, 0), s(1, 0, 0), true, None),
+            carp.decide(State::Backup, s(1, 100, 0), s(1, 0, 0), true, Tie::Theirs),
             Decision::RestartTimer
         );
         assert_eq!(
-            carp.decide(State::Init, s(1, 0, 0), s(1, 100, 0), true, None),
+            carp.decide(State::Init, s(1, 0, 0), s(1, 100, 0), true, Tie::Theirs),
             Decision::Ignore
         );
     }

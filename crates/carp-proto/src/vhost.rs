@@ -16,7 +16,7 @@ use crate::auth::Auth;
 use crate::balance::Balancing;
 use crate::carpif::Cx;
 use crate::config::{AdvSkew, CarpIfConfig, CarpNode, Lladdr, interval, virtual_mac};
-use crate::election::{self, Decision, Standing};
+use crate::election::{self, Decision, Standing, Tie};
 use crate::stats::{DropReason, Stats};
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
@@ -204,13 +204,12 @@ impl Vhost {
             advskew: repr.advskew,
             demote: repr.demote,
         };
-        let decision = cx.shared.config.flavour.decide(
-            self.state,
-            ours,
-            theirs,
-            cx.ctx.preempt,
-            local.map(|l| (l, src)),
-        );
+        let tie = Tie::between(local, src, cx.shared.config.has(Family::V4));
+        let decision =
+            cx.shared
+                .config
+                .flavour
+                .decide(self.state, ours, theirs, cx.ctx.preempt, tie);
         match decision {
             Decision::Ignore => {}
             Decision::Yield { cause, farewell } => {
