@@ -96,6 +96,11 @@ impl<O: Os> Daemon<O> {
             }
         }
         if let Some(link) = self.link_at(info.index) {
+            if !info.admin_up {
+                // Setting a link down flushes its neighbours, pins included:
+                // pin the requesters again as they ask.
+                self.pinned.retain(|(l, _), _| *l != link);
+            }
             let now = self.now();
             self.node
                 .handle_link(now, link, info.admin_up && info.carrier);
