@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../fuzz"
 
 seconds=${1:-20}
 sanitizer=${FUZZ_SANITIZER:-address}
-targets=${FUZZ_TARGETS:-"carp_datagram config_toml config_words control_request"}
+targets=${FUZZ_TARGETS:-"carp_datagram config_toml config_words control_request solicitation_frame"}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"

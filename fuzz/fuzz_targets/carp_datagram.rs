@@ -157,11 +157,17 @@ impl Harness {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18)),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)),
         };
+        // Our own source, so equal-standing ties are broken as on a host.
+        let local = Some(match src {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x99)),
+        });
         let meta = RxMeta {
             link,
             src,
             dst,
             ttl,
+            local,
         };
         self.node.handle_datagram(self.now, meta, &bytes);
     }
