@@ -77,19 +77,23 @@ impl Flavour {
 /// down and let the master-down timers race. Where the timers fire together
 /// (hosts that heard the old master's last advertisement at the same moment,
 /// as on one switch or bridge) the race repeats every 3 intervals and never
-/// settles (seen with three hosts in namespaces). Like ucarp, but comparing
-/// the addresses in network order, the higher source address stays MASTER
-/// and only the lower steps down. A BSD peer still steps down whatever the
-/// addresses, so the pair converges either way and nothing on the wire changes.
+/// settles (seen with three hosts in namespaces). carpd lets the lower
+/// source address stay MASTER, the direction ucarp uses (`packethandler`:
+/// step down if the other's address is lower). ucarp compares the raw
+/// `s_addr`, which on little-endian hosts orders by the last octet first, so
+/// an IPv4 address wins only if it is lower in both orders (network and
+/// byte-swapped): a carpd and a ucarp can then never both stay. A BSD peer
+/// steps down whatever the addresses, so every pair converges and nothing
+/// on the wire changes.
 ///
 /// One family decides, or the two families could pick different winners
 /// and both would step down: with IPv4 configured its addresses decide and
 /// an IPv6 tie is ignored; IPv6 addresses decide only an IPv6-only interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tie {
-    /// Our address is the higher: stay MASTER.
+    /// Our address wins: stay MASTER.
     Ours,
-    /// Theirs is the higher, or either is unknown: step down (the kernels).
+    /// Theirs wins, or either is unknown: step down (the kernels).
     Theirs,
 }
 
@@ -98,10 +102,13 @@ impl Tie {
     /// `has_v4` says whether the interface has IPv4 addresses.
     pub(crate) fn between(local: Option<IpAddr>, remote: IpAddr, has_v4: bool) -> Tie {
         let ours = match (local, remote) {
-            (Some(IpAddr::V4(l)), IpAddr::V4(r)) => l.octets() > r.octets(),
+            (Some(IpAddr::V4(l)), IpAddr::V4(r)) => {
+                let (l, r) = (l.octets(), r.octets());
+                l < r && u32::from_le_bytes(l) < u32::from_le_bytes(r)
+            }
             // The IPv4 adverts decide; this one changes nothing.
             (Some(IpAddr::V6(_)), IpAddr::V6(_)) if has_v4 => true,
-            (Some(IpAddr::V6(l)), IpAddr::V6(r)) => l.octets() > r.octets(),
+            (Some(IpAddr::V6(l)), IpAddr::V6(r)) => l.octets() < r.octets(),
             _ => false,
         };
         if ours { Tie::Ours } else { Tie::Theirs }
@@ -232,7 +239,7 @@ mod test {
                 farewell: false
             }
         );
-        // Equal standing with both addresses known: the higher address stays.
+        // Equal standing with both addresses known: the lower address stays.
         let (low, high) = (
             IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 2)),
             IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 10)),
@@ -243,7 +250,7 @@ mod test {
                 s(1, 100, 0),
                 s(1, 100, 0),
                 true,
-                Tie::between(Some(high), low, true)
+                Tie::between(Some(low), high, true)
             ),
             Decision::Reassert
         );
@@ -253,7 +260,7 @@ mod test {
                 s(1, 100, 0),
                 s(1, 100, 0),
                 true,
-                Tie::between(Some(low), high, true)
+                Tie::between(Some(high), low, true)
             ),
             Decision::Yield {
                 cause: Cause::Superseded,
@@ -265,8 +272,14 @@ mod test {
         let (ll_low, ll_high): (IpAddr, IpAddr) =
             ("fe80::1".parse().unwrap(), "fe80::2".parse().unwrap());
         assert_eq!(Tie::between(Some(ll_low), ll_high, true), Tie::Ours);
-        assert_eq!(Tie::between(Some(ll_low), ll_high, false), Tie::Theirs);
-        assert_eq!(Tie::between(Some(ll_high), ll_low, false), Tie::Ours);
+        assert_eq!(Tie::between(Some(ll_low), ll_high, false), Tie::Ours);
+        assert_eq!(Tie::between(Some(ll_high), ll_low, false), Tie::Theirs);
+        // Lower in network order but higher byte-swapped (ucarp's order on
+        // little-endian hosts): no win, as ucarp would stay too.
+        let a: IpAddr = "10.0.1.9".parse().unwrap();
+        let b: IpAddr = "10.0.2.1".parse().unwrap();
+        assert_eq!(Tie::between(Some(a), b, true), Tie::Theirs);
+        assert_eq!(Tie::between(Some(b), a, true), Tie::Theirs);
         assert_eq!(Tie::between(None, low, true), Tie::Theirs);
         // Only a tie: a faster peer still wins whatever the addresses.
         assert!(matches!(
@@ -275,7 +288,7 @@ mod test {
                 s(1, 100, 0),
                 s(1, 0, 0),
                 true,
-                Tie::between(Some(high), low, true)
+                Tie::between(Some(low), high, true)
             ),
             Decision::Yield { .. }
         ));

@@ -5,11 +5,11 @@ use carp_sim::{NodeSpec, Sim, SimConfig, vhost};
 
 /// Input: two nodes with equal advskew booting at the same instant, all checks on.
 /// Output: the first round of the race (both MASTER) ends at once with the
-/// higher address MASTER (carpd's tie-break, see `election::wins_tie`);
+/// lower address MASTER (carpd's tie-break, see `election::wins_tie`);
 /// before it, the race repeated every master-down interval and the checker
 /// reported it as (a) or (c) after the settle window.
 #[test]
-fn equal_timing_race_settles_on_the_higher_address() {
+fn equal_timing_race_settles_on_the_lower_address() {
     let mut sim = Sim::new(SimConfig::seeded(3));
     sim.add_node(NodeSpec::new(false).with_vhost(vhost(1, 1, 0)));
     sim.add_node(NodeSpec::new(false).with_vhost(vhost(1, 1, 0)));

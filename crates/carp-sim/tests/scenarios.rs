@@ -126,7 +126,7 @@ fn cold_start_three_nodes() -> Result<(), Violation> {
 /// Input: n1 and n2 both advskew 0, both boot at t=0 (the worst case: their
 /// master-down timers expire at the same microsecond).
 /// Output: one round of "both MASTER": the first equal advert heard makes the
-/// lower address (n1) step down and the higher (n2) stay (carpd's tie-break;
+/// higher address (n2) step down and the lower (n1) stay (carpd's tie-break;
 /// the kernels step both down and race again every 3 s until latency jitter
 /// separates the timers). Then exactly one MASTER forever. Invariants (a) and
 /// (c) are off until convergence, because the round is a legitimate
