@@ -5,7 +5,7 @@ use carp_sim::{NodeSpec, Sim, SimConfig, vhost};
 
 /// Input: two nodes with equal advskew booting at the same instant, all checks on.
 /// Output: the first round of the race (both MASTER) ends at once with the
-/// lower address MASTER (carpd's tie-break, see `election::wins_tie`);
+/// lower address MASTER (carpd's tie-break, see `election::Tie`);
 /// before it, the race repeated every master-down interval and the checker
 /// reported it as (a) or (c) after the settle window.
 #[test]
@@ -19,7 +19,7 @@ fn equal_timing_race_settles_on_the_lower_address() {
         .collect();
     assert_eq!(
         states,
-        [carp_proto::State::Backup, carp_proto::State::Master]
+        [carp_proto::State::Master, carp_proto::State::Backup]
     );
 }
 
