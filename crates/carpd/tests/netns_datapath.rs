@@ -74,7 +74,7 @@ fn addresses() -> Vec<IpAddr> {
 }
 
 /// A client and a host namespace on one veth pair, deleted on drop.
-/// Names: `carpt-dp-<pid>-<n>-{c,h}`, so the test bed reaps them if this
+/// Names: `carpt-dpe-<pid>-<n>-{c,h}`, so the test bed reaps them if this
 /// process dies and test-all counts leftovers.
 struct Net {
     client: String,
@@ -92,7 +92,7 @@ impl Net {
             "needs root (network namespaces): run as root, or leave this test ignored"
         );
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let base = format!("carpt-dp-{}-{n}", std::process::id());
+        let base = format!("carpt-dpe-{}-{n}", std::process::id());
         let mut net = Net {
             client: format!("{base}-c"),
             host: format!("{base}-h"),
@@ -1019,4 +1019,185 @@ fn carp_interfaces_sharing_a_parent_are_judged_apart() {
     let fdb = net.host_cmd(&["bridge", "fdb", "show", "dev", "eth0"]);
     assert!(fdb.contains("00:00:5e:00:01:04 self permanent"), "{fdb}");
     assert!(!fdb.contains("00:00:5e:00:01:01"), "{fdb}");
+}
+
+// ===== egress: the kernel's own solicitations from a shared address =====
+
+/// Undo the fixture's static entries for the shared addresses at the
+/// client (or make them `stale` entries pointing at `mac`, which an ARP
+/// request or NS from the address would re-point), and give the host its
+/// own address 198.51.100.10, so the kernel's choice of the VIP as sender
+/// is the one a balancing host makes.
+fn unpin_client(net: &Net, stale_at: Option<[u8; 6]>) {
+    for vip in ["198.51.100.50", "2001:db8::50"] {
+        run_ok(&["ip", "-n", &net.client, "neigh", "del", vip, "dev", "eth0"]);
+        if let Some(mac) = stale_at {
+            let m = mac_text(mac);
+            run_ok(&[
+                "ip",
+                "-n",
+                &net.client,
+                "neigh",
+                "add",
+                vip,
+                "lladdr",
+                &m,
+                "dev",
+                "eth0",
+                "nud",
+                "stale",
+            ]);
+        }
+    }
+    net.host_cmd(&["ip", "addr", "add", "198.51.100.10/24", "dev", "eth0"]);
+}
+
+/// Ping the client's first address of each family from the host with the
+/// shared address as source (the host has no entry for the client yet, so
+/// its kernel solicits with the shared address); true for each answered.
+fn ping_from_vips(net: &Net) -> [bool; 2] {
+    [
+        ("198.51.100.50", "198.51.100.100", "-4"),
+        ("2001:db8::50", "2001:db8::100", "-6"),
+    ]
+    .map(|(from, to, family)| {
+        let out = common::run_timeout(
+            std::process::Command::new("ip").args([
+                "netns", "exec", &net.host, "ping", family, "-n", "-c", "3", "-i", "0.3", "-w",
+                "4", "-I", from, to,
+            ]),
+            Duration::from_secs(8),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("ping {from} -> {to}: {}", text.lines().last().unwrap_or(""));
+        out.status.success()
+    })
+}
+
+/// The client's neighbour entry for `vip`: (lladdr, state), if any.
+fn client_entry(net: &Net, vip: &str) -> Option<(String, String)> {
+    let json = run_ok(&[
+        "ip",
+        "-j",
+        "-n",
+        &net.client,
+        "neigh",
+        "show",
+        "to",
+        vip,
+        "dev",
+        "eth0",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j neigh");
+    let e = v.as_array()?.first()?;
+    Some((
+        e["lladdr"].as_str().unwrap_or("").to_owned(),
+        e["state"].to_string(),
+    ))
+}
+
+/// Capture the client's eth0 for `secs` (`tcpdump -e`, ARP and ICMPv6).
+fn client_dump(net: &Net, secs: u64) -> std::process::Child {
+    let secs = secs.to_string();
+    let child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.client,
+            "timeout",
+            &secs,
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-enl",
+            "arp or icmp6",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump (apt-get install tcpdump)");
+    thread::sleep(Duration::from_millis(800));
+    child
+}
+
+/// Input: modes ip and ip-stealth, nodes 1-3 all MASTER here; the client
+/// has no entry for the shared addresses; the host pings it from them.
+/// Output: the client's entries for the shared addresses (made from the
+/// host's ARP request and NS) name the leader MAC, not the host's real MAC;
+/// the pings are answered through the leader MAC; egress_rewritten counts.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn ip_modes_solicit_from_shared_addresses_with_the_leader_mac() {
+    for mode in [Balancing::Ip, Balancing::IpStealth] {
+        let net = Net::new();
+        let dp = HostDp::attach(&net, Attach::Auto);
+        let set = BalanceSet::new(mode, &[1, 2, 3], 0b111, addresses());
+        let leader = mac_text(set.node_macs[0]);
+        dp.set(set);
+        unpin_client(&net, None);
+        let dump = client_dump(&net, 5);
+        let answered = ping_from_vips(&net);
+        let dump = dump.wait_with_output().expect("tcpdump");
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        let host_mac = mac_text(net.host_mac);
+        for vip in ["198.51.100.50", "2001:db8::50"] {
+            let entry = client_entry(&net, vip);
+            eprintln!("{mode:?}: client entry for {vip}: {entry:?}");
+            if let Some((lladdr, _)) = &entry {
+                assert_eq!(
+                    lladdr, &leader,
+                    "{mode:?}: client bound {vip} to {lladdr} (host {host_mac}):\n{dump}"
+                );
+            }
+        }
+        assert_eq!(answered, [true, true], "{mode:?}: pings from the VIPs");
+        let c = dp.counters();
+        eprintln!("{mode:?}: {c:?}");
+        assert!(c.egress_rewritten >= 2, "{mode:?}: {c:?}");
+        // The Ethernet source stays the real MAC; only the ARP sender changes.
+        assert!(
+            dump.contains(&format!("{host_mac} > ff:ff:ff:ff:ff:ff, ethertype ARP")),
+            "{mode:?}: no request from the host's MAC:\n{dump}"
+        );
+    }
+}
+
+/// Input: mode arp, nodes 1-3, node 1 (index 0) MASTER here; the client's
+/// entries for the shared addresses are stale ones at node 1's MAC (as
+/// carpd's answer left them); the host pings it from them.
+/// Output: the ARP request on the wire is a probe (tell 0.0.0.0) and the
+/// NS carries node 1's MAC, so the client's entries still name node 1's
+/// MAC; the pings are answered.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn arp_mode_probes_and_solicits_with_the_lowest_master_node_mac() {
+    let net = Net::new();
+    let dp = HostDp::attach(&net, Attach::Auto);
+    let set = BalanceSet::new(Balancing::Arp, &[1, 2, 3], 0b001, addresses());
+    let node = set.node_macs[0];
+    dp.set(set);
+    unpin_client(&net, Some(node));
+    let dump = client_dump(&net, 5);
+    let answered = ping_from_vips(&net);
+    let dump = dump.wait_with_output().expect("tcpdump");
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    eprintln!("client saw:\n{dump}");
+    assert!(
+        dump.contains("Request who-has 198.51.100.100 tell 0.0.0.0"),
+        "no probe:\n{dump}"
+    );
+    assert!(
+        !dump.contains("tell 198.51.100.50"),
+        "request from the VIP:\n{dump}"
+    );
+    for vip in ["198.51.100.50", "2001:db8::50"] {
+        let entry = client_entry(&net, vip);
+        eprintln!("arp: client entry for {vip}: {entry:?}");
+        let (lladdr, _) = entry.expect("entry kept");
+        assert_eq!(lladdr, mac_text(node), "{vip} re-pointed:\n{dump}");
+    }
+    assert_eq!(answered, [true, true], "pings from the VIPs");
+    let c = dp.counters();
+    eprintln!("arp: {c:?}");
+    assert!(c.egress_rewritten >= 2, "{c:?}");
 }

@@ -220,8 +220,7 @@ impl SolicitationSocket {
         // The filter first, so no unfiltered frame is ever queued.
         sock.attach_filter(&FILTER).map_err(err("attach filter"))?;
         // A read after a spurious wake-up must not stall the daemon loop.
-        sock.set_nonblocking(true)
-            .map_err(err("set nonblocking"))?;
+        sock.set_nonblocking(true).map_err(err("set nonblocking"))?;
         // Outgoing frames pass the tap too: our own replies and NAs fail
         // the filter, and the kernel's own requests never ask for an
         // address this host holds, so the core ignores them.
