@@ -390,19 +390,38 @@ static __always_inline int node_mac(__u32 slot, __u32 node, __u8 *mac)
 
 // The MAC an NS from a shared address advertises: the leader's in the IP
 // modes, the lowest MASTER node's in mode arp (-1 with no node MASTER).
+// A binary search, not a loop: the verifier without CAP_PERFMON walks
+// every iteration of a loop apart.
 static __always_inline int ns_mac(__u32 slot, __u64 cfg, __u8 *mac)
 {
 	if (CFG_MODE(cfg) != MODE_ARP)
 		return node_mac(slot, 0, mac);
-	__u32 mask = CFG_MASK(cfg);
 	__u32 n = CFG_COUNT(cfg);
-	for (__u32 i = 0; i < MAX_NODES; i++) {
-		if (i >= n)
-			break;
-		if (mask & (1u << i))
-			return node_mac(slot, i, mac);
+	__u32 m = CFG_MASK(cfg);
+	if (n < 32)
+		m &= (1u << n) - 1;
+	if (m == 0)
+		return -1;
+	__u32 i = 0;
+	if (!(m & 0xffff)) {
+		m >>= 16;
+		i += 16;
 	}
-	return -1;
+	if (!(m & 0xff)) {
+		m >>= 8;
+		i += 8;
+	}
+	if (!(m & 0xf)) {
+		m >>= 4;
+		i += 4;
+	}
+	if (!(m & 0x3)) {
+		m >>= 2;
+		i += 2;
+	}
+	if (!(m & 0x1))
+		i += 1;
+	return node_mac(slot, i, mac);
 }
 
 // BPF has no memcmp.
@@ -459,28 +478,30 @@ static __always_inline int egress_nd(struct __sk_buff *skb)
 	if (CFG_MODE(cfg) == MODE_ARP && type == 136)
 		return TC_ACT_OK;
 	__u8 want = type == 135 ? 1 : 2; // source / target link-layer address
-	// Options follow the 24-byte NS / NA body.
+	// Options follow the 24-byte NS / NA body; look at the first three.
 	__u32 off = ICMP6_OFF + 24;
+	__u8 opt[8];
+	int found = 0;
 #pragma unroll
 	for (int i = 0; i < 3; i++) {
-		__u8 opt[8];
 		if (bpf_skb_load_bytes(skb, off, opt, sizeof(opt)) != 0 || opt[1] == 0)
 			return TC_ACT_OK;
 		if (opt[0] == want && opt[1] == 1) {
-			__u8 mac[8];
-			if (ns_mac(*slot, cfg, mac) != 0 || same_mac(mac, opt + 2))
-				return TC_ACT_OK;
-			__u8 new_opt[8] = { opt[0], opt[1] };
-			__builtin_memcpy(new_opt + 2, mac, 6);
-			__s64 diff = bpf_csum_diff((__be32 *)opt, 8, (__be32 *)new_opt, 8, 0);
-			if (diff < 0 || bpf_skb_store_bytes(skb, off, new_opt, 8, 0) != 0)
-				return TC_ACT_OK;
-			bpf_l4_csum_replace(skb, ICMP6_OFF + 2, 0, diff, 0);
-			return count(C_EGRESS_REWRITTEN, TC_ACT_OK);
+			found = 1;
+			break;
 		}
 		off += opt[1] * 8;
 	}
-	return TC_ACT_OK;
+	__u8 mac[8];
+	if (!found || ns_mac(*slot, cfg, mac) != 0 || same_mac(mac, opt + 2))
+		return TC_ACT_OK;
+	__u8 new_opt[8] = { opt[0], opt[1] };
+	__builtin_memcpy(new_opt + 2, mac, 6);
+	__s64 diff = bpf_csum_diff((__be32 *)opt, 8, (__be32 *)new_opt, 8, 0);
+	if (diff < 0 || bpf_skb_store_bytes(skb, off, new_opt, 8, 0) != 0)
+		return TC_ACT_OK;
+	bpf_l4_csum_replace(skb, ICMP6_OFF + 2, 0, diff, 0);
+	return count(C_EGRESS_REWRITTEN, TC_ACT_OK);
 }
 
 SEC("classifier")

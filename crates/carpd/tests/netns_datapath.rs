@@ -1120,7 +1120,8 @@ fn client_dump(net: &Net, secs: u64) -> std::process::Child {
     child
 }
 
-/// Input: modes ip and ip-stealth, nodes 1-3 all MASTER here; the client
+/// Input: modes ip (TCX) and ip-stealth (netlink egress filter), nodes 1-3
+/// all MASTER here; the client
 /// has no entry for the shared addresses; the host pings it from them.
 /// Output: the client's entries for the shared addresses (made from the
 /// host's ARP request and NS) name the leader MAC, not the host's real MAC;
@@ -1128,9 +1129,12 @@ fn client_dump(net: &Net, secs: u64) -> std::process::Child {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn ip_modes_solicit_from_shared_addresses_with_the_leader_mac() {
-    for mode in [Balancing::Ip, Balancing::IpStealth] {
+    for (mode, how) in [
+        (Balancing::Ip, Attach::Auto),
+        (Balancing::IpStealth, Attach::Netlink),
+    ] {
         let net = Net::new();
-        let dp = HostDp::attach(&net, Attach::Auto);
+        let dp = HostDp::attach(&net, how);
         let set = BalanceSet::new(mode, &[1, 2, 3], 0b111, addresses());
         let leader = mac_text(set.node_macs[0]);
         dp.set(set);
