@@ -15,6 +15,10 @@
 //! and tcpdump bound to eth0), and are answered once
 //! detached; the L2 filters and the clsact qdisc come and go with the
 //! datapath; ICMP errors are hashed by the quoted packet (BPF_PROG_TEST_RUN).
+//! At egress, the host's kernel soliciting the client from a shared address
+//! leaves the client's entry for it at the leader MAC (IP modes), or sends
+//! an RFC 5227 probe and an NS with the lowest MASTER node's MAC (arp), and
+//! the pings still work; carpd's own answers pass unchanged (test runs).
 //!
 //! The client reaches the shared address through static neighbour entries
 //! (the program drops the kernel's own ARP / ND answers), pointing at the
@@ -1204,4 +1208,123 @@ fn arp_mode_probes_and_solicits_with_the_lowest_master_node_mac() {
     let c = dp.counters();
     eprintln!("arp: {c:?}");
     assert!(c.egress_rewritten >= 2, "{c:?}");
+}
+
+const REAL: [u8; 6] = [2, 0, 0, 0, 0, 9];
+const PEER4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
+/// An ARP packet `op` from `sha`/`spa` to `tpa`, sent from the real MAC.
+fn arp(op: u16, sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&REAL);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tpa.octets());
+    f
+}
+
+/// The ICMPv6 checksum of `msg` (checksum field included) from `src` to `dst`;
+/// 0 when the field is right.
+fn icmp6_sum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&(msg.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(msg);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An NS (135, option 1) or NA (136, option 2) from the shared address
+/// advertising `lladdr`, with a correct checksum.
+fn nd(kind: u8, lladdr: [u8; 6]) -> Vec<u8> {
+    let mut msg = vec![kind, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&PEER6.octets());
+    msg.extend_from_slice(&[if kind == 135 { 1 } else { 2 }, 1]);
+    msg.extend_from_slice(&lladdr);
+    let c = icmp6_sum(VIP6, PEER6, &msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x33, 0x33, 0xff, 0, 1, 0];
+    f.extend_from_slice(&REAL);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let mut ip = ipv6(VIP6, PEER6, 58, &msg);
+    ip[7] = 255;
+    f.extend(ip);
+    f
+}
+
+/// Run the egress program once; return the frame it sends.
+fn egress(dp: &HostDp, frame: Vec<u8>) -> Vec<u8> {
+    let run = dp
+        .with(move |d| d.test_run(TestProgram::Egress, &frame, 1))
+        .expect("test run");
+    assert_eq!(run.verdict, TC_ACT_OK, "egress never drops");
+    run.frame
+}
+
+/// Check an ND frame's link-layer option is `mac` and its checksum right.
+fn assert_nd(frame: &[u8], mac: [u8; 6], what: &str) {
+    assert_eq!(frame[80..86], mac, "{what}: link-layer option");
+    assert_eq!(icmp6_sum(VIP6, PEER6, &frame[54..]), 0, "{what}: checksum");
+}
+
+/// Input: the egress program (BPF_PROG_TEST_RUN) in mode ip, then arp with
+/// node index 1 MASTER, on ARP packets and NS / NA from the shared
+/// addresses as the kernel and carpd send them.
+/// Output: ip: requests and NS get the leader MAC (checksum right), carpd's
+/// answers with the leader MAC are unchanged; arp: a request becomes a
+/// probe, an NS gets node 2's MAC, a gratuitous request, replies and NA
+/// (carpd's) are unchanged, and with mask 0 an NS is left alone; other
+/// senders are never touched; egress_rewritten counts the rewrites.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn egress_rewrites_the_kernels_solicitations_and_leaves_carpds_answers() {
+    let net = Net::new();
+    let dp = HostDp::attach(&net, Attach::Auto);
+    let set = BalanceSet::new(Balancing::Ip, &[1, 2, 3], 0b111, addresses());
+    let leader = set.node_macs[0];
+    dp.set(set);
+    let unchanged = |f: Vec<u8>, what: &str| assert_eq!(egress(&dp, f.clone()), f, "{what}");
+
+    let out = egress(&dp, arp(1, REAL, VIP4, PEER4));
+    assert_eq!(out[22..28], leader, "ip: request sender MAC");
+    assert_eq!(out[6..12], REAL, "ip: Ethernet source kept");
+    assert_eq!(out[28..32], VIP4.octets(), "ip: sender IP kept");
+    let out = egress(&dp, arp(2, REAL, VIP4, PEER4));
+    assert_eq!(out[22..28], leader, "ip: reply sender MAC");
+    unchanged(arp(2, leader, VIP4, PEER4), "ip: carpd's reply");
+    unchanged(
+        arp(1, REAL, Ipv4Addr::new(198, 51, 100, 10), PEER4),
+        "own address",
+    );
+    assert_nd(&egress(&dp, nd(135, REAL)), leader, "ip: NS");
+    assert_nd(&egress(&dp, nd(136, REAL)), leader, "ip: NA");
+    unchanged(nd(136, leader), "ip: carpd's NA");
+    assert_eq!(dp.counters().egress_rewritten, 4);
+
+    let set = BalanceSet::new(Balancing::Arp, &[1, 2, 3], 0b010, addresses());
+    let node2 = set.node_macs[1];
+    dp.set(set);
+    let out = egress(&dp, arp(1, REAL, VIP4, PEER4));
+    assert_eq!(out[28..32], [0; 4], "arp: request is a probe");
+    assert_eq!(out[22..28], REAL, "arp: probe sender MAC kept");
+    unchanged(arp(1, node2, VIP4, VIP4), "arp: gratuitous request");
+    unchanged(arp(2, node2, VIP4, PEER4), "arp: carpd's reply");
+    assert_nd(&egress(&dp, nd(135, REAL)), node2, "arp: NS");
+    unchanged(nd(136, node2), "arp: carpd's NA");
+    dp.set_mask(0);
+    unchanged(nd(135, REAL), "arp: NS with no node MASTER");
+    assert_eq!(dp.counters().egress_rewritten, 6);
 }

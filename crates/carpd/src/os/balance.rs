@@ -237,15 +237,19 @@ pub enum TestProgram {
     Balance,
     /// A program that only returns TC_ACT_OK (the cost of running any program).
     Baseline,
+    /// The egress program (the frame as the kernel would send it).
+    Egress,
 }
 
 /// What one BPF_PROG_TEST_RUN returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestRun {
     /// The program's verdict (TC_ACT_OK 0, TC_ACT_SHOT 2).
     pub verdict: u32,
     /// The kernel's mean time per run, in nanoseconds.
     pub ns_per_run: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
 }
 
 /// How the program is attached.
@@ -517,9 +521,10 @@ impl Datapath {
     }
 
     /// Run `program` `repeat` times on Ethernet frame `frame` in the kernel
-    /// (BPF_PROG_TEST_RUN), against this datapath's maps: the verdict and
-    /// the mean time per run. For benchmarks and for checks of rules a
-    /// namespace cannot easily produce. Counters count these runs too.
+    /// (BPF_PROG_TEST_RUN), against this datapath's maps: the verdict, the
+    /// mean time per run and the frame as the program left it. For
+    /// benchmarks and for checks of rules a namespace cannot easily
+    /// produce. Counters count these runs too.
     pub fn test_run(
         &mut self,
         program: TestProgram,
@@ -529,6 +534,7 @@ impl Datapath {
         let name = match program {
             TestProgram::Balance => PROGRAM,
             TestProgram::Baseline => BASELINE,
+            TestProgram::Egress => EGRESS,
         };
         let ifname = self.ifname.clone();
         let prog = self.classifier(name)?;
@@ -883,9 +889,11 @@ fn prog_test_run(fd: i32, frame: &[u8], repeat: u32) -> io::Result<TestRun> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    out.truncate(attr.data_size_out as usize);
     Ok(TestRun {
         verdict: attr.retval,
         ns_per_run: attr.duration,
+        frame: out,
     })
 }
 
