@@ -8,7 +8,9 @@
 // Per frame, in this order:
 //  1. ARP request whose target IP is a shared address, or ICMPv6 Neighbour
 //     Solicitation whose target is one: dropped (carpd answers them from user
-//     space; the kernel must not). Counted dropped_solicitation.
+//     space; the kernel must not). Counted dropped_solicitation. Other ARP
+//     sent to a unicast carp MAC (the answer to a request carp_egress
+//     rewrote) becomes PACKET_HOST, like IP below; passed_other.
 //  2. IPv4/IPv6 packet to a shared address of a carp interface in a
 //     balancing mode, sent to a unicast MAC or to that interface's multicast
 //     carp MAC (mode ip):
@@ -23,6 +25,26 @@
 //     dropped (dropped_by_hash). count 0 drops, as OpenBSD does.
 //  3. Everything else (broadcast and other multicast, so advertisements,
 //     frames to other addresses, other protocols): passed_other.
+//
+// At tc egress (carp_egress), so a client never binds a shared address to
+// this host's real MAC (every host holds the shared addresses; the kernel
+// solicits with one as sender, arp_announce 0 and ndisc_solicit):
+//  - IP modes: an ARP packet (request or reply) whose sender IP is a shared
+//    address gets sender MAC := the leader MAC (multicast in mode ip); an
+//    NS or NA whose IPv6 source is one gets its source / target link-layer
+//    address option := the leader MAC, checksum fixed. The Ethernet source
+//    stays the real MAC (a multicast MAC cannot be one). carpd's own
+//    answers already carry the leader MAC, so this is idempotent for them.
+//  - arp: the node for the peer is unknown before it answers. An ARP
+//    request with a shared sender IP becomes an RFC 5227 probe (sender IP
+//    0.0.0.0: the peer answers and updates no entry); an NS gets the MAC of
+//    the lowest node that is MASTER here, and none when the mask is 0 (no
+//    node MAC stands for this host then; the peer answers the real MAC).
+//    Gratuitous ARP (sender IP = target IP), ARP replies and NA are left
+//    alone: they are carpd's, sent through a packet socket that passes
+//    this hook, and already carry the right node MAC.
+//  Each rewrite counts egress_rewritten. Only an NS / NA right after the
+//  IPv6 header is looked at (the kernel adds no extension header to ND).
 //
 // ICMP (OpenBSD where cheap):
 //  - ICMP errors (v4 types 3, 11, 12; v6 types 1-4) hash the quoted inner
@@ -63,6 +85,7 @@ struct map_def {
 #define MAX_CARPIFS 64
 #define MAX_ADDRS 1024
 #define MAX_MACS 1024
+#define MAX_NODES 32
 
 // Packed carp-interface configuration (one u64, read with one load).
 #define CFG_MASK(v) ((__u32)(v))
@@ -70,7 +93,8 @@ struct map_def {
 #define CFG_MODE(v) ((__u32)((v) >> 40) & 0xff)
 
 enum mode { MODE_NONE = 0, MODE_IP = 1, MODE_IP_STEALTH = 2, MODE_IP_UNICAST = 3, MODE_ARP = 4 };
-enum counter { C_ACCEPTED = 0, C_DROPPED_BY_HASH = 1, C_DROPPED_SOLICITATION = 2, C_PASSED_OTHER = 3, C_MAX };
+enum counter { C_ACCEPTED = 0, C_DROPPED_BY_HASH = 1, C_DROPPED_SOLICITATION = 2, C_PASSED_OTHER = 3,
+	       C_EGRESS_REWRITTEN = 4, C_MAX };
 
 // Carp-interface slot -> packed mask | count << 32 | mode << 40. mmap-able,
 // so carpd changes a mask with one atomic 8-byte store.
@@ -104,6 +128,15 @@ struct map_def carp_macs SEC("maps") = {
 	.key_size = 8,
 	.value_size = sizeof(__u32),
 	.max_entries = MAX_MACS,
+};
+
+// Carp-interface slot * MAX_NODES + node index -> that node's MAC (6
+// bytes, 2 zero); entry 0 of a slot is the leader MAC. Read at egress.
+struct map_def carp_nodes SEC("maps") = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u64),
+	.max_entries = MAX_CARPIFS * MAX_NODES,
 };
 
 // Per-CPU counters, indexed by enum counter.
@@ -242,6 +275,16 @@ int carp_balance(struct __sk_buff *skb)
 			if (shared_v4(tpa))
 				return count(C_DROPPED_SOLICITATION, TC_ACT_SHOT);
 		}
+#ifndef BROKEN_NO_FIXUP
+		// The answer to a solicitation that advertised a unicast carp
+		// MAC (see carp_egress) is sent there; arp_rcv drops OTHERHOST.
+		if (skb->pkt_type == PACKET_OTHERHOST) {
+			__u8 key[8] = {};
+			__builtin_memcpy(key, eth->dst, 6);
+			if (bpf_map_lookup_elem(&carp_macs, key))
+				bpf_skb_change_type(skb, PACKET_HOST);
+		}
+#endif
 		return count(C_PASSED_OTHER, TC_ACT_OK);
 	}
 
@@ -318,6 +361,164 @@ int carp_balance(struct __sk_buff *skb)
 	}
 
 	return count(C_PASSED_OTHER, TC_ACT_OK);
+}
+
+// The carp-interface slot and configuration of shared address `key` in
+// map `addrs`, or 0 when it is none or its interface balances nothing.
+static __always_inline __u32 *shared_slot(void *addrs, const void *key, __u64 *cfg)
+{
+	__u32 *slot = bpf_map_lookup_elem(addrs, key);
+	if (!slot)
+		return 0;
+	__u64 *cfgp = bpf_map_lookup_elem(&carp_cfg, slot);
+	if (!cfgp)
+		return 0;
+	*cfg = *(volatile __u64 *)cfgp;
+	return CFG_MODE(*cfg) == MODE_NONE ? 0 : slot;
+}
+
+// Node `node`'s MAC of carp-interface `slot` into `mac` (8 bytes, MAC first).
+static __always_inline int node_mac(__u32 slot, __u32 node, __u8 *mac)
+{
+	__u32 key = slot * MAX_NODES + node;
+	__u64 *m = bpf_map_lookup_elem(&carp_nodes, &key);
+	if (!m)
+		return -1;
+	__builtin_memcpy(mac, m, 8);
+	return 0;
+}
+
+// The MAC an NS from a shared address advertises: the leader's in the IP
+// modes, the lowest MASTER node's in mode arp (-1 with no node MASTER).
+// A binary search, not a loop: the verifier without CAP_PERFMON walks
+// every iteration of a loop apart.
+static __always_inline int ns_mac(__u32 slot, __u64 cfg, __u8 *mac)
+{
+	if (CFG_MODE(cfg) != MODE_ARP)
+		return node_mac(slot, 0, mac);
+	__u32 n = CFG_COUNT(cfg);
+	__u32 m = CFG_MASK(cfg);
+	if (n < 32)
+		m &= (1u << n) - 1;
+	if (m == 0)
+		return -1;
+	__u32 i = 0;
+	if (!(m & 0xffff)) {
+		m >>= 16;
+		i += 16;
+	}
+	if (!(m & 0xff)) {
+		m >>= 8;
+		i += 8;
+	}
+	if (!(m & 0xf)) {
+		m >>= 4;
+		i += 4;
+	}
+	if (!(m & 0x3)) {
+		m >>= 2;
+		i += 2;
+	}
+	if (!(m & 0x1))
+		i += 1;
+	return node_mac(slot, i, mac);
+}
+
+// BPF has no memcmp.
+static __always_inline int same_mac(const __u8 *a, const __u8 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] &&
+	       a[5] == b[5];
+}
+
+#define ARP_OFF 14
+#define ICMP6_OFF (14 + 40)
+
+static __always_inline int egress_arp(struct __sk_buff *skb)
+{
+	__u8 arp[28];
+	if (bpf_skb_load_bytes(skb, ARP_OFF, arp, sizeof(arp)) != 0)
+		return TC_ACT_OK;
+	if (arp[4] != 6 || arp[5] != 4 || arp[6] != 0 || (arp[7] != 1 && arp[7] != 2))
+		return TC_ACT_OK;
+	__u32 spa, tpa;
+	__builtin_memcpy(&spa, arp + 14, 4);
+	__builtin_memcpy(&tpa, arp + 24, 4);
+	__u64 cfg;
+	__u32 *slot = shared_slot(&carp_v4, &spa, &cfg);
+	if (!slot)
+		return TC_ACT_OK;
+	if (CFG_MODE(cfg) == MODE_ARP) {
+		// A request that is not gratuitous becomes a probe.
+		if (arp[7] != 1 || spa == tpa)
+			return TC_ACT_OK;
+		__u32 zero = 0;
+		bpf_skb_store_bytes(skb, ARP_OFF + 14, &zero, 4, 0);
+		return count(C_EGRESS_REWRITTEN, TC_ACT_OK);
+	}
+	__u8 mac[8];
+	if (node_mac(*slot, 0, mac) != 0 || same_mac(mac, arp + 8))
+		return TC_ACT_OK;
+	bpf_skb_store_bytes(skb, ARP_OFF + 8, mac, 6, 0);
+	return count(C_EGRESS_REWRITTEN, TC_ACT_OK);
+}
+
+static __always_inline int egress_nd(struct __sk_buff *skb)
+{
+	__u8 ip6[40];
+	if (bpf_skb_load_bytes(skb, 14, ip6, sizeof(ip6)) != 0 || ip6[6] != 58)
+		return TC_ACT_OK;
+	__u8 type;
+	if (bpf_skb_load_bytes(skb, ICMP6_OFF, &type, 1) != 0 || (type != 135 && type != 136))
+		return TC_ACT_OK;
+	__u64 cfg;
+	__u32 *slot = shared_slot(&carp_v6, ip6 + 8, &cfg);
+	if (!slot)
+		return TC_ACT_OK;
+	if (CFG_MODE(cfg) == MODE_ARP && type == 136)
+		return TC_ACT_OK;
+	__u8 want = type == 135 ? 1 : 2; // source / target link-layer address
+	// Options follow the 24-byte NS / NA body; look at the first three.
+	__u32 off = ICMP6_OFF + 24;
+	__u8 opt[8];
+	int found = 0;
+#pragma unroll
+	for (int i = 0; i < 3; i++) {
+		if (bpf_skb_load_bytes(skb, off, opt, sizeof(opt)) != 0 || opt[1] == 0)
+			return TC_ACT_OK;
+		if (opt[0] == want && opt[1] == 1) {
+			found = 1;
+			break;
+		}
+		off += opt[1] * 8;
+	}
+	__u8 mac[8];
+	if (!found || ns_mac(*slot, cfg, mac) != 0 || same_mac(mac, opt + 2))
+		return TC_ACT_OK;
+	__u8 new_opt[8] = { opt[0], opt[1] };
+	__builtin_memcpy(new_opt + 2, mac, 6);
+	__s64 diff = bpf_csum_diff((__be32 *)opt, 8, (__be32 *)new_opt, 8, 0);
+	if (diff < 0 || bpf_skb_store_bytes(skb, off, new_opt, 8, 0) != 0)
+		return TC_ACT_OK;
+	bpf_l4_csum_replace(skb, ICMP6_OFF + 2, 0, diff, 0);
+	return count(C_EGRESS_REWRITTEN, TC_ACT_OK);
+}
+
+SEC("classifier")
+int carp_egress(struct __sk_buff *skb)
+{
+#ifdef BROKEN_NO_EGRESS
+	return TC_ACT_OK;
+#endif
+	// The frame's type, not skb->protocol: a packet socket may leave that 0.
+	__be16 proto;
+	if (bpf_skb_load_bytes(skb, 12, &proto, 2) != 0)
+		return TC_ACT_OK;
+	if (proto == bpf_htons(ETH_P_ARP))
+		return egress_arp(skb);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return egress_nd(skb);
+	return TC_ACT_OK;
 }
 
 // The cost of running any tc program, for the benchmark's baseline

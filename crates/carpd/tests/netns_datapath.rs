@@ -15,6 +15,10 @@
 //! and tcpdump bound to eth0), and are answered once
 //! detached; the L2 filters and the clsact qdisc come and go with the
 //! datapath; ICMP errors are hashed by the quoted packet (BPF_PROG_TEST_RUN).
+//! At egress, the host's kernel soliciting the client from a shared address
+//! leaves the client's entry for it at the leader MAC (IP modes), or sends
+//! an RFC 5227 probe and an NS with the lowest MASTER node's MAC (arp), and
+//! the pings still work; carpd's own answers pass unchanged (test runs).
 //!
 //! The client reaches the shared address through static neighbour entries
 //! (the program drops the kernel's own ARP / ND answers), pointing at the
@@ -74,7 +78,7 @@ fn addresses() -> Vec<IpAddr> {
 }
 
 /// A client and a host namespace on one veth pair, deleted on drop.
-/// Names: `carpt-dp-<pid>-<n>-{c,h}`, so the test bed reaps them if this
+/// Names: `carpt-dpe-<pid>-<n>-{c,h}`, so the test bed reaps them if this
 /// process dies and test-all counts leftovers.
 struct Net {
     client: String,
@@ -92,7 +96,7 @@ impl Net {
             "needs root (network namespaces): run as root, or leave this test ignored"
         );
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let base = format!("carpt-dp-{}-{n}", std::process::id());
+        let base = format!("carpt-dpe-{}-{n}", std::process::id());
         let mut net = Net {
             client: format!("{base}-c"),
             host: format!("{base}-h"),
@@ -1019,4 +1023,308 @@ fn carp_interfaces_sharing_a_parent_are_judged_apart() {
     let fdb = net.host_cmd(&["bridge", "fdb", "show", "dev", "eth0"]);
     assert!(fdb.contains("00:00:5e:00:01:04 self permanent"), "{fdb}");
     assert!(!fdb.contains("00:00:5e:00:01:01"), "{fdb}");
+}
+
+// ===== egress: the kernel's own solicitations from a shared address =====
+
+/// Undo the fixture's static entries for the shared addresses at the
+/// client (or make them `stale` entries pointing at `mac`, which an ARP
+/// request or NS from the address would re-point), and give the host its
+/// own address 198.51.100.10, so the kernel's choice of the VIP as sender
+/// is the one a balancing host makes.
+fn unpin_client(net: &Net, stale_at: Option<[u8; 6]>) {
+    for vip in ["198.51.100.50", "2001:db8::50"] {
+        run_ok(&["ip", "-n", &net.client, "neigh", "del", vip, "dev", "eth0"]);
+        if let Some(mac) = stale_at {
+            let m = mac_text(mac);
+            run_ok(&[
+                "ip",
+                "-n",
+                &net.client,
+                "neigh",
+                "add",
+                vip,
+                "lladdr",
+                &m,
+                "dev",
+                "eth0",
+                "nud",
+                "stale",
+            ]);
+        }
+    }
+    net.host_cmd(&["ip", "addr", "add", "198.51.100.10/24", "dev", "eth0"]);
+}
+
+/// Ping the client's first address of each family from the host with the
+/// shared address as source (the host has no entry for the client yet, so
+/// its kernel solicits with the shared address); true for each answered.
+fn ping_from_vips(net: &Net) -> [bool; 2] {
+    [
+        ("198.51.100.50", "198.51.100.100", "-4"),
+        ("2001:db8::50", "2001:db8::100", "-6"),
+    ]
+    .map(|(from, to, family)| {
+        let out = common::run_timeout(
+            std::process::Command::new("ip").args([
+                "netns", "exec", &net.host, "ping", family, "-n", "-c", "3", "-i", "0.3", "-w",
+                "4", "-I", from, to,
+            ]),
+            Duration::from_secs(8),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("ping {from} -> {to}: {}", text.lines().last().unwrap_or(""));
+        out.status.success()
+    })
+}
+
+/// The client's neighbour entry for `vip`: (lladdr, state), if any.
+fn client_entry(net: &Net, vip: &str) -> Option<(String, String)> {
+    let json = run_ok(&[
+        "ip",
+        "-j",
+        "-n",
+        &net.client,
+        "neigh",
+        "show",
+        "to",
+        vip,
+        "dev",
+        "eth0",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j neigh");
+    let e = v.as_array()?.first()?;
+    Some((
+        e["lladdr"].as_str().unwrap_or("").to_owned(),
+        e["state"].to_string(),
+    ))
+}
+
+/// Capture the client's eth0 for `secs` (`tcpdump -e`, ARP and ICMPv6).
+fn client_dump(net: &Net, secs: u64) -> std::process::Child {
+    let secs = secs.to_string();
+    let child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.client,
+            "timeout",
+            &secs,
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-enl",
+            "arp or icmp6",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump (apt-get install tcpdump)");
+    thread::sleep(Duration::from_millis(800));
+    child
+}
+
+/// Input: modes ip (TCX) and ip-stealth (netlink egress filter), nodes 1-3
+/// all MASTER here; the client
+/// has no entry for the shared addresses; the host pings it from them.
+/// Output: the client's entries for the shared addresses (made from the
+/// host's ARP request and NS) name the leader MAC, not the host's real MAC;
+/// the pings are answered through the leader MAC; egress_rewritten counts.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn ip_modes_solicit_from_shared_addresses_with_the_leader_mac() {
+    for (mode, how) in [
+        (Balancing::Ip, Attach::Auto),
+        (Balancing::IpStealth, Attach::Netlink),
+    ] {
+        let net = Net::new();
+        let dp = HostDp::attach(&net, how);
+        let set = BalanceSet::new(mode, &[1, 2, 3], 0b111, addresses());
+        let leader = mac_text(set.node_macs[0]);
+        dp.set(set);
+        unpin_client(&net, None);
+        let dump = client_dump(&net, 5);
+        let answered = ping_from_vips(&net);
+        let dump = dump.wait_with_output().expect("tcpdump");
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        let host_mac = mac_text(net.host_mac);
+        for vip in ["198.51.100.50", "2001:db8::50"] {
+            let entry = client_entry(&net, vip);
+            eprintln!("{mode:?}: client entry for {vip}: {entry:?}");
+            if let Some((lladdr, _)) = &entry {
+                assert_eq!(
+                    lladdr, &leader,
+                    "{mode:?}: client bound {vip} to {lladdr} (host {host_mac}):\n{dump}"
+                );
+            }
+        }
+        assert_eq!(answered, [true, true], "{mode:?}: pings from the VIPs");
+        let c = dp.counters();
+        eprintln!("{mode:?}: {c:?}");
+        assert!(c.egress_rewritten >= 2, "{mode:?}: {c:?}");
+        // The Ethernet source stays the real MAC; only the ARP sender changes.
+        assert!(
+            dump.contains(&format!("{host_mac} > ff:ff:ff:ff:ff:ff, ethertype ARP")),
+            "{mode:?}: no request from the host's MAC:\n{dump}"
+        );
+    }
+}
+
+/// Input: mode arp, nodes 1-3, node 1 (index 0) MASTER here; the client's
+/// entries for the shared addresses are stale ones at node 1's MAC (as
+/// carpd's answer left them); the host pings it from them.
+/// Output: the ARP request on the wire is a probe (tell 0.0.0.0) and the
+/// NS carries node 1's MAC, so the client's entries still name node 1's
+/// MAC; the pings are answered.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn arp_mode_probes_and_solicits_with_the_lowest_master_node_mac() {
+    let net = Net::new();
+    let dp = HostDp::attach(&net, Attach::Auto);
+    let set = BalanceSet::new(Balancing::Arp, &[1, 2, 3], 0b001, addresses());
+    let node = set.node_macs[0];
+    dp.set(set);
+    unpin_client(&net, Some(node));
+    let dump = client_dump(&net, 5);
+    let answered = ping_from_vips(&net);
+    let dump = dump.wait_with_output().expect("tcpdump");
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    eprintln!("client saw:\n{dump}");
+    assert!(
+        dump.contains("Request who-has 198.51.100.100 tell 0.0.0.0"),
+        "no probe:\n{dump}"
+    );
+    assert!(
+        !dump.contains("tell 198.51.100.50"),
+        "request from the VIP:\n{dump}"
+    );
+    for vip in ["198.51.100.50", "2001:db8::50"] {
+        let entry = client_entry(&net, vip);
+        eprintln!("arp: client entry for {vip}: {entry:?}");
+        let (lladdr, _) = entry.expect("entry kept");
+        assert_eq!(lladdr, mac_text(node), "{vip} re-pointed:\n{dump}");
+    }
+    assert_eq!(answered, [true, true], "pings from the VIPs");
+    let c = dp.counters();
+    eprintln!("arp: {c:?}");
+    assert!(c.egress_rewritten >= 2, "{c:?}");
+}
+
+const REAL: [u8; 6] = [2, 0, 0, 0, 0, 9];
+const PEER4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
+/// An ARP packet `op` from `sha`/`spa` to `tpa`, sent from the real MAC.
+fn arp(op: u16, sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&REAL);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tpa.octets());
+    f
+}
+
+/// The ICMPv6 checksum of `msg` (checksum field included) from `src` to `dst`;
+/// 0 when the field is right.
+fn icmp6_sum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&(msg.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(msg);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An NS (135, option 1) or NA (136, option 2) from the shared address
+/// advertising `lladdr`, with a correct checksum.
+fn nd(kind: u8, lladdr: [u8; 6]) -> Vec<u8> {
+    let mut msg = vec![kind, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&PEER6.octets());
+    msg.extend_from_slice(&[if kind == 135 { 1 } else { 2 }, 1]);
+    msg.extend_from_slice(&lladdr);
+    let c = icmp6_sum(VIP6, PEER6, &msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x33, 0x33, 0xff, 0, 1, 0];
+    f.extend_from_slice(&REAL);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let mut ip = ipv6(VIP6, PEER6, 58, &msg);
+    ip[7] = 255;
+    f.extend(ip);
+    f
+}
+
+/// Run the egress program once; return the frame it sends.
+fn egress(dp: &HostDp, frame: Vec<u8>) -> Vec<u8> {
+    let run = dp
+        .with(move |d| d.test_run(TestProgram::Egress, &frame, 1))
+        .expect("test run");
+    assert_eq!(run.verdict, TC_ACT_OK, "egress never drops");
+    run.frame
+}
+
+/// Check an ND frame's link-layer option is `mac` and its checksum right.
+fn assert_nd(frame: &[u8], mac: [u8; 6], what: &str) {
+    assert_eq!(frame[80..86], mac, "{what}: link-layer option");
+    assert_eq!(icmp6_sum(VIP6, PEER6, &frame[54..]), 0, "{what}: checksum");
+}
+
+/// Input: the egress program (BPF_PROG_TEST_RUN) in mode ip, then arp with
+/// node index 1 MASTER, on ARP packets and NS / NA from the shared
+/// addresses as the kernel and carpd send them.
+/// Output: ip: requests and NS get the leader MAC (checksum right), carpd's
+/// answers with the leader MAC are unchanged; arp: a request becomes a
+/// probe, an NS gets node 2's MAC, a gratuitous request, replies and NA
+/// (carpd's) are unchanged, and with mask 0 an NS is left alone; other
+/// senders are never touched; egress_rewritten counts the rewrites.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn egress_rewrites_the_kernels_solicitations_and_leaves_carpds_answers() {
+    let net = Net::new();
+    let dp = HostDp::attach(&net, Attach::Auto);
+    let set = BalanceSet::new(Balancing::Ip, &[1, 2, 3], 0b111, addresses());
+    let leader = set.node_macs[0];
+    dp.set(set);
+    let unchanged = |f: Vec<u8>, what: &str| assert_eq!(egress(&dp, f.clone()), f, "{what}");
+
+    let out = egress(&dp, arp(1, REAL, VIP4, PEER4));
+    assert_eq!(out[22..28], leader, "ip: request sender MAC");
+    assert_eq!(out[6..12], REAL, "ip: Ethernet source kept");
+    assert_eq!(out[28..32], VIP4.octets(), "ip: sender IP kept");
+    let out = egress(&dp, arp(2, REAL, VIP4, PEER4));
+    assert_eq!(out[22..28], leader, "ip: reply sender MAC");
+    unchanged(arp(2, leader, VIP4, PEER4), "ip: carpd's reply");
+    unchanged(
+        arp(1, REAL, Ipv4Addr::new(198, 51, 100, 10), PEER4),
+        "own address",
+    );
+    assert_nd(&egress(&dp, nd(135, REAL)), leader, "ip: NS");
+    assert_nd(&egress(&dp, nd(136, REAL)), leader, "ip: NA");
+    unchanged(nd(136, leader), "ip: carpd's NA");
+    assert_eq!(dp.counters().egress_rewritten, 4);
+
+    let set = BalanceSet::new(Balancing::Arp, &[1, 2, 3], 0b010, addresses());
+    let node2 = set.node_macs[1];
+    dp.set(set);
+    let out = egress(&dp, arp(1, REAL, VIP4, PEER4));
+    assert_eq!(out[28..32], [0; 4], "arp: request is a probe");
+    assert_eq!(out[22..28], REAL, "arp: probe sender MAC kept");
+    unchanged(arp(1, node2, VIP4, VIP4), "arp: gratuitous request");
+    unchanged(arp(2, node2, VIP4, PEER4), "arp: carpd's reply");
+    assert_nd(&egress(&dp, nd(135, REAL)), node2, "arp: NS");
+    unchanged(nd(136, node2), "arp: carpd's NA");
+    dp.set_mask(0);
+    unchanged(nd(135, REAL), "arp: NS with no node MASTER");
+    assert_eq!(dp.counters().egress_rewritten, 6);
 }

@@ -10,6 +10,14 @@
 //! builds to. The C file's header lists the per-packet rules and the ICMP
 //! choices.
 //!
+//! A second program at tc egress keeps the kernel's own solicitations from
+//! binding a shared address to this host's real MAC at a peer (every host
+//! holds the shared addresses, and the kernel solicits with one as sender):
+//! in the IP modes an ARP packet or NS / NA sent from a shared address
+//! advertises the leader MAC; in mode arp an ARP request from one becomes
+//! an RFC 5227 probe (sender 0.0.0.0) and an NS advertises the lowest node
+//! MASTER here. The C file's header has the details.
+//!
 //! Maps (keys and values in host order unless stated; the C side mirrors
 //! this layout):
 //!
@@ -19,6 +27,7 @@
 //! | `carp_v4` | hash | IPv4 address, network order | slot |
 //! | `carp_v6` | hash | IPv6 address | slot |
 //! | `carp_macs` | hash | carp MAC + 2 zero bytes | slot \| node index << 8 |
+//! | `carp_nodes` | array, 64 × 32 | slot × 32 + node index | node MAC + 2 zero bytes |
 //! | `carp_stats` | per-CPU array | [`Counter`] | packets |
 //!
 //! Atomicity: the program reads a carp interface's configuration with one
@@ -45,7 +54,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use aya::programs::tc::{self, SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
@@ -68,6 +77,8 @@ static OBJECT: &[u8] = include_bytes_aligned!("../../bpf/balance.bpf.o");
 
 /// The program's function name in the object.
 const PROGRAM: &str = "carp_balance";
+/// The egress program's function name.
+const EGRESS: &str = "carp_egress";
 /// A program that returns TC_ACT_OK at once, for [`Datapath::test_run`].
 const BASELINE: &str = "carp_baseline";
 /// Entries of `carp_cfg` (`MAX_CARPIFS` in the C source).
@@ -199,6 +210,9 @@ pub enum Counter {
     DroppedSolicitation = 2,
     /// Everything else, passed untouched.
     PassedOther = 3,
+    /// Outgoing ARP packets and Neighbour Solicitations / Advertisements
+    /// from a shared address that the egress program rewrote.
+    EgressRewritten = 4,
 }
 
 /// The program's counters, summed over CPUs.
@@ -212,6 +226,8 @@ pub struct DatapathCounters {
     pub dropped_solicitation: u64,
     /// See [`Counter::PassedOther`].
     pub passed_other: u64,
+    /// See [`Counter::EgressRewritten`].
+    pub egress_rewritten: u64,
 }
 
 /// Which program [`Datapath::test_run`] runs.
@@ -221,15 +237,19 @@ pub enum TestProgram {
     Balance,
     /// A program that only returns TC_ACT_OK (the cost of running any program).
     Baseline,
+    /// The egress program (the frame as the kernel would send it).
+    Egress,
 }
 
 /// What one BPF_PROG_TEST_RUN returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestRun {
     /// The program's verdict (TC_ACT_OK 0, TC_ACT_SHOT 2).
     pub verdict: u32,
     /// The kernel's mean time per run, in nanoseconds.
     pub ns_per_run: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
 }
 
 /// How the program is attached.
@@ -249,13 +269,15 @@ struct CarpIf {
 }
 
 /// The balancing program attached at tc ingress of one parent link
-/// (carpdev), shared by every carp interface on it.
+/// (carpdev), and its solicitation rewriter at tc egress, shared by every
+/// carp interface on it.
 ///
-/// Dropping it detaches the program, removes the L2 filters it added and
+/// Dropping it detaches both programs, removes the L2 filters it added and
 /// deletes the clsact qdisc if it created one.
 pub struct Datapath {
     ebpf: Ebpf,
     link: Option<SchedClassifierLinkId>,
+    egress: Option<SchedClassifierLinkId>,
     ifindex: u32,
     ifname: String,
     created_qdisc: bool,
@@ -264,7 +286,8 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Load the program and attach it at ingress of `ifname` (index `ifindex`).
+    /// Load the programs and attach them at ingress and egress of `ifname`
+    /// (index `ifindex`).
     ///
     /// Needs CAP_BPF and CAP_NET_ADMIN (or root; the netns test attaches
     /// with only those two). Until [`Datapath::set`] is called every frame
@@ -300,23 +323,33 @@ impl Datapath {
         let mut dp = Datapath {
             ebpf,
             link: None,
+            egress: None,
             ifindex,
             ifname: ifname.to_owned(),
             created_qdisc,
             cfg,
             carp_ifs: HashMap::new(),
         };
+        let options = || {
+            if tcx {
+                TcAttachOptions::TcxOrder(LinkOrder::default())
+            } else {
+                TcAttachOptions::Netlink(Default::default())
+            }
+        };
         let prog = dp.classifier(PROGRAM)?;
         prog.load().map_err(bpf_err("load eBPF program", ifname))?;
-        let options = if tcx {
-            TcAttachOptions::TcxOrder(LinkOrder::default())
-        } else {
-            TcAttachOptions::Netlink(Default::default())
-        };
         let link = prog
-            .attach_with_options(ifname, TcAttachType::Ingress, options)
+            .attach_with_options(ifname, TcAttachType::Ingress, options())
             .map_err(bpf_err("attach eBPF program", ifname))?;
         dp.link = Some(link);
+        // An error from here drops `dp`, which detaches the ingress link.
+        let prog = dp.classifier(EGRESS)?;
+        prog.load().map_err(bpf_err("load eBPF program", ifname))?;
+        let link = prog
+            .attach_with_options(ifname, TcAttachType::Egress, options())
+            .map_err(bpf_err("attach eBPF program", ifname))?;
+        dp.egress = Some(link);
         Ok(dp)
     }
 
@@ -410,6 +443,19 @@ impl Datapath {
         for addr in &set.addresses {
             self.insert_address(*addr, slot)?;
         }
+        let ifname = self.ifname.clone();
+        let open_err = |e: io::Error| OsError::socket("open carp_nodes", &ifname, e);
+        let mut nodes: Array<&mut MapData, u64> = self
+            .ebpf
+            .map_mut("carp_nodes")
+            .ok_or_else(|| open_err(io::Error::other("no carp_nodes map")))
+            .and_then(|m| Array::try_from(m).map_err(|e| open_err(io::Error::other(e))))?;
+        for (i, mac) in set.node_macs.iter().enumerate() {
+            let index = slot * MAX_NODES as u32 + i as u32;
+            nodes
+                .set(index, u64::from_ne_bytes(mac_key(*mac)), 0)
+                .map_err(|e| OsError::socket("set node MAC", &ifname, io::Error::other(e)))?;
+        }
         self.cfg.store(slot, pack(set.mode, count as u8, set.mask));
         Ok(())
     }
@@ -470,13 +516,15 @@ impl Datapath {
             dropped_by_hash: read(Counter::DroppedByHash)?,
             dropped_solicitation: read(Counter::DroppedSolicitation)?,
             passed_other: read(Counter::PassedOther)?,
+            egress_rewritten: read(Counter::EgressRewritten)?,
         })
     }
 
     /// Run `program` `repeat` times on Ethernet frame `frame` in the kernel
-    /// (BPF_PROG_TEST_RUN), against this datapath's maps: the verdict and
-    /// the mean time per run. For benchmarks and for checks of rules a
-    /// namespace cannot easily produce. Counters count these runs too.
+    /// (BPF_PROG_TEST_RUN), against this datapath's maps: the verdict, the
+    /// mean time per run and the frame as the program left it. For
+    /// benchmarks and for checks of rules a namespace cannot easily
+    /// produce. Counters count these runs too.
     pub fn test_run(
         &mut self,
         program: TestProgram,
@@ -486,6 +534,7 @@ impl Datapath {
         let name = match program {
             TestProgram::Balance => PROGRAM,
             TestProgram::Baseline => BASELINE,
+            TestProgram::Egress => EGRESS,
         };
         let ifname = self.ifname.clone();
         let prog = self.classifier(name)?;
@@ -602,6 +651,11 @@ impl Datapath {
 
 impl Drop for Datapath {
     fn drop(&mut self) {
+        if let Some(link) = self.egress.take()
+            && let Ok(prog) = self.classifier(EGRESS)
+        {
+            let _ = prog.detach(link);
+        }
         if let Some(link) = self.link.take()
             && let Ok(prog) = self.classifier(PROGRAM)
         {
@@ -835,9 +889,11 @@ fn prog_test_run(fd: i32, frame: &[u8], repeat: u32) -> io::Result<TestRun> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    out.truncate(attr.data_size_out as usize);
     Ok(TestRun {
         verdict: attr.retval,
         ns_per_run: attr.duration,
+        frame: out,
     })
 }
 
