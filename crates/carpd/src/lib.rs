@@ -12,6 +12,7 @@
 //! - [`maintenance`]: the persistent maintenance-mode demotion;
 //! - [`man`]: the carpd(8) and carpd.toml(5) pages;
 //! - [`owned`]: the record of configured addresses, for start-up hygiene after a crash;
+//! - [`sync`]: conntrackd's configuration and the state-sync steps of a transition;
 //! - [`systemd`]: `Type=notify` readiness and watchdog pings;
 //! - [`ucarp`]: `carpd ucarp`, the drop-in for ucarp command lines.
 pub mod assets;
@@ -26,5 +27,6 @@ pub mod man;
 pub mod os;
 pub mod owned;
 pub mod statedir;
+pub mod sync;
 pub mod systemd;
 pub mod ucarp;
