@@ -17,6 +17,11 @@ pub(super) struct FileConfig {
     pub(super) state_dir: Option<Spanned<PathBuf>>,
     pub(super) http: Option<Spanned<String>>,
     pub(super) http_token: Option<Spanned<String>>,
+    pub(super) syncdev: Option<Spanned<String>>,
+    pub(super) syncpeer: Option<Spanned<String>>,
+    pub(super) conntrackd_config: Option<Spanned<PathBuf>>,
+    pub(super) sync_gate: Option<Spanned<String>>,
+    pub(super) sync_gate_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) vhost: Vec<FileVhost>,
 }

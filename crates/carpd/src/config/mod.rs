@@ -240,6 +240,81 @@ impl VhostSpec {
     }
 }
 
+/// Parse `10`, `10s` (seconds) or `500ms` (milliseconds), as the file does.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    parse_timeout(s)
+}
+
+/// What the pre-master gate does when the state sync fails or times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncGate {
+    /// The addresses go live anyway (availability first); the failure is
+    /// logged, counted and shown.
+    #[default]
+    Open,
+    /// Stay BACKUP (and demote) rather than go live without the state.
+    Strict,
+}
+
+/// Connection-state sync through conntrackd (pfsync's place on Linux).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// The sync interface (OpenBSD `syncdev`): carpd writes conntrackd's
+    /// configuration for it and supervises conntrackd.
+    pub syncdev: Option<String>,
+    /// Unicast UDP peer on the sync interface instead of multicast.
+    pub syncpeer: Option<Ipv4Addr>,
+    /// The operator's own conntrackd.conf, which carpd only drives.
+    pub conntrackd_config: Option<PathBuf>,
+    /// What a failed or late sync does to a takeover.
+    pub gate: SyncGate,
+    /// How long a takeover waits for the sync steps.
+    pub gate_timeout: Duration,
+}
+
+impl Default for SyncSettings {
+    fn default() -> SyncSettings {
+        SyncSettings {
+            syncdev: None,
+            syncpeer: None,
+            conntrackd_config: None,
+            gate: SyncGate::Open,
+            gate_timeout: crate::sync::DEFAULT_GATE_TIMEOUT,
+        }
+    }
+}
+
+impl SyncSettings {
+    /// Return true if state sync is configured.
+    pub fn enabled(&self) -> bool {
+        self.syncdev.is_some() || self.conntrackd_config.is_some()
+    }
+
+    /// Check the combination, naming `at` in errors.
+    fn validate(&self, at: &Location) -> Result<(), ConfigFileError> {
+        if self.syncdev.is_some() && self.conntrackd_config.is_some() {
+            return Err(invalid(
+                at,
+                "syncdev and conntrackd_config are mutually exclusive: carpd writes the \
+                 configuration for a syncdev, or drives the one you give",
+            ));
+        }
+        if self.syncpeer.is_some() && self.syncdev.is_none() {
+            return Err(invalid(at, "syncpeer needs a syncdev"));
+        }
+        if self.gate_timeout.is_zero() {
+            return Err(invalid(at, "sync_gate_timeout must be positive"));
+        }
+        if let Some(dev) = &self.syncdev {
+            check_ifname(&Located {
+                value: dev.clone(),
+                at: at.clone(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Where a configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -265,6 +340,8 @@ pub struct DaemonConfig {
     pub http: Option<SocketAddr>,
     /// Bearer token allowing changes over HTTP; without one HTTP is read-only.
     pub http_token: Option<String>,
+    /// Connection-state sync through conntrackd; off by default.
+    pub sync: SyncSettings,
     /// Every vhost, in configuration order; at least one.
     pub vhosts: Vec<VhostSpec>,
     /// Where this configuration came from.
@@ -454,6 +531,7 @@ impl DaemonConfig {
             message: redact(e.message().trim_end()),
         })?;
         let base = path.parent();
+        let sync = file_sync(&file, &loc, base)?;
         let log_level = match file.log_level {
             None => DEFAULT_LOG_LEVEL,
             Some(v) => in_range("log_level", &loc.one(v), 0, 7)?,
@@ -497,6 +575,7 @@ impl DaemonConfig {
             state_dir,
             http,
             http_token,
+            sync,
             vhosts,
             source,
         })
@@ -539,6 +618,7 @@ impl DaemonConfig {
             let message = format!("log level {log_level} is out of range 0..7");
             return Err(invalid(&Location::CommandLine, message));
         }
+        let (sync, words) = leading_sync_words(words)?;
         let vhosts = DaemonConfig::from_ifconfig_words(words)?;
         if vhosts.is_empty() {
             return Err(invalid(
@@ -554,10 +634,110 @@ impl DaemonConfig {
             state_dir: None,
             http: None,
             http_token: None,
+            sync,
             vhosts,
             source,
         })
     }
+}
+
+/// The sync settings of a configuration file.
+fn file_sync(
+    file: &FileConfig,
+    loc: &Locator<'_>,
+    base: Option<&Path>,
+) -> Result<SyncSettings, ConfigFileError> {
+    let mut sync = SyncSettings {
+        syncdev: file.syncdev.as_ref().map(|v| v.get_ref().clone()),
+        conntrackd_config: file
+            .conntrackd_config
+            .as_ref()
+            .map(|v| resolve(base, v.get_ref().clone())),
+        ..SyncSettings::default()
+    };
+    let mut first = None;
+    if let Some(v) = &file.syncpeer {
+        let v = loc.one(v.clone());
+        sync.syncpeer = Some(parse_peer::<Ipv4Addr>(
+            &v,
+            "syncpeer expects an IPv4 address",
+        )?);
+        first.get_or_insert(v.at);
+    }
+    if let Some(v) = &file.sync_gate {
+        let v = loc.one(v.clone());
+        sync.gate = parse_sync_gate(&v)?;
+        first.get_or_insert(v.at);
+    }
+    if let Some(v) = &file.sync_gate_timeout {
+        let v = loc.one(v.clone());
+        sync.gate_timeout = parse_timeout(&v.value)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                invalid(
+                    &v.at,
+                    "sync_gate_timeout expects a positive duration like 2s or 500ms",
+                )
+            })?;
+        first.get_or_insert(v.at);
+    }
+    let at = file
+        .syncdev
+        .as_ref()
+        .map(|v| loc.at(v.span().start))
+        .or(first)
+        .unwrap_or_else(|| Location::File(loc.path.into()));
+    if !sync.enabled() && (sync.gate != SyncGate::Open || file.sync_gate_timeout.is_some()) {
+        return Err(invalid(&at, "sync_gate needs syncdev or conntrackd_config"));
+    }
+    sync.validate(&at)?;
+    Ok(sync)
+}
+
+fn parse_sync_gate(v: &Located<String>) -> Result<SyncGate, ConfigFileError> {
+    match v.value.as_str() {
+        "open" => Ok(SyncGate::Open),
+        "strict" => Ok(SyncGate::Strict),
+        _ => Err(invalid(&v.at, "sync_gate expects open or strict")),
+    }
+}
+
+/// Take `syncdev IF` and `syncpeer ADDR` from the front of the words
+/// (OpenBSD's pfsync word, given before the vhost words).
+fn leading_sync_words(words: &[String]) -> Result<(SyncSettings, &[String]), ConfigFileError> {
+    let mut sync = SyncSettings::default();
+    let mut rest = words;
+    let mut index = 0;
+    while let [keyword @ ("syncdev" | "syncpeer"), tail @ ..] = rest_str(rest).as_slice() {
+        let keyword = keyword.to_string();
+        let at = word_location(index, &keyword);
+        let Some(value) = tail.first() else {
+            return Err(invalid(
+                &at,
+                format!("{keyword} expects a value, got nothing"),
+            ));
+        };
+        let value = Located {
+            value: value.to_string(),
+            at: word_location(index + 1, value),
+        };
+        if keyword == "syncdev" {
+            sync.syncdev = Some(value.value);
+        } else {
+            sync.syncpeer = Some(parse_peer::<Ipv4Addr>(
+                &value,
+                "syncpeer expects an IPv4 address",
+            )?);
+        }
+        rest = &rest[2..];
+        index += 2;
+    }
+    sync.validate(&Location::CommandLine)?;
+    Ok((sync, rest))
+}
+
+fn rest_str(words: &[String]) -> Vec<&str> {
+    words.iter().take(2).map(String::as_str).collect()
 }
 
 /// Read the configuration file at `path` as text, as [`DaemonConfig::load`] does:
@@ -615,6 +795,17 @@ pub struct Overrides {
     pub http: Option<SocketAddr>,
     /// `--http-token`.
     pub http_token: Option<String>,
+    /// `--syncdev`, `--syncpeer`, `--conntrackd-config`, `--sync-gate`,
+    /// `--sync-gate-timeout` (each replaces the file's value).
+    pub syncdev: Option<String>,
+    /// See `syncdev`.
+    pub syncpeer: Option<Ipv4Addr>,
+    /// See `syncdev`.
+    pub conntrackd_config: Option<PathBuf>,
+    /// See `syncdev`.
+    pub sync_gate: Option<SyncGate>,
+    /// See `syncdev`.
+    pub sync_gate_timeout: Option<Duration>,
     /// `--user`: run as this user after set-up (not part of [`DaemonConfig`]).
     pub user: Option<String>,
 }
@@ -628,6 +819,15 @@ impl Overrides {
         config.state_dir = self.state_dir.clone().or(config.state_dir.take());
         config.http = self.http.or(config.http);
         config.http_token = self.http_token.clone().or(config.http_token.take());
+        let sync = &mut config.sync;
+        sync.syncdev = self.syncdev.clone().or(sync.syncdev.take());
+        sync.syncpeer = self.syncpeer.or(sync.syncpeer);
+        sync.conntrackd_config = self
+            .conntrackd_config
+            .clone()
+            .or(sync.conntrackd_config.take());
+        sync.gate = self.sync_gate.unwrap_or(sync.gate);
+        sync.gate_timeout = self.sync_gate_timeout.unwrap_or(sync.gate_timeout);
     }
 }
 

@@ -204,6 +204,71 @@ pub const SETTINGS: &[Setting] = &[
                 Must not be empty.",
     },
     Setting {
+        key: "syncdev",
+        scope: Scope::Global,
+        word: None,
+        flag: Some("--syncdev"),
+        arg: "IF",
+        kind: Kind::String,
+        range: None,
+        default: None,
+        example: "eth2",
+        about: "Synchronise connection state over this dedicated interface (OpenBSD's \
+                pfsync syncdev): carpd writes an FTFW conntrackd configuration for it. \
+                On the command line also the word syncdev IF before the vhost words.",
+    },
+    Setting {
+        key: "syncpeer",
+        scope: Scope::Global,
+        word: None,
+        flag: Some("--syncpeer"),
+        arg: "ADDR",
+        kind: Kind::String,
+        range: None,
+        default: None,
+        example: "198.18.0.2",
+        about: "Send the state to this IPv4 address over UDP instead of multicast on the \
+                syncdev. Needs syncdev.",
+    },
+    Setting {
+        key: "conntrackd_config",
+        scope: Scope::Global,
+        word: None,
+        flag: Some("--conntrackd-config"),
+        arg: "FILE",
+        kind: Kind::String,
+        range: None,
+        default: None,
+        example: "/etc/conntrackd/conntrackd.conf",
+        about: "Your own conntrackd configuration: carpd runs only the client commands \
+                (conntrackd -C FILE) on each transition. Instead of syncdev.",
+    },
+    Setting {
+        key: "sync_gate",
+        scope: Scope::Global,
+        word: None,
+        flag: Some("--sync-gate"),
+        arg: "MODE",
+        kind: Kind::String,
+        range: Some("open, strict"),
+        default: Some("open"),
+        example: "strict",
+        about: "When the state sync of a takeover fails or times out: open lets the \
+                addresses go live anyway (logged and counted); strict stays BACKUP.",
+    },
+    Setting {
+        key: "sync_gate_timeout",
+        scope: Scope::Global,
+        word: None,
+        flag: Some("--sync-gate-timeout"),
+        arg: "DURATION",
+        kind: Kind::String,
+        range: None,
+        default: Some("2s"),
+        example: "2s",
+        about: "How long a takeover waits for the state sync before the gate decides.",
+    },
+    Setting {
         key: "carpdev",
         scope: Scope::Vhost,
         word: Some("carpdev"),
@@ -590,7 +655,13 @@ mod test {
             ];
             let mut global = String::new();
             match s.scope {
-                Scope::Global => global = format!("{} = {value}\n", s.key),
+                Scope::Global => {
+                    global = format!("{} = {value}\n", s.key);
+                    // These refine a syncdev and are refused without one.
+                    if matches!(s.key, "syncpeer" | "sync_gate" | "sync_gate_timeout") {
+                        global.push_str("syncdev = \"eth2\"\n");
+                    }
+                }
                 Scope::Vhost => {
                     // carpnodes replaces vhid.
                     vhost.retain(|(k, _)| *k != s.key && !(s.key == "carpnodes" && *k == "vhid"));

@@ -759,3 +759,69 @@ fn carpnodes_errors_say_what_and_where() {
     );
     assert!(file_err(&both).contains("carpnodes replaces vhid and advskew"));
 }
+
+#[test]
+fn sync_settings_from_file_words_and_flags() {
+    let text = format!(
+        "syncdev = \"eth2\"\nsyncpeer = \"198.18.0.2\"\nsync_gate = \"strict\"\n\
+         sync_gate_timeout = \"500ms\"\n{}addresses = [\"198.51.100.1\"]\n",
+        vhost("")
+    );
+    let cfg = DaemonConfig::from_toml_str(&text, Path::new("carpd.toml")).unwrap();
+    assert_eq!(cfg.sync.syncdev.as_deref(), Some("eth2"));
+    assert_eq!(cfg.sync.syncpeer, Some(Ipv4Addr::new(198, 18, 0, 2)));
+    assert_eq!(cfg.sync.gate, SyncGate::Strict);
+    assert_eq!(cfg.sync.gate_timeout, Duration::from_millis(500));
+    assert!(cfg.sync.enabled());
+    // Off unless asked for.
+    let plain = format!("{}addresses = [\"198.51.100.1\"]\n", vhost(""));
+    let cfg = DaemonConfig::from_toml_str(&plain, Path::new("carpd.toml")).unwrap();
+    assert!(!cfg.sync.enabled());
+    assert_eq!(cfg.sync.gate_timeout, crate::sync::DEFAULT_GATE_TIMEOUT);
+    // The pfsync word, before the vhost words.
+    let cfg = DaemonConfig::from_command_line(
+        false,
+        2,
+        None,
+        &words("syncdev eth2 syncpeer 198.18.0.2 carpdev eth0 vhid 1 198.51.100.50"),
+    )
+    .unwrap();
+    assert_eq!(cfg.sync.syncdev.as_deref(), Some("eth2"));
+    assert_eq!(cfg.vhosts.len(), 1);
+    // Flags replace the file's values.
+    let mut cfg = cfg;
+    Overrides {
+        conntrackd_config: None,
+        sync_gate: Some(SyncGate::Strict),
+        ..Overrides::default()
+    }
+    .apply(&mut cfg);
+    assert_eq!(cfg.sync.gate, SyncGate::Strict);
+}
+
+#[test]
+fn sync_errors_say_what_is_wrong() {
+    let with = |top: &str| format!("{top}{}addresses = [\"198.51.100.1\"]\n", vhost(""));
+    assert!(
+        file_err(&with(
+            "syncdev = \"eth2\"\nconntrackd_config = \"/etc/c.conf\"\n"
+        ))
+        .contains("syncdev and conntrackd_config are mutually exclusive")
+    );
+    assert!(file_err(&with("syncpeer = \"198.18.0.2\"\n")).contains("syncpeer needs a syncdev"));
+    assert!(file_err(&with("sync_gate = \"strict\"\n")).contains("sync_gate needs syncdev"));
+    assert!(
+        file_err(&with("syncdev = \"eth2\"\nsync_gate = \"maybe\"\n"))
+            .contains("sync_gate expects open or strict")
+    );
+    assert!(
+        file_err(&with("syncdev = \"eth2\"\nsync_gate_timeout = \"0s\"\n"))
+            .contains("sync_gate_timeout expects a positive duration")
+    );
+    assert!(
+        file_err(&with("syncdev = \"eth2\"\nsyncpeer = \"::1\"\n"))
+            .contains("syncpeer expects an IPv4 address")
+    );
+    let err = DaemonConfig::from_command_line(false, 2, None, &words("syncdev")).unwrap_err();
+    assert!(err.to_string().contains("syncdev expects a value"), "{err}");
+}

@@ -187,6 +187,7 @@ impl<O: Os> Daemon<O> {
         new.http_token = self.config.http_token.take();
         new.control = self.config.control.take();
         new.state_dir = self.config.state_dir.take();
+        new.sync = self.config.sync.clone();
         self.config = new;
         let mut msg = format!("reloaded: {kept} unchanged, {changed} changed, {added} added");
         if !pending.is_empty() {
@@ -255,6 +256,9 @@ fn needs_restart(running: &DaemonConfig, new: &DaemonConfig) -> Vec<&'static str
     }
     if running.state_dir != new.state_dir {
         names.push("state_dir");
+    }
+    if running.sync != new.sync {
+        names.push("syncdev/conntrackd_config/sync_gate");
     }
     names
 }

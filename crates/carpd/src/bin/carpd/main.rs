@@ -52,6 +52,16 @@ enum Command {
             help = reference::flag_help("http_token")
         )]
         http_token: Option<String>,
+        #[arg(long, value_name = "IF", help = reference::flag_help("syncdev"))]
+        syncdev: Option<String>,
+        #[arg(long, value_name = "ADDR", help = reference::flag_help("syncpeer"))]
+        syncpeer: Option<std::net::Ipv4Addr>,
+        #[arg(long, value_name = "FILE", help = reference::flag_help("conntrackd_config"))]
+        conntrackd_config: Option<PathBuf>,
+        #[arg(long, value_name = "MODE", value_parser = parse_sync_gate, help = reference::flag_help("sync_gate"))]
+        sync_gate: Option<carpd::config::SyncGate>,
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, help = reference::flag_help("sync_gate_timeout"))]
+        sync_gate_timeout: Option<std::time::Duration>,
         /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW
         /// (every other capability is dropped with or without it).
         #[arg(long, value_name = "USER")]
@@ -86,6 +96,11 @@ fn main() -> ExitCode {
             state_dir,
             http,
             http_token,
+            syncdev,
+            syncpeer,
+            conntrackd_config,
+            sync_gate,
+            sync_gate_timeout,
             user,
             config,
             words,
@@ -97,6 +112,11 @@ fn main() -> ExitCode {
                 state_dir,
                 http,
                 http_token,
+                syncdev,
+                syncpeer,
+                conntrackd_config,
+                sync_gate,
+                sync_gate_timeout,
                 user,
             };
             let config = match config {
@@ -240,6 +260,20 @@ fn forward_signals(tx: mpsc::Sender<Signal>) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+fn parse_sync_gate(s: &str) -> Result<carpd::config::SyncGate, String> {
+    match s {
+        "open" => Ok(carpd::config::SyncGate::Open),
+        "strict" => Ok(carpd::config::SyncGate::Strict),
+        _ => Err("expected open or strict".into()),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    carpd::config::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "expected a positive duration like 2s or 500ms".into())
 }
 
 #[cfg(test)]
