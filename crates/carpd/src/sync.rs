@@ -307,7 +307,7 @@ mod tests {
         let path = dir.join("conntrackd");
         let log = dir.join("calls");
         let script = format!(
-            "#!/bin/sh\necho \"$3\" >> {}\n[ \"$3\" = \"{fail_on}\" ] && {{ echo 'no such cache' >&2; exit 1; }}\n\
+            "#!/bin/sh\nprintf '%s\\n' \"$3\" >> {}\n[ \"$3\" = \"{fail_on}\" ] && {{ echo 'no such cache' >&2; exit 1; }}\n\
              [ \"$3\" = \"-B\" ] && sleep {sleep_on_bulk}\nexit 0\n",
             log.display()
         );

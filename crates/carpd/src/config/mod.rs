@@ -270,6 +270,8 @@ pub struct SyncSettings {
     pub gate: SyncGate,
     /// How long a takeover waits for the sync steps.
     pub gate_timeout: Duration,
+    /// The conntrackd program (found on PATH; tests point it at a fake).
+    pub program: PathBuf,
 }
 
 impl Default for SyncSettings {
@@ -280,6 +282,7 @@ impl Default for SyncSettings {
             conntrackd_config: None,
             gate: SyncGate::Open,
             gate_timeout: crate::sync::DEFAULT_GATE_TIMEOUT,
+            program: PathBuf::from("conntrackd"),
         }
     }
 }

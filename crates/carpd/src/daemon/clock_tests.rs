@@ -111,6 +111,7 @@ fn no_other_clock_feeds_the_timers() {
         ("lifecycle.rs", include_str!("lifecycle.rs")),
         ("repair.rs", include_str!("repair.rs")),
         ("balance.rs", include_str!("balance.rs")),
+        ("sync.rs", include_str!("sync.rs")),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/daemon");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();

@@ -150,7 +150,7 @@ impl<O: Os> Daemon<O> {
                     let need6 = !spec.proto.ipv6.is_empty();
                     self.carpdev(&spec.carpdev, need4, need6).await?;
                     self.node
-                        .reconfigure_interface(now, CarpIfId::of(id), spec.carp_if_config())
+                        .reconfigure_interface(now, CarpIfId::of(id), self.core_config(&spec))
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     self.drain().await;
                     if let Some(r) = self.vhosts.get_mut(&id) {

@@ -490,6 +490,17 @@ impl Harness {
         fake: Fake,
         script: impl FnOnce(Harness) -> F,
     ) -> anyhow::Result<()> {
+        Harness::run_tweaked(vhosts, fake, |_, _| {}, script).await
+    }
+
+    /// [`Harness::run`], with `tweak` applied to the loaded configuration
+    /// (given the harness's directory).
+    async fn run_tweaked<F: std::future::Future<Output = ()>>(
+        vhosts: &str,
+        fake: Fake,
+        tweak: impl FnOnce(&mut DaemonConfig, &Path),
+        script: impl FnOnce(Harness) -> F,
+    ) -> anyhow::Result<()> {
         capture::start();
         let (signals, sig_rx) = mpsc::channel(4);
         let (ctl, ctl_rx) = mpsc::channel(16);
@@ -500,7 +511,8 @@ impl Harness {
             ctl: ctl.clone(),
         };
         h.write_config(vhosts);
-        let config = DaemonConfig::load(&h.config_path()).unwrap();
+        let mut config = DaemonConfig::load(&h.config_path()).unwrap();
+        tweak(&mut config, h.dir.path());
         let daemon = run_with(fake, config, Overrides::default(), sig_rx, ctl, ctl_rx);
         let (result, ()) = tokio::join!(daemon, script(h));
         result
@@ -1514,4 +1526,118 @@ async fn arp_balanced_interface_answers_by_the_requesters_hash() {
         calls.iter().filter(|c| matches!(c, Call::Unpin(_))).count(),
         40
     );
+}
+
+/// A fake conntrackd in `dir`: appends each flag to `dir/calls` (and
+/// "-B done" after the bulk send, which takes 300 ms), fails on `fail_on`.
+fn fake_conntrackd(dir: &Path, fail_on: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("conntrackd");
+    let calls = dir.join("calls");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$3\" >> {calls}\n[ \"$3\" = \"{fail_on}\" ] && exit 1\n\
+         if [ \"$3\" = \"-B\" ]; then sleep 0.3; echo '-B done' >> {calls}; fi\nexit 0\n",
+        calls = calls.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn sync_calls(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("calls"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Turn state sync on with the operator's own conntrackd file and a fake
+/// conntrackd failing on `fail_on`.
+fn with_sync(
+    gate: crate::config::SyncGate,
+    fail_on: &'static str,
+) -> impl FnOnce(&mut DaemonConfig, &Path) {
+    move |config, dir| {
+        config.sync.conntrackd_config = Some(dir.join("conntrackd.conf"));
+        config.sync.program = fake_conntrackd(dir, fail_on);
+        config.sync.gate = gate;
+    }
+}
+
+/// Input: state sync on (the operator's conntrackd file), a vhost that hears
+/// no master; real time, since the steps are real processes. Output: on
+/// INIT -> BACKUP the backup steps run (-t, -n); on the takeover the
+/// addresses are added only after commit, flush, resync and bulk send
+/// (-c -f -R -B) have all finished, as primary-backup.sh orders them.
+#[tokio::test]
+async fn takeover_waits_for_the_state_sync_steps() {
+    let fake = Fake::new();
+    let config = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let tweak = with_sync(crate::config::SyncGate::Open, "none");
+    let result = Harness::run_tweaked(&config, fake, tweak, |h| async move {
+        let dir = h.dir.path().to_path_buf();
+        let mut seen_add = false;
+        for _ in 0..400 {
+            let added = h
+                .fake
+                .calls()
+                .iter()
+                .any(|c| *c == Call::AddAddress(ETH0, ip(VIP), 24));
+            if added {
+                let calls = sync_calls(&dir);
+                assert!(
+                    calls.iter().any(|c| c == "-B done"),
+                    "addresses added before the sync steps ended: {calls:?}"
+                );
+                seen_add = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(seen_add, "never became MASTER");
+        assert_eq!(
+            sync_calls(&dir),
+            ["-t", "-n", "-c", "-f", "-R", "-B", "-B done"]
+        );
+        assert!(logged(Level::Info, "state sync committed in"));
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
+/// Input: state sync on, the commit step fails. Output: with sync_gate open
+/// the addresses go live anyway and the failure is logged; with strict the
+/// vhost stays BACKUP and never adds them.
+#[tokio::test]
+async fn a_failed_state_sync_opens_or_holds_the_gate() {
+    use crate::config::SyncGate;
+    for (gate, live) in [(SyncGate::Open, true), (SyncGate::Strict, false)] {
+        let fake = Fake::new();
+        let world = fake.clone();
+        let config = vhost(1, 0, "real", &["192.0.2.50/24"]);
+        let result = Harness::run_tweaked(&config, fake, with_sync(gate, "-c"), |h| async move {
+            // Master-down (3 s) plus the failed steps, with margin.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let calls = sync_calls(h.dir.path());
+            assert!(
+                calls.starts_with(&["-t".into(), "-n".into(), "-c".into()]),
+                "{calls:?}"
+            );
+            assert!(
+                !calls.contains(&"-f".to_string()),
+                "steps after a failure: {calls:?}"
+            );
+            assert!(logged(Level::Err, "state sync before takeover failed"));
+            h.signal(Signal::Terminate).await;
+        })
+        .await;
+        result.unwrap();
+        let added = world
+            .calls()
+            .iter()
+            .any(|c| *c == Call::AddAddress(ETH0, ip(VIP), 24));
+        assert_eq!(added, live, "{gate:?}");
+    }
 }

@@ -18,6 +18,7 @@ mod lifecycle;
 mod perform;
 mod realise;
 mod repair;
+mod sync;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -109,6 +110,8 @@ struct Daemon<O: Os> {
     pinned: BTreeMap<(LinkId, IpAddr), [u8; 6]>,
     /// Solicitations for balanced addresses: answered here, left to another host.
     solicitations: BTreeMap<VhostId, SolicitationCounts>,
+    /// Connection-state sync, when configured.
+    sync: Option<sync::SyncState>,
 }
 
 /// What became of the ARP requests and NS for balanced addresses.
@@ -207,6 +210,7 @@ async fn run_with<O: Os>(
         solicit_tx,
         pinned: BTreeMap::new(),
         solicitations: BTreeMap::new(),
+        sync: None,
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -245,6 +249,11 @@ async fn run_with<O: Os>(
     };
     // Only now: a thread started earlier would keep every capability.
     log::start_queue();
+    let (sync_tx, mut sync_rx) = mpsc::unbounded_channel();
+    if let Err(e) = d.start_sync(&state_dir, sync_tx).await {
+        d.shutdown(None).await;
+        return Err(e.context("cannot start state sync"));
+    }
     if !dropped.bounding_left.is_empty() {
         carplog!(
             Warning,
@@ -272,6 +281,7 @@ async fn run_with<O: Os>(
         tokio::select! {
             Some(dgram) = rx.recv() => d.handle_datagram(dgram),
             Some(sol) = solicit_rx.recv() => d.handle_solicitation(sol).await,
+            Some(done) = sync_rx.recv() => d.sync_done(done),
             _ = sleep_until(deadline) => {
                 let now = d.now();
                 d.node.handle_timeout(now);

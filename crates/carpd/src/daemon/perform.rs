@@ -59,17 +59,20 @@ impl<O: Os> Daemon<O> {
                 ipv6,
             } => self.announce(vhost_of(iface), mac, &ipv4, &ipv6),
             Action::LoadShare { iface, mask, nodes } => self.load_share(iface, mask, nodes),
-            Action::PrepareMaster { iface, .. } => {
-                // The daemon configures no gate yet (state sync will): go live at once.
-                let now = self.now();
-                self.node.handle_prepared(now, iface, true);
-            }
+            Action::PrepareMaster { iface, .. } => self.prepare_master(iface),
             Action::StateChanged {
                 id,
                 from,
                 to,
                 cause,
-            } => self.state_changed(id, from, to, cause),
+            } => {
+                if to == State::Backup
+                    && let Some(iface) = self.node.interface_of(id)
+                {
+                    self.sync_backup(iface);
+                }
+                self.state_changed(id, from, to, cause)
+            }
             Action::DemotionChanged {
                 group,
                 value,

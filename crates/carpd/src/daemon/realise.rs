@@ -219,7 +219,7 @@ impl<O: Os> Daemon<O> {
         let now = self.now();
         let iface = self
             .node
-            .add_interface(now, link, spec.carp_if_config(), &cookies)
+            .add_interface(now, link, self.core_config(&spec), &cookies)
             .map_err(|e| anyhow::anyhow!("{}: {e}", spec.carpdev))?;
         let id = vhost_of(iface);
         self.vhosts.insert(

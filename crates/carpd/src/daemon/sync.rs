@@ -1,0 +1,228 @@
+//! State sync in the loop: the pre-master gate runs conntrackd's takeover
+//! steps off the loop, becoming BACKUP runs the backup steps, and with a
+//! `syncdev` carpd writes conntrackd's configuration and supervises it.
+//!
+//! One worker runs the step sequences in transition order, so the carp
+//! interfaces of a host share one conntrackd and one gate.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use carp_proto::{CarpIfConfig, CarpIfId, Gate};
+use tokio::sync::mpsc;
+
+use super::Daemon;
+use crate::carplog;
+use crate::config::{SyncGate, VhostSpec};
+use crate::log::chain;
+use crate::os::Os;
+use crate::sync::{BACKUP_STEPS, MASTER_STEPS, Step, StepError, SyncLink, run_steps};
+
+/// A sequence for the worker.
+#[derive(Debug)]
+pub(super) enum SyncJob {
+    /// `iface` is about to go live: commit, flush, resync, bulk send.
+    Master(CarpIfId),
+    /// `iface` became BACKUP: shorten timers, request a resync.
+    Backup(CarpIfId),
+}
+
+/// What the worker reports back to the loop.
+#[derive(Debug)]
+pub(super) struct SyncDone {
+    pub(super) iface: CarpIfId,
+    pub(super) master: bool,
+    pub(super) result: Result<Duration, StepError>,
+}
+
+/// The running sync: the worker's queue and what it drives.
+#[derive(Debug)]
+pub(super) struct SyncState {
+    pub(super) jobs: mpsc::UnboundedSender<SyncJob>,
+    /// Takeovers whose steps failed or timed out.
+    pub(super) failures: u64,
+    /// How long the last takeover's steps took.
+    pub(super) last_commit: Option<Duration>,
+}
+
+/// How long a supervised conntrackd that died waits before it is restarted.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+impl<O: Os> Daemon<O> {
+    /// The core's configuration of `spec`, with the sync gate when state
+    /// sync is on.
+    pub(super) fn core_config(&self, spec: &VhostSpec) -> CarpIfConfig {
+        let mut config = spec.carp_if_config();
+        let sync = &self.config.sync;
+        if sync.enabled() {
+            config.gate = Some(Gate {
+                deadline: sync.gate_timeout,
+                strict: sync.gate == SyncGate::Strict,
+            });
+        }
+        config
+    }
+
+    /// Start state sync if configured: write conntrackd's configuration for
+    /// a syncdev and supervise conntrackd, then start the step worker.
+    pub(super) async fn start_sync(
+        &mut self,
+        state_dir: &std::path::Path,
+        done: mpsc::UnboundedSender<SyncDone>,
+    ) -> anyhow::Result<()> {
+        let sync = self.config.sync.clone();
+        if !sync.enabled() {
+            return Ok(());
+        }
+        let program = sync.program.clone();
+        let conf: PathBuf = match (&sync.conntrackd_config, &sync.syncdev) {
+            (Some(path), _) => path.clone(),
+            (None, Some(dev)) => {
+                let link = self.sync_link(dev, sync.syncpeer, state_dir).await?;
+                let path = state_dir.join("conntrackd.conf");
+                std::fs::write(&path, link.render())
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                tokio::spawn(supervise(program.clone(), path.clone()));
+                carplog!(Info, "state sync: conntrackd on {dev} ({})", path.display());
+                path
+            }
+            (None, None) => return Ok(()),
+        };
+        let (jobs, mut queue) = mpsc::unbounded_channel::<SyncJob>();
+        let deadline = sync.gate_timeout;
+        tokio::spawn(async move {
+            while let Some(job) = queue.recv().await {
+                let (iface, master, steps): (_, _, &[Step]) = match job {
+                    SyncJob::Master(i) => (i, true, &MASTER_STEPS),
+                    SyncJob::Backup(i) => (i, false, &BACKUP_STEPS),
+                };
+                let result = run_steps(&program, &conf, steps, deadline).await;
+                if done
+                    .send(SyncDone {
+                        iface,
+                        master,
+                        result,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        self.sync = Some(SyncState {
+            jobs,
+            failures: 0,
+            last_commit: None,
+        });
+        Ok(())
+    }
+
+    async fn sync_link(
+        &self,
+        dev: &str,
+        peer: Option<std::net::Ipv4Addr>,
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<SyncLink> {
+        let info = self
+            .os
+            .link_by_name(dev)
+            .await
+            .map_err(|e| anyhow::anyhow!("syncdev {dev}: {}", chain(&e)))?;
+        let addrs = self.os.addresses(info.index).await.unwrap_or_default();
+        let local = addrs
+            .iter()
+            .find_map(|(a, _)| match a {
+                std::net::IpAddr::V4(v4) => Some(*v4),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .ok_or_else(|| anyhow::anyhow!("syncdev {dev} has no IPv4 address to sync from"))?;
+        let ignore = self
+            .config
+            .vhosts
+            .iter()
+            .flat_map(|v| v.addresses.iter().map(|a| a.addr))
+            .collect();
+        Ok(SyncLink {
+            syncdev: dev.to_string(),
+            local,
+            peer,
+            group: std::net::Ipv4Addr::new(225, 0, 0, 50),
+            run_dir: state_dir.to_path_buf(),
+            ignore,
+        })
+    }
+
+    /// `PrepareMaster` for `iface`: queue the takeover steps, or go live at
+    /// once without state sync.
+    pub(super) fn prepare_master(&mut self, iface: CarpIfId) {
+        match &self.sync {
+            Some(s) if s.jobs.send(SyncJob::Master(iface)).is_ok() => {}
+            _ => {
+                let now = self.now();
+                self.node.handle_prepared(now, iface, true);
+            }
+        }
+    }
+
+    /// `iface` became BACKUP: queue the backup steps.
+    pub(super) fn sync_backup(&mut self, iface: CarpIfId) {
+        if let Some(s) = &self.sync {
+            let _ = s.jobs.send(SyncJob::Backup(iface));
+        }
+    }
+
+    /// A step sequence ended: a takeover goes on (or, strict and failed, not).
+    pub(super) fn sync_done(&mut self, done: SyncDone) {
+        let label = self.label(super::vhost_of(done.iface));
+        let ok = done.result.is_ok();
+        match (&done.result, done.master) {
+            (Ok(took), true) => {
+                carplog!(Info, "{label}: state sync committed in {took:?}");
+                if let Some(s) = &mut self.sync {
+                    s.last_commit = Some(*took);
+                }
+            }
+            (Ok(_), false) => carplog!(Info, "{label}: state sync: backup steps done"),
+            (Err(e), true) => {
+                if let Some(s) = &mut self.sync {
+                    s.failures += 1;
+                }
+                let next = if self.config.sync.gate == SyncGate::Strict {
+                    "staying BACKUP (sync_gate strict)"
+                } else {
+                    "going live anyway (sync_gate open)"
+                };
+                carplog!(
+                    Err,
+                    "{label}: state sync before takeover failed: {e}; {next}"
+                );
+            }
+            (Err(e), false) => carplog!(Warning, "{label}: state sync backup steps: {e}"),
+        }
+        if done.master {
+            let now = self.now();
+            self.node.handle_prepared(now, done.iface, ok);
+        }
+    }
+}
+
+/// Run `conntrackd -C conf` in the foreground and start it again whenever it
+/// exits; it dies with carpd (kill on drop when the runtime ends).
+async fn supervise(program: PathBuf, conf: PathBuf) {
+    loop {
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.arg("-C")
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        match cmd.spawn() {
+            Ok(mut child) => match child.wait().await {
+                Ok(status) => carplog!(Err, "conntrackd exited ({status}); restarting"),
+                Err(e) => carplog!(Err, "conntrackd: {e}; restarting"),
+            },
+            Err(e) => carplog!(Err, "cannot start {}: {e}", program.display()),
+        }
+        tokio::time::sleep(RESTART_DELAY).await;
+    }
+}
