@@ -29,6 +29,8 @@ is_root() { [ "$(id -u)" = 0 ]; }
 install_packages() {
     local missing=()
     command -v ucarp >/dev/null || missing+=(ucarp)
+    # State sync (carpd's syncdev) drives conntrack-tools' daemon.
+    command -v conntrackd >/dev/null || missing+=(conntrackd)
     command -v tshark >/dev/null || missing+=(tshark)
     command -v tcpdump >/dev/null || missing+=(tcpdump)
     command -v ping >/dev/null || missing+=(iputils-ping)

@@ -131,6 +131,19 @@ pub struct CarpIfView {
     pub unpinned_requesters: u64,
 }
 
+/// Connection-state sync as shown by `carpctl status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncView {
+    /// `syncdev IF` (carpd runs conntrackd) or the operator's conntrackd file.
+    pub through: String,
+    /// `open` or `strict`.
+    pub gate: String,
+    /// Takeovers whose sync steps failed or timed out.
+    pub failures: u64,
+    /// Seconds the last takeover's commit, flush, resync and bulk send took.
+    pub last_commit_secs: Option<f64>,
+}
+
 /// A state change as streamed by `watch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
@@ -266,6 +279,9 @@ pub struct Reply {
     /// For `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhosts: Option<Vec<VhostView>>,
+    /// For `status`: connection-state sync, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncView>,
     /// For `status`: every carp interface, with its nodes and mask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<Vec<CarpIfView>>,

@@ -65,6 +65,7 @@ impl<O: Os> Daemon<O> {
                 ok: true,
                 vhosts: Some(self.node.status().iter().map(|s| self.view(s)).collect()),
                 interfaces: Some(self.interface_views()),
+                sync: self.sync_view(),
                 groups: Some(
                     self.node
                         .groups()

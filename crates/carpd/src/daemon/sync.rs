@@ -152,6 +152,26 @@ impl<O: Os> Daemon<O> {
         })
     }
 
+    /// The status view of state sync, when it is on.
+    pub(super) fn sync_view(&self) -> Option<crate::control::types::SyncView> {
+        let s = self.sync.as_ref()?;
+        let c = &self.config.sync;
+        let through = match (&c.syncdev, &c.conntrackd_config) {
+            (Some(dev), _) => format!("syncdev {dev}"),
+            (None, Some(file)) => format!("conntrackd_config {}", file.display()),
+            (None, None) => String::new(),
+        };
+        Some(crate::control::types::SyncView {
+            through,
+            gate: match c.gate {
+                SyncGate::Open => "open".into(),
+                SyncGate::Strict => "strict".into(),
+            },
+            failures: s.failures,
+            last_commit_secs: s.last_commit.map(|d| d.as_secs_f64()),
+        })
+    }
+
     /// `PrepareMaster` for `iface`: queue the takeover steps, or go live at
     /// once without state sync.
     pub(super) fn prepare_master(&mut self, iface: CarpIfId) {
