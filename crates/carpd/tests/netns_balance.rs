@@ -111,13 +111,11 @@ const EDGE: Duration = Duration::from_millis(50);
 /// the last advertisement's phase, carpd's reaction and the probe period.
 ///
 /// Host a's node has two backups of equal timing (b and c, advskew 100):
-/// their timers fire within one frame's latency of each other, both become
-/// MASTER and both step down (OpenBSD's equal-timing rule), and so on. On
-/// this bridge that never settles: today's carpd with `vhid 1 advskew
-/// 0/100/100` flapped MASTER -> BACKUP on b and c for 40 s after a's link
-/// went down. The Show's carpnodes therefore need a tie-break in carpd (or
-/// distinct backup skews, e.g. a `1:0,2:100,3:200`, b `1:200,2:0,3:100`,
-/// c `1:100,2:200,3:0`) before the balanced cases can pass.
+/// their timers fire within one frame's latency of each other and both
+/// become MASTER. With the kernels' equal-timing rule both would step down
+/// and race again, which on this bridge never settled (before carpd's
+/// tie-break, `vhid 1 advskew 0/100/100` flapped for 40 s); carpd keeps the
+/// lower source address MASTER (`election::Tie`), so the node moves once.
 fn failover() -> Duration {
     master_down(1, 100) + Duration::from_secs(2)
 }
