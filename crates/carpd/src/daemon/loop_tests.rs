@@ -1601,7 +1601,11 @@ async fn takeover_waits_for_the_state_sync_steps() {
             ["-t", "-n", "-c", "-f", "-R", "-B", "-B done"]
         );
         assert!(logged(Level::Info, "state sync committed in"));
-        let sync = h.request(Request::Status).await.sync.expect("sync in status");
+        let sync = h
+            .request(Request::Status)
+            .await
+            .sync
+            .expect("sync in status");
         assert!(sync.through.starts_with("conntrackd_config "), "{sync:?}");
         assert_eq!((sync.gate.as_str(), sync.failures), ("open", 0));
         assert!(sync.last_commit_secs.is_some_and(|t| t >= 0.3), "{sync:?}");
