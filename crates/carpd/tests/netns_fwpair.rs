@@ -33,7 +33,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use common::daemon::{Carpd, state, wait_for, wait_state, wall_now};
-use common::{Lab, run_ok};
+use common::{Lab, Topology, run_ok};
 
 /// Longest allowed time without an echo after an event. A crash costs B's
 /// master-down time (3 x (1 + 100/256) s = 4.2 s) plus TCP's retransmission
@@ -334,6 +334,24 @@ impl Pair {
             g.tcp, g.udp, g.error
         );
         g
+    }
+}
+
+impl Drop for Pair {
+    /// The lab kills the carpd processes; their conntrackd (a grandchild of
+    /// the test) is stopped here in case it outlived its carpd.
+    fn drop(&mut self) {
+        let topo: &Topology = &self.lab;
+        for d in [&self.a, &self.b] {
+            // Not a child any more if it already exited and was reaped.
+            let _ = topo.signal(d.pid, Signal::SIGKILL);
+        }
+        thread::sleep(Duration::from_millis(200));
+        for d in [&self.a, &self.b] {
+            if let Some(pid) = conntrackd_of(d) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
     }
 }
 
