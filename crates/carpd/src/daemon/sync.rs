@@ -227,7 +227,8 @@ impl<O: Os> Daemon<O> {
 }
 
 /// Run `conntrackd -C conf` in the foreground and start it again whenever it
-/// exits; it dies with carpd (kill on drop when the runtime ends).
+/// exits; it dies with carpd (kill on drop when the runtime ends, and
+/// `PR_SET_PDEATHSIG` when carpd is killed outright).
 async fn supervise(program: PathBuf, conf: PathBuf) {
     loop {
         let mut cmd = tokio::process::Command::new(&program);
@@ -236,6 +237,7 @@ async fn supervise(program: PathBuf, conf: PathBuf) {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
+        crate::os::die_with_parent(&mut cmd);
         match cmd.spawn() {
             Ok(mut child) => match child.wait().await {
                 Ok(status) => carplog!(Err, "conntrackd exited ({status}); restarting"),

@@ -45,6 +45,7 @@ pub use linux::Linux;
 pub use netlink::{LinkEvent, LinkInfo};
 pub use privs::{Dropped, PrivError};
 pub use solicit::Solicitation;
+pub(crate) use sys::die_with_parent;
 
 /// A carp interface's part of the balancing datapath (spec section 7).
 #[derive(Debug, Clone, PartialEq, Eq)]

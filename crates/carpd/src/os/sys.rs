@@ -1,5 +1,6 @@
-//! The only `unsafe` code in carpd: registering sockets with tokio and
-//! building an AF_PACKET address, neither of which has a safe constructor.
+//! The only `unsafe` code in carpd: registering sockets with tokio,
+//! building an AF_PACKET address (neither has a safe constructor), and a
+//! child's pre-exec hook.
 
 use std::io;
 use std::mem;
@@ -20,6 +21,19 @@ pub(crate) fn async_fd(socket: Socket) -> io::Result<AsyncFd<Socket>> {
     // always returns the same fd from `as_raw_fd`; the `AsyncFd` owns the
     // `Socket`, so the fd outlives the registration.
     unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)
+}
+
+/// Make the child `cmd` starts receive SIGTERM when carpd dies, even by
+/// SIGKILL (`PR_SET_PDEATHSIG`), so a supervised helper never outlives it.
+pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the hook runs in the forked child before exec and only calls
+    // prctl(2), which is async-signal-safe and touches no shared memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(io::Error::from)
+        });
+    }
 }
 
 /// Build the `sockaddr_ll` destination for sending one frame.
@@ -43,4 +57,51 @@ pub(crate) fn link_addr(ifindex: u32, ethertype: u16, dst_mac: [u8; 6]) -> io::R
         )
     }
     .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad sockaddr_ll"))
+}
+
+#[cfg(test)]
+mod test {
+    use std::time::{Duration, Instant};
+
+    use super::die_with_parent;
+
+    /// Whether `pid` is gone or a zombie (it was killed, not yet reaped).
+    fn dead(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    }
+
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        // PR_SET_PDEATHSIG fires when the forking thread exits, so a thread
+        // stands in for carpd.
+        let pid = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut cmd = tokio::process::Command::new("sleep");
+                cmd.arg("30");
+                die_with_parent(&mut cmd);
+                let child = cmd.spawn().expect("spawn sleep");
+                let pid = child.id().expect("pid");
+                std::mem::forget(child);
+                pid
+            })
+        })
+        .join()
+        .expect("thread");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dead(pid) {
+            assert!(Instant::now() < deadline, "sleep {pid} outlived its parent");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    }
 }
