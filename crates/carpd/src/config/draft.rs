@@ -56,8 +56,11 @@ pub(super) struct FileVhost {
 
 impl FileVhost {
     pub(super) fn into_draft(self, loc: &Locator<'_>) -> Draft {
+        let carpdev = loc.one(self.carpdev);
         Draft {
-            carpdev: Some(loc.one(self.carpdev)),
+            // A table without vhid or carpnodes is reported at its carpdev line.
+            start: Some(carpdev.at.clone()),
+            carpdev: Some(carpdev),
             vhid: loc.opt(self.vhid),
             carpnodes: loc.opt(self.carpnodes),
             balancing: loc.opt(self.balancing),
@@ -320,7 +323,7 @@ pub(super) fn invalid(at: &Location, message: impl Into<String>) -> ConfigFileEr
 /// One vhost as written, before validation.
 #[derive(Default)]
 pub(super) struct Draft {
-    /// The first word of the vhost on the command line (a file vhost always has a vhid).
+    /// Where the vhost starts: its first word, or its `carpdev` line in a file.
     pub(super) start: Option<Location>,
     /// Whether this came from command-line words (for key spellings in messages).
     pub(super) words: bool,

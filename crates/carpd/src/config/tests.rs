@@ -285,6 +285,11 @@ fn file_vhid_zero_and_missing_addresses() {
         err,
         "carpd.toml:3:8: vhid 1 has no addresses (give addresses)"
     );
+    // Found by the config_toml fuzz target: the error named the command line.
+    assert_eq!(
+        file_err("[[vhost]]\ncarpdev = \"eth0\"\naddresses = [\"192.0.2.1\"]\n"),
+        "carpd.toml:2:11: this vhost has no vhid (or carpnodes)"
+    );
     assert_eq!(
         file_err("preempt = true\n"),
         "carpd.toml: no [[vhost]] table, nothing to run"
