@@ -1,8 +1,15 @@
-//! Up/down hook scripts, run off the protocol loop.
+//! Hook scripts, run off the protocol loop.
 //!
-//! Each vhost has one worker task that runs its hooks one after another in
-//! the order of the transitions, each with a timeout after which the whole
-//! process group is killed. The protocol loop only enqueues; it never waits.
+//! Each carp interface has one worker task that runs its hooks one after
+//! another in the order of the transitions, each with a deadline after which
+//! the whole process group is killed. The protocol loop only enqueues; it
+//! never waits. The `pre-master` hook runs inside the pre-master gate: the
+//! loop is told its outcome through [`HookRun::report`] and only then lets
+//! the addresses go live.
+//!
+//! Every hook gets the `CARP_*` environment variables, ucarp's
+//! `<interface> <first address>` arguments, and a JSON description of the
+//! transition on stdin ([`HookRun::description`]).
 //!
 //! A hook never shares carpd's stdout or stderr (a flood there would stall
 //! carpd's own log): its output comes through pipes, is logged line by line
@@ -18,13 +25,15 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::carplog;
+use crate::control::types::HookCounts;
 
 /// Lines of one stream of one run that are logged; the rest is counted.
 pub const MAX_LOGGED_LINES: usize = 40;
@@ -36,13 +45,69 @@ pub const MAX_LINE_BYTES: usize = 256;
 /// grandchild that escaped the kill may keep the pipe open for good.
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
+/// Which hook a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// Inside the pre-master gate, before the addresses go live.
+    PreMaster,
+    /// After becoming MASTER.
+    Master,
+    /// After becoming BACKUP.
+    Backup,
+    /// After a fault took the interface to INIT (link down, address fault).
+    Fault,
+    /// ucarp-style: after becoming MASTER.
+    Up,
+    /// ucarp-style: after leaving MASTER.
+    Down,
+}
+
+impl HookKind {
+    /// The name in logs, in `CARP_HOOK` and in the JSON description.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::PreMaster => "pre-master",
+            HookKind::Master => "master",
+            HookKind::Backup => "backup",
+            HookKind::Fault => "fault",
+            HookKind::Up => "up",
+            HookKind::Down => "down",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// Exit status 0.
+    Succeeded,
+    /// Another exit status (`None`: ended by a signal).
+    Failed(Option<i32>),
+    /// Killed with its process group at its deadline.
+    Killed,
+    /// Could not be started.
+    NotStarted,
+}
+
+impl HookOutcome {
+    /// Whether the run counts as a passed gate step.
+    pub fn ok(self) -> bool {
+        self == HookOutcome::Succeeded
+    }
+}
+
 /// One hook run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HookRun {
+    /// Which hook.
+    pub kind: HookKind,
     /// The executable.
     pub program: PathBuf,
     /// vhid.
     pub vhid: u8,
+    /// The interface's transition this run belongs to (1, 2, ...); a
+    /// pre-master run carries the number of the takeover it gates.
+    pub sequence: u64,
     /// New state (MASTER, BACKUP, INIT).
     pub state: String,
     /// Previous state.
@@ -57,33 +122,66 @@ pub struct HookRun {
     pub addresses: Vec<String>,
     /// Kill after this long.
     pub timeout: Duration,
+    /// Kill at this instant at the latest (the pre-master gate's deadline).
+    pub deadline: Option<tokio::time::Instant>,
+    /// Told how the run ended (the pre-master gate waits for it).
+    pub report: Option<oneshot::Sender<HookOutcome>>,
 }
 
-/// The queue of one vhost's hooks.
+impl HookRun {
+    /// The JSON written to the hook's stdin.
+    pub fn description(&self) -> String {
+        serde_json::json!({
+            "hook": self.kind.name(),
+            "sequence": self.sequence,
+            "vhid": self.vhid,
+            "state": self.state,
+            "from": self.from,
+            "cause": self.cause,
+            "carpdev": self.carpdev,
+            "interface": self.interface,
+            "addresses": self.addresses,
+            "timeout_secs": self.timeout.as_secs_f64(),
+        })
+        .to_string()
+    }
+}
+
+/// The queue of one carp interface's hooks.
 #[derive(Debug, Clone)]
 pub struct HookQueue {
     tx: mpsc::UnboundedSender<HookRun>,
-    worker: std::sync::Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    worker: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    counts: Arc<Mutex<HookCounts>>,
 }
 
 impl HookQueue {
     /// Start the worker on the current runtime.
     pub fn spawn() -> HookQueue {
         let (tx, mut rx) = mpsc::unbounded_channel::<HookRun>();
+        let counts = Arc::new(Mutex::new(HookCounts::default()));
+        let tally = counts.clone();
         let worker = tokio::spawn(async move {
-            while let Some(run) = rx.recv().await {
-                execute(run).await;
+            while let Some(mut run) = rx.recv().await {
+                let report = run.report.take();
+                let started = tokio::time::Instant::now();
+                let outcome = execute(&run).await;
+                tally_run(&tally, &run, outcome, started.elapsed());
+                if let Some(report) = report {
+                    let _ = report.send(outcome);
+                }
             }
         });
         HookQueue {
             tx,
-            worker: std::sync::Arc::new(tokio::sync::Mutex::new(Some(worker))),
+            worker: Arc::new(tokio::sync::Mutex::new(Some(worker))),
+            counts,
         }
     }
 
     /// Close the queue and wait for the runs already queued.
     pub async fn finish(self) {
-        let HookQueue { tx, worker } = self;
+        let HookQueue { tx, worker, .. } = self;
         drop(tx);
         if let Some(handle) = worker.lock().await.take() {
             let _ = handle.await;
@@ -94,6 +192,30 @@ impl HookQueue {
     pub fn push(&self, run: HookRun) {
         let _ = self.tx.send(run);
     }
+
+    /// What the runs so far came to.
+    pub fn counts(&self) -> HookCounts {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+fn tally_run(tally: &Mutex<HookCounts>, run: &HookRun, outcome: HookOutcome, took: Duration) {
+    let Ok(mut c) = tally.lock() else {
+        return;
+    };
+    c.runs += 1;
+    match outcome {
+        HookOutcome::Succeeded => {}
+        HookOutcome::Failed(_) | HookOutcome::NotStarted => c.failed += 1,
+        HookOutcome::Killed => c.killed += 1,
+    }
+    c.last_hook = Some(run.kind.name().to_string());
+    c.last_exit = match outcome {
+        HookOutcome::Succeeded => Some(0),
+        HookOutcome::Failed(code) => code,
+        HookOutcome::Killed | HookOutcome::NotStarted => None,
+    };
+    c.last_secs = Some(took.as_secs_f64());
 }
 
 /// Attempts to start a hook that failed for want of descriptors, processes
@@ -144,9 +266,10 @@ async fn spawn_with_retry<T>(
     None
 }
 
-/// Run one hook: environment variables for new scripts, and ucarp's
-/// `<interface> <first address>` arguments so existing ucarp scripts work.
-async fn execute(run: HookRun) {
+/// Run one hook: environment variables and JSON on stdin for new scripts,
+/// and ucarp's `<interface> <first address>` arguments so existing ucarp
+/// scripts work. The exit status and the duration are logged.
+async fn execute(run: &HookRun) -> HookOutcome {
     let first = run
         .addresses
         .first()
@@ -154,6 +277,8 @@ async fn execute(run: HookRun) {
     let mut cmd = Command::new(&run.program);
     cmd.arg(&run.interface)
         .args(first)
+        .env("CARP_HOOK", run.kind.name())
+        .env("CARP_SEQUENCE", run.sequence.to_string())
         .env("CARP_VHID", run.vhid.to_string())
         .env("CARP_STATE", &run.state)
         .env("CARP_FROM", &run.from)
@@ -161,16 +286,29 @@ async fn execute(run: HookRun) {
         .env("CARP_CARPDEV", &run.carpdev)
         .env("CARP_INTERFACE", &run.interface)
         .env("CARP_ADDRESSES", run.addresses.join(" "))
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    let Some(mut child) = spawn_with_retry(|| cmd.spawn(), &run).await else {
-        return;
+    let started = tokio::time::Instant::now();
+    // The gate's deadline may come before the hook's own.
+    let limit = run.deadline.map_or(run.timeout, |d| {
+        run.timeout.min(d.saturating_duration_since(started))
+    });
+    let Some(mut child) = spawn_with_retry(|| cmd.spawn(), run).await else {
+        return HookOutcome::NotStarted;
     };
     let pid = child.id();
-    let name = run.program.display().to_string();
+    let name = format!("{} {}", run.kind.name(), run.program.display());
+    // A hook that never reads its stdin must not hold the run up.
+    let feed = child.stdin.take().map(|mut stdin| {
+        let json = run.description();
+        tokio::spawn(async move {
+            let _ = stdin.write_all(json.as_bytes()).await;
+            let _ = stdin.write_all(b"\n").await;
+        })
+    });
     let relays = [
         child
             .stdout
@@ -181,29 +319,29 @@ async fn execute(run: HookRun) {
             .take()
             .map(|e| tokio::spawn(relay(e, run.vhid, name.clone(), "stderr"))),
     ];
-    match tokio::time::timeout(run.timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => {
-            carplog!(
-                Info,
-                "vhid {}: hook {} done",
-                run.vhid,
-                run.program.display()
-            );
-        }
+    let outcome = match tokio::time::timeout(limit, child.wait()).await {
         Ok(Ok(status)) => {
-            carplog!(
-                Warning,
-                "vhid {}: hook {} failed: {status}",
-                run.vhid,
-                run.program.display()
-            );
+            let took = started.elapsed();
+            if status.success() {
+                carplog!(
+                    Info,
+                    "vhid {}: hook {name} exited 0 after {took:?}",
+                    run.vhid
+                );
+                HookOutcome::Succeeded
+            } else {
+                carplog!(
+                    Warning,
+                    "vhid {}: hook {name} failed after {took:?}: {status}",
+                    run.vhid
+                );
+                HookOutcome::Failed(status.code())
+            }
         }
-        Ok(Err(e)) => carplog!(
-            Err,
-            "vhid {}: hook {}: {e}",
-            run.vhid,
-            run.program.display()
-        ),
+        Ok(Err(e)) => {
+            carplog!(Err, "vhid {}: hook {name}: {e}", run.vhid);
+            HookOutcome::Failed(None)
+        }
         Err(_) => {
             if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
                 // Kill the whole group so a hung script's children go too.
@@ -213,14 +351,12 @@ async fn execute(run: HookRun) {
                 );
             }
             let _ = child.wait().await;
-            carplog!(
-                Err,
-                "vhid {}: hook {} killed after {:?}",
-                run.vhid,
-                run.program.display(),
-                run.timeout
-            );
+            carplog!(Err, "vhid {}: hook {name} killed after {limit:?}", run.vhid);
+            HookOutcome::Killed
         }
+    };
+    if let Some(feed) = feed {
+        feed.abort();
     }
     for relay in relays.into_iter().flatten() {
         let abort = relay.abort_handle();
@@ -228,6 +364,7 @@ async fn execute(run: HookRun) {
             abort.abort();
         }
     }
+    outcome
 }
 
 /// Log `stream` of a hook line by line, within the limits, and drain the rest.
@@ -329,6 +466,10 @@ mod test {
 
     fn run() -> HookRun {
         HookRun {
+            kind: HookKind::Up,
+            sequence: 1,
+            deadline: None,
+            report: None,
             program: "/nonexistent/carpd-hook".into(),
             vhid: 1,
             state: "MASTER".into(),

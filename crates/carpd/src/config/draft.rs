@@ -45,6 +45,10 @@ pub(super) struct FileVhost {
     pub(super) groups: Vec<Spanned<String>>,
     pub(super) up: Option<Spanned<PathBuf>>,
     pub(super) down: Option<Spanned<PathBuf>>,
+    pub(super) pre_master: Option<Spanned<PathBuf>>,
+    pub(super) master: Option<Spanned<PathBuf>>,
+    pub(super) backup: Option<Spanned<PathBuf>>,
+    pub(super) fault: Option<Spanned<PathBuf>>,
     /// An integer number of seconds, or a string `"10s"`, `"500ms"`, `"10"`.
     pub(super) hook_timeout: Option<Spanned<toml::Value>>,
     pub(super) peer: Option<Spanned<String>>,
@@ -73,6 +77,10 @@ impl FileVhost {
             groups: self.groups.into_iter().map(|v| loc.one(v)).collect(),
             up: loc.opt(self.up),
             down: loc.opt(self.down),
+            pre_master: loc.opt(self.pre_master),
+            master: loc.opt(self.master),
+            backup: loc.opt(self.backup),
+            fault: loc.opt(self.fault),
             hook_timeout: self.hook_timeout.map(|v| {
                 loc.one(v).map(|v| match v {
                     toml::Value::Integer(secs) => u64::try_from(secs).ok().map(Duration::from_secs),
@@ -236,6 +244,26 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
                 value("a script path")?.map(PathBuf::from),
                 keyword,
             )?,
+            "pre-master" => set_once(
+                &mut cur.pre_master,
+                value("a script path")?.map(PathBuf::from),
+                keyword,
+            )?,
+            "master" => set_once(
+                &mut cur.master,
+                value("a script path")?.map(PathBuf::from),
+                keyword,
+            )?,
+            "backup" => set_once(
+                &mut cur.backup,
+                value("a script path")?.map(PathBuf::from),
+                keyword,
+            )?,
+            "fault" => set_once(
+                &mut cur.fault,
+                value("a script path")?.map(PathBuf::from),
+                keyword,
+            )?,
             "master-down" => set_once(&mut cur.master_down, value("openbsd or freebsd")?, keyword)?,
             "hook-timeout" => {
                 let v = value("a duration like 10s or 500ms")?.map(|s| parse_timeout(&s));
@@ -341,6 +369,10 @@ pub(super) struct Draft {
     pub(super) groups: Vec<Located<String>>,
     pub(super) up: Option<Located<PathBuf>>,
     pub(super) down: Option<Located<PathBuf>>,
+    pub(super) pre_master: Option<Located<PathBuf>>,
+    pub(super) master: Option<Located<PathBuf>>,
+    pub(super) backup: Option<Located<PathBuf>>,
+    pub(super) fault: Option<Located<PathBuf>>,
     /// `None` inside means the text was not a duration.
     pub(super) hook_timeout: Option<Located<Option<Duration>>>,
     pub(super) peer: Option<Located<String>>,
@@ -480,6 +512,10 @@ impl Draft {
         let mut hooks = Hooks {
             up: self.up.map(|p| resolve(base, p.value)),
             down: self.down.map(|p| resolve(base, p.value)),
+            pre_master: self.pre_master.map(|p| resolve(base, p.value)),
+            master: self.master.map(|p| resolve(base, p.value)),
+            backup: self.backup.map(|p| resolve(base, p.value)),
+            fault: self.fault.map(|p| resolve(base, p.value)),
             ..Hooks::default()
         };
         if let Some(t) = self.hook_timeout {

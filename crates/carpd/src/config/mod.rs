@@ -159,13 +159,22 @@ impl fmt::Display for VirtualAddress {
     }
 }
 
-/// The scripts run on entering and leaving Master.
+/// The scripts run around transitions, one at a time in transition order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hooks {
-    /// Run after becoming Master.
+    /// ucarp-style: run after becoming Master.
     pub up: Option<PathBuf>,
-    /// Run after leaving Master.
+    /// ucarp-style: run after leaving Master.
     pub down: Option<PathBuf>,
+    /// Run inside the pre-master gate, before the addresses go live; its
+    /// exit status is a gate step.
+    pub pre_master: Option<PathBuf>,
+    /// Run after becoming Master.
+    pub master: Option<PathBuf>,
+    /// Run after becoming Backup.
+    pub backup: Option<PathBuf>,
+    /// Run after a fault (link down, address fault) took the vhost to Init.
+    pub fault: Option<PathBuf>,
     /// How long a hook may run before it is killed (default 10 s, never zero).
     pub timeout: Duration,
 }
@@ -176,6 +185,10 @@ impl Default for Hooks {
         Hooks {
             up: None,
             down: None,
+            pre_master: None,
+            master: None,
+            backup: None,
+            fault: None,
             timeout: DEFAULT_HOOK_TIMEOUT,
         }
     }

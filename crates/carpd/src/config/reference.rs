@@ -469,6 +469,57 @@ pub const SETTINGS: &[Setting] = &[
         about: "Executable run after leaving MASTER, with the same arguments as up.",
     },
     Setting {
+        key: "pre_master",
+        scope: Scope::Vhost,
+        word: Some("pre-master"),
+        flag: None,
+        arg: "PATH",
+        kind: Kind::String,
+        range: None,
+        default: None,
+        example: "/etc/carpd/pre-master",
+        about: "Executable run inside the pre-master gate, before the addresses go live; \
+                a non-zero exit or a kill at the gate deadline fails the gate \
+                (sync_gate decides what follows).",
+    },
+    Setting {
+        key: "master",
+        scope: Scope::Vhost,
+        word: Some("master"),
+        flag: None,
+        arg: "PATH",
+        kind: Kind::String,
+        range: None,
+        default: None,
+        example: "/etc/carpd/master",
+        about: "Executable run after becoming MASTER, once the addresses are live.",
+    },
+    Setting {
+        key: "backup",
+        scope: Scope::Vhost,
+        word: Some("backup"),
+        flag: None,
+        arg: "PATH",
+        kind: Kind::String,
+        range: None,
+        default: None,
+        example: "/etc/carpd/backup",
+        about: "Executable run after becoming BACKUP.",
+    },
+    Setting {
+        key: "fault",
+        scope: Scope::Vhost,
+        word: Some("fault"),
+        flag: None,
+        arg: "PATH",
+        kind: Kind::String,
+        range: None,
+        default: None,
+        example: "/etc/carpd/fault",
+        about: "Executable run after a fault (carpdev link down, addresses lost) took \
+                the vhost to INIT.",
+    },
+    Setting {
         key: "master_down",
         scope: Scope::Vhost,
         word: Some("master-down"),
@@ -491,7 +542,7 @@ pub const SETTINGS: &[Setting] = &[
         range: None,
         default: Some("10s"),
         example: "10s",
-        about: "How long an up or down hook may run before it and its process group are \
+        about: "How long a hook may run before it and its process group are \
                 killed: seconds (10 or 10s) or milliseconds (500ms), never zero.",
     },
     Setting {

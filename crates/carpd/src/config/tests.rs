@@ -17,6 +17,10 @@ lladdr = "real"
 groups = ["lan"]
 up = "/etc/carpd/up"
 down = "/etc/carpd/down"
+pre_master = "/etc/carpd/pre-master"
+master = "/etc/carpd/master"
+backup = "/etc/carpd/backup"
+fault = "/etc/carpd/fault"
 hook_timeout = "5s"
 peer = "192.0.2.2"
 peer6 = "2001:db8::2"
@@ -103,7 +107,8 @@ fn words_example_parses() {
 fn words_and_file_give_the_same_vhost() {
     let line = "carpdev eth0 vhid 1 advbase 1 advskew 100 pass secret \
                 198.51.100.50/24 2001:db8::50/64 lladdr real group lan up /etc/carpd/up \
-                down /etc/carpd/down hook-timeout 5s peer 192.0.2.2 peer6 2001:db8::2 \
+                down /etc/carpd/down pre-master /etc/carpd/pre-master master /etc/carpd/master \
+                backup /etc/carpd/backup fault /etc/carpd/fault hook-timeout 5s peer 192.0.2.2 peer6 2001:db8::2 \
                 master-down freebsd";
     let from_words = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
     let from_file = DaemonConfig::from_toml_str(EXAMPLE, Path::new("c.toml")).unwrap();
@@ -155,6 +160,10 @@ fn defaults() {
         Hooks {
             up: None,
             down: None,
+            pre_master: None,
+            master: None,
+            backup: None,
+            fault: None,
             timeout: Duration::from_secs(10)
         }
     );
@@ -262,7 +271,7 @@ fn file_errors_name_line_and_column() {
         ),
         (
             "colour = \"red\"",
-            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `hook_timeout`, `peer`, `peer6`, `allow`, `master_down`",
+            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `pre_master`, `master`, `backup`, `fault`, `hook_timeout`, `peer`, `peer6`, `allow`, `master_down`",
         ),
         (
             "advskew = \"x\"",

@@ -99,6 +99,26 @@ pub struct VhostView {
     /// with a peer's (`carpctl config diff`); never the key itself.
     #[serde(default)]
     pub key_fingerprint: String,
+    /// The hook runs of its carp interface.
+    #[serde(default)]
+    pub hooks: HookCounts,
+}
+
+/// What the hook runs of one carp interface came to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HookCounts {
+    /// Runs ended (any outcome).
+    pub runs: u64,
+    /// Runs that exited non-zero, died of a signal or could not start.
+    pub failed: u64,
+    /// Runs killed with their process group at their deadline.
+    pub killed: u64,
+    /// The last run's hook (`pre-master`, `master`, `backup`, `fault`, `up`, `down`).
+    pub last_hook: Option<String>,
+    /// Its exit code (`None`: killed, signalled or not started).
+    pub last_exit: Option<i32>,
+    /// How long it ran.
+    pub last_secs: Option<f64>,
 }
 
 /// One carp interface (OpenBSD `carp_softc`) as shown by `carpctl status`:

@@ -272,6 +272,7 @@ impl<O: Os> Daemon<O> {
             key_fingerprint: r.map_or_else(String::new, |r| {
                 carp_proto::auth::key_fingerprint(&r.spec.proto.passphrase)
             }),
+            hooks: r.map(|r| r.hooks.counts()).unwrap_or_default(),
         }
     }
 }

@@ -1649,3 +1649,160 @@ async fn a_failed_state_sync_opens_or_holds_the_gate() {
         assert_eq!(added, live, "{gate:?}");
     }
 }
+
+/// A hook script in `dir` for every state hook: appends `HOOK SEQUENCE
+/// JSON` to `dir/hooks`; the pre-master one then sleeps `pre_sleep` and
+/// exits `pre_exit`.
+fn with_hooks(pre_sleep: &'static str, pre_exit: u8) -> impl FnOnce(&mut DaemonConfig, &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    move |config, dir| {
+        let log = dir.join("hooks");
+        let script = format!(
+            "#!/bin/sh\nread -r json\nprintf '%s %s %s\\n' \"$CARP_HOOK\" \"$CARP_SEQUENCE\" \"$json\" >> {log}\n\
+             [ \"$CARP_HOOK\" = pre-master ] || exit 0\nsleep {pre_sleep}\nprintf 'pre-master end\\n' >> {log}\n\
+             exit {pre_exit}\n",
+            log = log.display()
+        );
+        let path = dir.join("hook");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let hooks = &mut config.vhosts[0].hooks;
+        hooks.pre_master = Some(path.clone());
+        hooks.master = Some(path.clone());
+        hooks.backup = Some(path.clone());
+        hooks.fault = Some(path);
+    }
+}
+
+fn hook_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("hooks"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// `HOOK SEQUENCE` of each line (the JSON left out).
+fn hook_order(dir: &Path) -> Vec<String> {
+    hook_lines(dir)
+        .iter()
+        .map(|l| l.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+async fn until_added(h: &Harness) -> bool {
+    for _ in 0..400 {
+        if h.fake
+            .calls()
+            .iter()
+            .any(|c| *c == Call::AddAddress(ETH0, ip(VIP), 24))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Input: pre-master, master and backup hooks (no state sync), a vhost that
+/// hears no master, then a forced BACKUP and a forced MASTER; real time, the
+/// hooks are real processes. Output: the addresses are added only after the
+/// pre-master hook ended; hooks run in transition order, each with its
+/// transition's sequence number and a JSON description on stdin.
+#[tokio::test]
+async fn pre_master_hook_gates_the_takeover_and_hooks_follow_transitions() {
+    let fake = Fake::new();
+    let config = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let result = Harness::run_tweaked(&config, fake, with_hooks("0.3", 0), |h| async move {
+        let dir = h.dir.path().to_path_buf();
+        assert!(until_added(&h).await, "never became MASTER");
+        let lines = hook_lines(&dir);
+        assert!(
+            lines.iter().any(|l| l == "pre-master end"),
+            "addresses added before the pre-master hook ended: {lines:?}"
+        );
+        let force = |to: &str| Request::State {
+            vhid: 1,
+            carpdev: None,
+            to: to.into(),
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(h.request(force("backup")).await.error.is_none());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(h.request(force("master")).await.error.is_none());
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(
+            hook_order(&dir),
+            [
+                "backup 1",
+                "pre-master 2",
+                "pre-master end",
+                "master 2",
+                "backup 3",
+                "pre-master 4",
+                "pre-master end",
+                "master 4"
+            ]
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(hook_lines(&dir)[3].splitn(3, ' ').nth(2).unwrap()).unwrap();
+        assert_eq!(json["hook"], "master");
+        assert_eq!(json["sequence"], 2);
+        assert_eq!(json["state"], "MASTER");
+        assert_eq!(json["from"], "BACKUP");
+        assert_eq!(json["addresses"][0], "192.0.2.50/24");
+        let view = h.view(1).await;
+        assert_eq!((view.hooks.runs, view.hooks.failed), (6, 0), "{view:?}");
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
+/// Input: a pre-master hook that exits 1, or one that hangs past the gate's
+/// 2 s deadline. Output: with sync_gate open the addresses go live anyway
+/// (the hung one killed at the deadline); with strict the vhost stays BACKUP.
+#[tokio::test]
+async fn a_failed_or_hung_pre_master_hook_opens_or_holds_the_gate() {
+    use crate::config::SyncGate;
+    for (sleep, exit, gate, live) in [
+        ("0", 1, SyncGate::Open, true),
+        ("0", 1, SyncGate::Strict, false),
+        ("30", 0, SyncGate::Open, true),
+    ] {
+        let fake = Fake::new();
+        let world = fake.clone();
+        let config = vhost(1, 0, "real", &["192.0.2.50/24"]);
+        let tweak = move |c: &mut DaemonConfig, dir: &Path| {
+            with_hooks(sleep, exit)(c, dir);
+            c.sync.gate = gate;
+        };
+        let result = Harness::run_tweaked(&config, fake, tweak, |h| async move {
+            // Master-down (3 s) plus the 2 s gate, with margin.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let view = h.view(1).await;
+            if sleep == "30" {
+                assert_eq!(view.hooks.killed, 1, "{view:?}");
+                assert!(logged(Level::Err, "hook pre-master"));
+            } else {
+                assert!(view.hooks.failed >= 1, "{view:?}");
+            }
+            // A failed strict gate demotes group carp; an open one does not.
+            let demote = h.request(Request::Status).await.groups.unwrap_or_default();
+            let carp = demote
+                .iter()
+                .find(|(g, _)| g == "carp")
+                .map_or(0, |(_, v)| *v);
+            let want = if gate == SyncGate::Strict { 32 } else { 0 };
+            assert_eq!(carp, want, "{demote:?}");
+            h.signal(Signal::Terminate).await;
+        })
+        .await;
+        result.unwrap();
+        let added = world
+            .calls()
+            .iter()
+            .any(|c| *c == Call::AddAddress(ETH0, ip(VIP), 24));
+        assert_eq!(added, live, "{sleep} {exit} {gate:?}");
+    }
+}

@@ -82,6 +82,8 @@ struct Realised {
     /// A macvlan we created and delete on exit.
     macvlan: Option<u32>,
     hooks: HookQueue,
+    /// Transitions of its nodes so far: the `sequence` of their hook runs.
+    transitions: u64,
     /// While faulted: when to try to rebuild (see `repair.rs`).
     repair_at: Option<tokio::time::Instant>,
     /// The wait before the last rebuild attempt; doubles while faults recur.
@@ -112,6 +114,16 @@ struct Daemon<O: Os> {
     solicitations: BTreeMap<VhostId, SolicitationCounts>,
     /// Connection-state sync, when configured.
     sync: Option<sync::SyncState>,
+    /// Hook runs of the actions being drained, queued once they are done.
+    deferred_hooks: Vec<(VhostId, crate::hooks::HookRun)>,
+    /// The pre-master gate round of each carp interface waiting for it.
+    gates: BTreeMap<CarpIfId, sync::GateRound>,
+    /// Gate rounds counted, so a late answer to an old round is ignored.
+    gate_rounds: u64,
+    /// A strict gate failed: group `carp` carries `STRICT_GATE_DEMOTE`.
+    gate_demoted: bool,
+    /// Pre-master hooks report their outcome here.
+    gate_hook_tx: mpsc::UnboundedSender<sync::GateHookDone>,
 }
 
 /// What became of the ARP requests and NS for balanced addresses.
@@ -150,6 +162,7 @@ async fn run_with<O: Os>(
     let mut links = os.link_events().context("cannot monitor links")?;
     let (rx_tx, mut rx) = mpsc::channel::<Datagram>(1024);
     let (solicit_tx, mut solicit_rx) = mpsc::channel::<Solicitation>(256);
+    let (gate_hook_tx, mut gate_hook_rx) = mpsc::unbounded_channel();
     let (transitions, _) = broadcast::channel(256);
     let (reload_tx, mut reloaded) = mpsc::unbounded_channel();
     let state_dir = config
@@ -211,6 +224,11 @@ async fn run_with<O: Os>(
         pinned: BTreeMap::new(),
         solicitations: BTreeMap::new(),
         sync: None,
+        deferred_hooks: Vec::new(),
+        gates: BTreeMap::new(),
+        gate_rounds: 0,
+        gate_demoted: false,
+        gate_hook_tx,
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -282,6 +300,7 @@ async fn run_with<O: Os>(
             Some(dgram) = rx.recv() => d.handle_datagram(dgram),
             Some(sol) = solicit_rx.recv() => d.handle_solicitation(sol).await,
             Some(done) = sync_rx.recv() => d.sync_done(done),
+            Some(done) = gate_hook_rx.recv() => d.gate_hook_done(done),
             _ = sleep_until(deadline) => {
                 let now = d.now();
                 d.node.handle_timeout(now);

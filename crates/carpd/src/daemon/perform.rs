@@ -14,7 +14,7 @@ use super::events::{NO_SOURCE_V4, SOURCE_WARNING_EVERY};
 use super::{Daemon, vhost_of};
 use crate::carplog;
 use crate::control::types::Transition;
-use crate::hooks::HookRun;
+use crate::hooks::{HookKind, HookRun};
 use crate::log::{self, Level, chain};
 use crate::os::Os;
 use crate::owned::OwnedAddress;
@@ -24,6 +24,12 @@ impl<O: Os> Daemon<O> {
     pub(super) async fn drain(&mut self) {
         while let Some(action) = self.node.poll_action() {
             self.perform(action).await;
+        }
+        // Only now: a master hook runs once the addresses are live.
+        for (owner, run) in std::mem::take(&mut self.deferred_hooks) {
+            if let Some(r) = self.vhosts.get(&owner) {
+                r.hooks.push(run);
+            }
         }
     }
 
@@ -59,7 +65,10 @@ impl<O: Os> Daemon<O> {
                 ipv6,
             } => self.announce(vhost_of(iface), mac, &ipv4, &ipv6),
             Action::LoadShare { iface, mask, nodes } => self.load_share(iface, mask, nodes),
-            Action::PrepareMaster { iface, .. } => self.prepare_master(iface),
+            Action::PrepareMaster { iface, deadline } => {
+                let deadline = self.to_tokio(deadline);
+                self.prepare_master(iface, deadline);
+            }
             Action::StateChanged {
                 id,
                 from,
@@ -259,7 +268,7 @@ impl<O: Os> Daemon<O> {
         }
     }
 
-    fn state_changed(&self, id: VhostId, from: State, to: State, cause: Cause) {
+    fn state_changed(&mut self, id: VhostId, from: State, to: State, cause: Cause) {
         // OpenBSD carp_set_state: LOG_CRIT between BACKUP and MASTER, LOG_WARNING with INIT.
         let level = if from == State::Init || to == State::Init {
             Level::Warning
@@ -275,9 +284,10 @@ impl<O: Os> Daemon<O> {
         );
         // A node of a carp interface: the interface is realised under its leader.
         let owner = self.node.interface_of(id).map_or(id, vhost_of);
-        let Some(r) = self.vhosts.get(&owner) else {
+        let Some(r) = self.vhosts.get_mut(&owner) else {
             return;
         };
+        r.transitions += 1;
         let _ = self.transitions.send(Transition {
             carpdev: r.spec.carpdev.clone(),
             vhid: id.vhid.get(),
@@ -286,26 +296,43 @@ impl<O: Os> Daemon<O> {
             cause: cause.into(),
             at_secs: self.start.elapsed().as_secs_f64(),
         });
-        let hook = if to == State::Master {
-            r.spec.hooks.up.clone()
-        } else if from == State::Master {
-            r.spec.hooks.down.clone()
-        } else {
-            None
+        let hooks = &r.spec.hooks;
+        // The ucarp-style hook first, as before the state hooks existed.
+        let legacy = match (from, to) {
+            (_, State::Master) => hooks.up.as_ref().map(|p| (HookKind::Up, p)),
+            (State::Master, _) => hooks.down.as_ref().map(|p| (HookKind::Down, p)),
+            _ => None,
         };
-        if let Some(program) = hook {
-            r.hooks.push(HookRun {
-                program,
+        let state = match to {
+            State::Master => hooks.master.as_ref().map(|p| (HookKind::Master, p)),
+            State::Backup => hooks.backup.as_ref().map(|p| (HookKind::Backup, p)),
+            // A planned INIT (disabled, shutdown, reconfigured) is no fault.
+            State::Init if matches!(cause, Cause::LinkDown | Cause::AddressFault) => {
+                hooks.fault.as_ref().map(|p| (HookKind::Fault, p))
+            }
+            State::Init => None,
+        };
+        let runs: Vec<HookRun> = [legacy, state]
+            .into_iter()
+            .flatten()
+            .map(|(kind, program)| HookRun {
+                kind,
+                program: program.clone(),
                 vhid: id.vhid.get(),
+                sequence: r.transitions,
                 state: to.to_string(),
                 from: from.to_string(),
                 cause: cause.to_string(),
                 carpdev: r.spec.carpdev.clone(),
                 interface: r.addr_ifname.clone(),
                 addresses: r.spec.addresses.iter().map(ToString::to_string).collect(),
-                timeout: r.spec.hooks.timeout,
-            });
-        }
+                timeout: hooks.timeout,
+                deadline: None,
+                report: None,
+            })
+            .collect();
+        self.deferred_hooks
+            .extend(runs.into_iter().map(|run| (owner, run)));
     }
 }
 

@@ -230,6 +230,7 @@ impl<O: Os> Daemon<O> {
                 addr_ifname,
                 macvlan,
                 hooks: HookQueue::spawn(),
+                transitions: 0,
                 repair_at: None,
                 repair_delay: super::repair::REPAIR_FIRST,
                 repaired_at: None,

@@ -4,6 +4,10 @@
 //!
 //! One worker runs the step sequences in transition order, so the carp
 //! interfaces of a host share one conntrackd and one gate.
+//!
+//! A gate round (`GateRound`) is the sync steps, then the interface's
+//! `pre-master` hook, under the deadline the core set; the round's number
+//! tells a late answer from an old round apart from the current one.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +18,7 @@ use tokio::sync::mpsc;
 use super::Daemon;
 use crate::carplog;
 use crate::config::{SyncGate, VhostSpec};
+use crate::hooks::{HookKind, HookOutcome, HookRun};
 use crate::log::chain;
 use crate::os::Os;
 use crate::sync::{BACKUP_STEPS, MASTER_STEPS, Step, StepError, SyncLink, run_steps};
@@ -21,8 +26,8 @@ use crate::sync::{BACKUP_STEPS, MASTER_STEPS, Step, StepError, SyncLink, run_ste
 /// A sequence for the worker.
 #[derive(Debug)]
 pub(super) enum SyncJob {
-    /// `iface` is about to go live: commit, flush, resync, bulk send.
-    Master(CarpIfId),
+    /// `iface` is about to go live (gate round `.1`): commit, flush, resync, bulk send.
+    Master(CarpIfId, u64),
     /// `iface` became BACKUP: shorten timers, request a resync.
     Backup(CarpIfId),
 }
@@ -32,6 +37,8 @@ pub(super) enum SyncJob {
 pub(super) struct SyncDone {
     pub(super) iface: CarpIfId,
     pub(super) master: bool,
+    /// The gate round of a takeover's steps.
+    pub(super) round: u64,
     pub(super) result: Result<Duration, StepError>,
 }
 
@@ -45,16 +52,38 @@ pub(super) struct SyncState {
     pub(super) last_commit: Option<Duration>,
 }
 
+/// One carp interface waiting at the pre-master gate.
+#[derive(Debug)]
+pub(super) struct GateRound {
+    round: u64,
+    /// The core's deadline: a pre-master hook is killed there at the latest.
+    deadline: tokio::time::Instant,
+}
+
+/// A pre-master hook of gate round `round` ended.
+#[derive(Debug)]
+pub(super) struct GateHookDone {
+    iface: CarpIfId,
+    round: u64,
+    /// Whether the sync steps before it passed.
+    sync_ok: bool,
+    outcome: HookOutcome,
+}
+
+/// What a failed strict gate adds to group `carp`'s demote counter
+/// (OpenBSD pfsync's demotion while its bulk update runs is 32).
+pub(super) const STRICT_GATE_DEMOTE: i32 = 32;
+
 /// How long a supervised conntrackd that died waits before it is restarted.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 impl<O: Os> Daemon<O> {
-    /// The core's configuration of `spec`, with the sync gate when state
-    /// sync is on.
+    /// The core's configuration of `spec`, with the pre-master gate when
+    /// state sync is on or the interface has a `pre-master` hook.
     pub(super) fn core_config(&self, spec: &VhostSpec) -> CarpIfConfig {
         let mut config = spec.carp_if_config();
         let sync = &self.config.sync;
-        if sync.enabled() {
+        if sync.enabled() || spec.hooks.pre_master.is_some() {
             config.gate = Some(Gate {
                 deadline: sync.gate_timeout,
                 strict: sync.gate == SyncGate::Strict,
@@ -92,15 +121,16 @@ impl<O: Os> Daemon<O> {
         let deadline = sync.gate_timeout;
         tokio::spawn(async move {
             while let Some(job) = queue.recv().await {
-                let (iface, master, steps): (_, _, &[Step]) = match job {
-                    SyncJob::Master(i) => (i, true, &MASTER_STEPS),
-                    SyncJob::Backup(i) => (i, false, &BACKUP_STEPS),
+                let (iface, master, round, steps): (_, _, _, &[Step]) = match job {
+                    SyncJob::Master(i, round) => (i, true, round, &MASTER_STEPS),
+                    SyncJob::Backup(i) => (i, false, 0, &BACKUP_STEPS),
                 };
                 let result = run_steps(&program, &conf, steps, deadline).await;
                 if done
                     .send(SyncDone {
                         iface,
                         master,
+                        round,
                         result,
                     })
                     .is_err()
@@ -172,15 +202,111 @@ impl<O: Os> Daemon<O> {
         })
     }
 
-    /// `PrepareMaster` for `iface`: queue the takeover steps, or go live at
-    /// once without state sync.
-    pub(super) fn prepare_master(&mut self, iface: CarpIfId) {
+    /// `PrepareMaster` for `iface`: a new gate round, which queues the
+    /// takeover steps, or goes on to the pre-master hook without state sync.
+    pub(super) fn prepare_master(&mut self, iface: CarpIfId, deadline: tokio::time::Instant) {
+        self.gate_rounds += 1;
+        let round = self.gate_rounds;
+        self.gates.insert(iface, GateRound { round, deadline });
         match &self.sync {
-            Some(s) if s.jobs.send(SyncJob::Master(iface)).is_ok() => {}
-            _ => {
-                let now = self.now();
-                self.node.handle_prepared(now, iface, true);
-            }
+            Some(s) if s.jobs.send(SyncJob::Master(iface, round)).is_ok() => {}
+            _ => self.pre_master_hook(iface, round, true),
+        }
+    }
+
+    /// The second part of a gate round: queue the interface's pre-master
+    /// hook (behind its earlier hooks), or open the gate without one.
+    fn pre_master_hook(&mut self, iface: CarpIfId, round: u64, sync_ok: bool) {
+        let owner = super::vhost_of(iface);
+        // The round is over (its deadline passed, or the takeover was
+        // called off and another began): nothing more to run for it.
+        let Some(deadline) = self
+            .gates
+            .get(&iface)
+            .filter(|g| g.round == round)
+            .map(|g| g.deadline)
+        else {
+            return;
+        };
+        let deadline = Some(deadline);
+        let program = self
+            .vhosts
+            .get(&owner)
+            .and_then(|r| r.spec.hooks.pre_master.clone());
+        let (Some(r), Some(program)) = (self.vhosts.get(&owner), program) else {
+            self.finish_gate_round(iface, round, sync_ok);
+            return;
+        };
+        let (report, outcome) = tokio::sync::oneshot::channel();
+        let run = HookRun {
+            kind: HookKind::PreMaster,
+            program,
+            vhid: iface.vhid.get(),
+            sequence: r.transitions + 1,
+            state: "MASTER".into(),
+            from: "BACKUP".into(),
+            cause: "pre-master gate".into(),
+            carpdev: r.spec.carpdev.clone(),
+            interface: r.addr_ifname.clone(),
+            addresses: r.spec.addresses.iter().map(ToString::to_string).collect(),
+            timeout: r.spec.hooks.timeout,
+            deadline,
+            report: Some(report),
+        };
+        self.deferred_hooks.push((owner, run));
+        let to_loop = self.gate_hook_tx.clone();
+        tokio::spawn(async move {
+            let outcome = outcome.await.unwrap_or(HookOutcome::NotStarted);
+            let _ = to_loop.send(GateHookDone {
+                iface,
+                round,
+                sync_ok,
+                outcome,
+            });
+        });
+    }
+
+    /// A pre-master hook ended: its exit status is the gate's last step.
+    pub(super) fn gate_hook_done(&mut self, done: GateHookDone) {
+        if !done.outcome.ok()
+            && self
+                .gates
+                .get(&done.iface)
+                .is_some_and(|g| g.round == done.round)
+        {
+            let label = self.label(super::vhost_of(done.iface));
+            let next = if self.config.sync.gate == SyncGate::Strict {
+                "staying BACKUP (sync_gate strict)"
+            } else {
+                "going live anyway (sync_gate open)"
+            };
+            carplog!(Err, "{label}: pre-master hook {:?}; {next}", done.outcome);
+        }
+        self.finish_gate_round(done.iface, done.round, done.sync_ok && done.outcome.ok());
+    }
+
+    /// Open (or fail) the gate of `iface` if `round` is still its round.
+    ///
+    /// A strict gate that fails also demotes group `carp` by
+    /// [`STRICT_GATE_DEMOTE`], as OpenBSD's pfsync demotes it while its bulk
+    /// update is not done: a peer whose state is good takes the vhids, and
+    /// this host advertises that it should not. The next gate that passes
+    /// takes the demotion back.
+    fn finish_gate_round(&mut self, iface: CarpIfId, round: u64, ok: bool) {
+        if self.gates.get(&iface).is_none_or(|g| g.round != round) {
+            return;
+        }
+        self.gates.remove(&iface);
+        let now = self.now();
+        self.node.handle_prepared(now, iface, ok);
+        let strict = self.config.sync.gate == SyncGate::Strict;
+        let group = carp_proto::node::DEFAULT_GROUP;
+        if !ok && strict && !self.gate_demoted {
+            self.gate_demoted = true;
+            self.node.demote_group(now, group, STRICT_GATE_DEMOTE);
+        } else if ok && self.gate_demoted {
+            self.gate_demoted = false;
+            self.node.demote_group(now, group, -STRICT_GATE_DEMOTE);
         }
     }
 
@@ -219,9 +345,14 @@ impl<O: Os> Daemon<O> {
             }
             (Err(e), false) => carplog!(Warning, "{label}: state sync backup steps: {e}"),
         }
-        if done.master {
-            let now = self.now();
-            self.node.handle_prepared(now, done.iface, ok);
+        if !done.master {
+            return;
+        }
+        let strict = self.config.sync.gate == SyncGate::Strict;
+        if ok || !strict {
+            self.pre_master_hook(done.iface, done.round, ok);
+        } else {
+            self.finish_gate_round(done.iface, done.round, false);
         }
     }
 }

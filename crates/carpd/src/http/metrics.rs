@@ -416,6 +416,7 @@ mod test {
             bad_auth_from: None,
             bad_auth_age_secs: None,
             key_fingerprint: String::new(),
+            hooks: Default::default(),
         };
         let iface = CarpIfView {
             carpdev: "eth0".into(),
