@@ -1806,3 +1806,42 @@ async fn a_failed_or_hung_pre_master_hook_opens_or_holds_the_gate() {
         assert_eq!(added, live, "{sleep} {exit} {gate:?}");
     }
 }
+
+/// Input: state hooks, the vhost MASTER, then its carpdev's link goes down
+/// and comes back; then the daemon stops. Output: a fault hook for the
+/// INIT caused by the link, a backup hook on the way back, and no fault
+/// hook for the planned INIT of the shutdown.
+#[tokio::test]
+async fn fault_hook_runs_for_a_link_down_but_not_for_a_shutdown() {
+    let fake = Fake::new();
+    let config = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let result = Harness::run_tweaked(&config, fake, with_hooks("0", 0), |h| async move {
+        assert!(until_added(&h).await, "never became MASTER");
+        h.fake
+            .event(LinkEvent::Link(link(ETH0, "eth0", ETH0_MAC, false)))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.fake
+            .event(LinkEvent::Link(link(ETH0, "eth0", ETH0_MAC, true)))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.signal(Signal::Terminate).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let order = hook_order(h.dir.path());
+        assert_eq!(
+            order[..6],
+            [
+                "backup 1",
+                "pre-master 2",
+                "pre-master end",
+                "master 2",
+                "fault 3",
+                "backup 4"
+            ],
+            "{order:?}"
+        );
+        assert!(!order[6..].iter().any(|l| l.starts_with("fault")), "{order:?}");
+    })
+    .await;
+    result.unwrap();
+}
