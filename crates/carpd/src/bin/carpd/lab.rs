@@ -64,7 +64,15 @@ impl Lab {
     /// Wait until exactly one of `among` is MASTER; return it and how long
     /// it took.
     fn wait_master(&self, among: &[usize]) -> anyhow::Result<(usize, Duration)> {
-        let start = Instant::now();
+        self.wait_master_from(among, Instant::now())
+    }
+
+    /// [`Lab::wait_master`], timed from `start`.
+    fn wait_master_from(
+        &self,
+        among: &[usize],
+        start: Instant,
+    ) -> anyhow::Result<(usize, Duration)> {
         while start.elapsed() < self.limit {
             check_interrupt()?;
             let masters: Vec<usize> = among
@@ -169,6 +177,9 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
         limit: Duration::from_secs(10 + 4 * u64::from(args.advbase)),
         topo,
     };
+    // The election is timed from the first node's start: its master-down
+    // timer runs from then, not from when the last node answered.
+    let first_started = Instant::now();
     for (i, (name, skew)) in NODES.into_iter().enumerate() {
         let words = Words::new("eth0", VHID)
             .preempt()
@@ -189,9 +200,9 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     let down = |skew: u8| master_down(base, u32::from(skew)).as_secs_f64();
 
     println!("\n== 1. election");
-    let (master, took) = lab.wait_master(&all)?;
+    let (master, took) = lab.wait_master_from(&all, first_started)?;
     println!(
-        "   node {} is MASTER after {:.2}s: every node starts as BACKUP and waits master-down \
+        "   node {} is MASTER {:.2}s after it started: every node starts as BACKUP and waits master-down \
          (3 x (advbase + advskew/256): a {:.2}s, b {:.2}s, c {:.2}s); a's runs out first, \
          its adverts then restart the others' timers",
         lab.nodes[master].name,
