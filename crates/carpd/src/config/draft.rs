@@ -189,6 +189,9 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
             }
             "vhid" => {
                 let vhid = number(value("a number 1..255")?, "vhid expects a number 1..255")?;
+                if cur.carpnodes.is_some() && cur.addresses.is_empty() {
+                    return Err(invalid(&here, REPLACES_VHID));
+                }
                 if cur.has_identity() {
                     let mut next = new_draft(here);
                     next.carpdev = cur.carpdev.clone();
@@ -199,6 +202,10 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
             }
             "carpnodes" => {
                 let nodes = value("a list like 1:0,2:100")?;
+                // `vhid 1 carpnodes ...` is one vhost spelt twice, not two.
+                if cur.vhid.is_some() && cur.addresses.is_empty() {
+                    return Err(invalid(&here, REPLACES_VHID));
+                }
                 if cur.has_identity() {
                     let mut next = new_draft(here);
                     next.carpdev = cur.carpdev.clone();
@@ -348,6 +355,8 @@ pub(super) fn invalid(at: &Location, message: impl Into<String>) -> ConfigFileEr
     }
 }
 
+const REPLACES_VHID: &str = "carpnodes replaces vhid and advskew: give one or the other";
+
 /// One vhost as written, before validation.
 #[derive(Default)]
 pub(super) struct Draft {
@@ -400,10 +409,7 @@ impl Draft {
         let key = move |file: &'static str, word: &'static str| if words { word } else { file };
         let (vhid_at, nodes) = match (self.vhid, self.carpnodes) {
             (Some(_), Some(n)) => {
-                return Err(invalid(
-                    &n.at,
-                    "carpnodes replaces vhid and advskew: give one or the other",
-                ));
+                return Err(invalid(&n.at, REPLACES_VHID));
             }
             (None, Some(n)) => {
                 if let Some(skew) = &self.advskew {

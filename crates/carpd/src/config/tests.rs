@@ -772,6 +772,22 @@ fn carpnodes_errors_say_what_and_where() {
         vhost("")
     );
     assert!(file_err(&both).contains("carpnodes replaces vhid and advskew"));
+    // On the command line both orders name the second word, not a missing address.
+    assert_eq!(
+        words_err("carpdev eth0 vhid 1 carpnodes 1:0 192.0.2.1"),
+        "word 5 (\"carpnodes\"): carpnodes replaces vhid and advskew: give one or the other"
+    );
+    assert_eq!(
+        words_err("carpdev eth0 carpnodes 1:0 vhid 1 192.0.2.1"),
+        "word 5 (\"vhid\"): carpnodes replaces vhid and advskew: give one or the other"
+    );
+    // After an address, another vhid is another vhost.
+    assert!(
+        DaemonConfig::from_ifconfig_words(&words(
+            "carpdev eth0 carpnodes 1:0,2:0 192.0.2.1 vhid 3 192.0.2.3"
+        ))
+        .is_ok()
+    );
 }
 
 #[test]

@@ -1840,7 +1840,10 @@ async fn fault_hook_runs_for_a_link_down_but_not_for_a_shutdown() {
             ],
             "{order:?}"
         );
-        assert!(!order[6..].iter().any(|l| l.starts_with("fault")), "{order:?}");
+        assert!(
+            !order[6..].iter().any(|l| l.starts_with("fault")),
+            "{order:?}"
+        );
     })
     .await;
     result.unwrap();
