@@ -796,32 +796,7 @@ fn sigstop_failover_and_gratuitous_arp() {
     ping_ok(&lab, &client, VIP4);
 
     let pcap = lab.path("arp.pcap");
-    let capture_log = lab.path("tcpdump.log");
-    let capture = lab.spawn_logged(
-        &client,
-        &[
-            "tcpdump",
-            "-U",
-            "-n",
-            "-i",
-            "eth0",
-            "-w",
-            pcap.to_str().expect("utf-8"),
-            "arp",
-        ],
-        &capture_log,
-    );
-    wait_for(
-        "tcpdump listening",
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        || {
-            std::fs::read_to_string(&capture_log)
-                .unwrap_or_default()
-                .contains("listening on")
-                .then_some(())
-        },
-    );
+    let capture = lab.capture(&client, &pcap, "arp");
 
     let t0 = Instant::now();
     lab.kill(&a, Signal::SIGSTOP);

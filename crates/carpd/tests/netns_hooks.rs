@@ -229,32 +229,7 @@ fn a_hung_hook_is_killed_at_its_deadline_while_adverts_stay_on_time() {
         &format!("touch {}\n", backup_ran.display()),
     );
     let pcap = lab.path("carp.pcap");
-    let capture_log = lab.path("tcpdump.log");
-    let capture = lab.spawn_logged(
-        lab.ns(1),
-        &[
-            "tcpdump",
-            "-U",
-            "-n",
-            "-i",
-            "eth0",
-            "-w",
-            pcap.to_str().expect("utf-8"),
-            "ip proto 112",
-        ],
-        &capture_log,
-    );
-    wait_for(
-        "tcpdump listening",
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        || {
-            std::fs::read_to_string(&capture_log)
-                .unwrap_or_default()
-                .contains("listening on")
-                .then_some(())
-        },
-    );
+    let capture = lab.capture(lab.ns(1), &pcap, "ip proto 112");
     let words = Words::new("eth0", 10)
         .advbase(1)
         .pass(PASS)

@@ -241,36 +241,18 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
             "peer" => set_once(&mut cur.peer, value("an IPv4 address")?, keyword)?,
             "peer6" => set_once(&mut cur.peer6, value("an IPv6 address")?, keyword)?,
             "allow" => cur.allow.push(value("a peer's source address")?),
-            "up" => set_once(
-                &mut cur.up,
-                value("a script path")?.map(PathBuf::from),
-                keyword,
-            )?,
-            "down" => set_once(
-                &mut cur.down,
-                value("a script path")?.map(PathBuf::from),
-                keyword,
-            )?,
-            "pre-master" => set_once(
-                &mut cur.pre_master,
-                value("a script path")?.map(PathBuf::from),
-                keyword,
-            )?,
-            "master" => set_once(
-                &mut cur.master,
-                value("a script path")?.map(PathBuf::from),
-                keyword,
-            )?,
-            "backup" => set_once(
-                &mut cur.backup,
-                value("a script path")?.map(PathBuf::from),
-                keyword,
-            )?,
-            "fault" => set_once(
-                &mut cur.fault,
-                value("a script path")?.map(PathBuf::from),
-                keyword,
-            )?,
+            "up" | "down" | "pre-master" | "master" | "backup" | "fault" => {
+                let path = value("a script path")?.map(PathBuf::from);
+                let slot = match keyword {
+                    "up" => &mut cur.up,
+                    "down" => &mut cur.down,
+                    "pre-master" => &mut cur.pre_master,
+                    "master" => &mut cur.master,
+                    "backup" => &mut cur.backup,
+                    _ => &mut cur.fault,
+                };
+                set_once(slot, path, keyword)?;
+            }
             "master-down" => set_once(&mut cur.master_down, value("openbsd or freebsd")?, keyword)?,
             "hook-timeout" => {
                 let v = value("a duration like 10s or 500ms")?.map(|s| parse_timeout(&s));

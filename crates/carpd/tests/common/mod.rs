@@ -138,6 +138,30 @@ impl Lab {
         ok(self.topo.spawn_logged(ns, argv, log))
     }
 
+    /// Start `tcpdump -U -n -i eth0 -w PCAP FILTER` in `ns` and wait until
+    /// it listens; returns its pid (stop it with SIGTERM to flush the file).
+    pub fn capture(&self, ns: &str, pcap: &Path, filter: &str) -> u32 {
+        let log = pcap.with_extension("log");
+        let pcap = pcap.to_str().expect("utf-8 path");
+        let pid = self.spawn_logged(
+            ns,
+            &["tcpdump", "-U", "-n", "-i", "eth0", "-w", pcap, filter],
+            &log,
+        );
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "tcpdump in {ns} not listening after 5 s"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        pid
+    }
+
     /// See [`Topology::spawn`].
     pub fn spawn(&self, ns: &str, argv: &[&str]) -> u32 {
         ok(self.topo.spawn(ns, argv))
