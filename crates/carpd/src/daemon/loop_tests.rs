@@ -399,8 +399,9 @@ impl Os for Fake {
         self.call(Call::BalanceRemove);
     }
 
-    fn read_sysctl(&self, _key: &str) -> Option<String> {
-        None
+    fn read_sysctl(&self, key: &str) -> Option<String> {
+        // A router: the macvlan's forwarding follows this while MASTER.
+        (key == "net/ipv4/conf/all/forwarding").then(|| "1".into())
     }
 
     fn write_sysctl(&self, key: &str, value: &str) -> Result<(), OsError> {
@@ -789,6 +790,55 @@ async fn macvlan_ipv6_is_on_only_while_it_holds_ipv6_addresses() {
     result.unwrap();
     let on = Call::WriteSysctl(format!("{key}=0"));
     assert!(!fake.calls().contains(&on), "{:#?}", fake.calls());
+}
+
+/// Input: a router (all/forwarding 1), one vhost with a virtual MAC and an
+/// IPv4 VIP; it takes over, then is forced to BACKUP. Output: the macvlan's
+/// IPv4 forwarding is off from its creation, on (the host's 1) before the
+/// VIP is added, and off again before it is removed, so a BACKUP never
+/// forwards frames flooded to the virtual MAC.
+#[tokio::test(start_paused = true)]
+async fn macvlan_forwards_only_while_it_holds_the_addresses() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "virtual", &["192.0.2.50/24"]),
+        fake.clone(),
+        |h| async move {
+            h.until_master(1).await;
+            let reply = h
+                .request(Request::State {
+                    vhid: 1,
+                    carpdev: None,
+                    to: "backup".into(),
+                })
+                .await;
+            assert!(reply.error.is_none(), "{reply:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+    let calls = fake.calls();
+    let key = "net/ipv4/conf/carp2v1/forwarding";
+    let find = |from: usize, want: &Call| {
+        calls[from..]
+            .iter()
+            .position(|c| c == want)
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("no {want:?} after {from}: {calls:#?}"))
+    };
+    let off = Call::WriteSysctl(format!("{key}=0"));
+    let on = Call::WriteSysctl(format!("{key}=1"));
+    let first_off = find(0, &off);
+    let add = find(0, &Call::AddAddress(10, ip(VIP), 24));
+    let turned_on = find(first_off, &on);
+    let del = find(add, &Call::DelAddress(10, ip(VIP), 24));
+    let off_again = find(turned_on, &off);
+    assert!(
+        first_off < turned_on && turned_on < add && add < off_again && off_again < del,
+        "{calls:#?}"
+    );
 }
 
 /// Input: two MASTER vhosts; a reload changes vhid 2's advskew and leaves

@@ -109,6 +109,9 @@ impl<O: Os> Daemon<O> {
         if r.macvlan.is_some() && chosen.iter().any(|va| va.addr.is_ipv6()) {
             self.macvlan_ipv6(&r.addr_ifname, true);
         }
+        if r.macvlan.is_some() && chosen.iter().any(|va| va.addr.is_ipv4()) {
+            self.macvlan_forwarding(&r.addr_ifname, true);
+        }
         if let Err(e) = self.os.hold_addresses(&record) {
             carplog!(Warning, "{}", chain(&e));
         }
@@ -139,6 +142,17 @@ impl<O: Os> Daemon<O> {
             // Before the removals: their MLD reports would leave from the
             // virtual MAC of a node that is no longer MASTER.
             self.macvlan_ipv6(&ifname, false);
+        }
+        // Leaving MASTER (not a reload dropping one address): before the
+        // removals, no more forwarding for the virtual MAC, which another
+        // host may take over now.
+        let live = self
+            .node
+            .interfaces()
+            .iter()
+            .any(|i| i.id == iface && i.live);
+        if r.macvlan.is_some() && !live {
+            self.macvlan_forwarding(&ifname, false);
         }
         let requests = chosen
             .iter()

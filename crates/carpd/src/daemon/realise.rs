@@ -368,6 +368,7 @@ impl<O: Os> Daemon<O> {
         // Created (or rebuilt) while not MASTER: IPv6 stays off until the
         // macvlan holds addresses (see `macvlan_ipv6`).
         self.macvlan_ipv6(name, false);
+        self.macvlan_forwarding(name, false);
         // Only the interface holding a VIP may answer ARP for it, or the
         // parent would answer with its real MAC (Linux's weak host model).
         self.set_sysctl(&format!("net/ipv4/conf/{parent_name}/arp_ignore"), "1");
@@ -414,6 +415,29 @@ impl<O: Os> Daemon<O> {
         }
         let value = if on { "0" } else { "1" };
         self.set_sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), value);
+    }
+
+    /// IPv4 forwarding on the macvlan `name`: the host's own setting
+    /// (`all/forwarding`) while it holds the addresses, off otherwise.
+    ///
+    /// A BACKUP's macvlan carries the virtual MAC too, and takes every frame
+    /// sent to it that reaches this host: a switch floods them while its MAC
+    /// table has no entry (aged out, or just after a failover). A router
+    /// would forward those, so both routers of a pair forward the client's
+    /// packets, and a stateful firewall on the BACKUP sees connections it
+    /// does not own. OpenBSD's `carp_ourether` takes frames for the virtual
+    /// MAC only in MASTER. The kernel checks the ingress device's
+    /// `forwarding` (`ip_route_input_slow`), so 0 there drops them; IPv6 is
+    /// off on the macvlan while it holds no IPv6 address (`macvlan_ipv6`).
+    pub(super) fn macvlan_forwarding(&self, name: &str, on: bool) {
+        let value = if on {
+            self.os
+                .read_sysctl("net/ipv4/conf/all/forwarding")
+                .unwrap_or_else(|| "0".into())
+        } else {
+            "0".into()
+        };
+        self.set_sysctl(&format!("net/ipv4/conf/{name}/forwarding"), &value);
     }
 
     fn set_sysctl(&self, key: &str, value: &str) {
