@@ -299,21 +299,27 @@ impl Pair {
         Echoes::parse(&std::fs::read_to_string(&self.stream).unwrap_or_default())
     }
 
-    /// Crash router A: SIGKILL its carpd and conntrackd, both links down.
+    /// Crash router A: SIGKILL its conntrackd, then (well within carpd's 1 s
+    /// restart delay) its carpd, both links down. conntrackd goes first, as
+    /// in a power loss: had carpd gone first, its death signal would have
+    /// stopped conntrackd cleanly, removing the lock file.
     fn crash_a(&self) {
-        self.lab.kill(&self.a, Signal::SIGKILL);
         if let Some(pid) = conntrackd_of(&self.a) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
+        self.lab.kill(&self.a, Signal::SIGKILL);
         self.lab.link_set(&self.a.ns, "eth0", false);
         self.lab.link_set(&self.a.ns, "eth1", false);
         let _ = self.lab.wait_exit(&self.a, Duration::from_secs(5));
     }
 
     /// Bring A back as after a reboot: empty conntrack table, links up,
-    /// carpd started again. The lock file of the killed conntrackd stays.
+    /// carpd started again. The lock file of the killed conntrackd stays
+    /// (the state directory survives a reboot); carpd must remove it.
     fn restore_a(&mut self) {
         let _ = self.lab.exec(&self.a.ns, &["conntrack", "-F"]);
+        let lock = state_dir(&self.a).join("conntrackd.lock");
+        assert!(lock.exists(), "no stale lock at {}", lock.display());
         self.lab.link_set(&self.a.ns, "eth0", true);
         self.lab.link_set(&self.a.ns, "eth1", true);
         self.lab.start(&mut self.a);
@@ -365,7 +371,9 @@ fn conntrackd_of(d: &Carpd) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        // Each argument ends in a NUL, the last one too.
         let args: Vec<String> = cmd
+            .strip_suffix(&[0])?
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
