@@ -398,3 +398,38 @@ async fn poll_stats(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(dir: &std::path::Path) -> SyncLink {
+        SyncLink {
+            syncdev: "eth2".into(),
+            local: std::net::Ipv4Addr::new(198, 18, 0, 1),
+            peer: None,
+            group: std::net::Ipv4Addr::new(225, 0, 0, 50),
+            run_dir: dir.to_path_buf(),
+            ignore: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_is_kept_while_a_conntrackd_answers_on_the_control_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = link(dir.path());
+        std::fs::write(link.lock_path(), "").unwrap();
+        let listener = tokio::net::UnixListener::bind(link.control_path()).unwrap();
+        clear_stale_lock(&link).await;
+        assert!(
+            link.lock_path().exists(),
+            "removed a live conntrackd's lock"
+        );
+        // A crashed conntrackd leaves the socket file, which refuses.
+        drop(listener);
+        assert!(link.control_path().exists());
+        clear_stale_lock(&link).await;
+        assert!(!link.lock_path().exists(), "kept a stale lock");
+        clear_stale_lock(&link).await;
+    }
+}
