@@ -22,7 +22,9 @@
 //!
 //! With sync on, the TCP connection survives a crash of A, A's return (it
 //! preempts) and a planned switchover, each within [`BOUND`]; with sync off
-//! the crash alone breaks it.
+//! the crash alone breaks it. `carpctl status` shows B's conntrackd running
+//! with A's flows in its external cache, and A's conntrackd running again
+//! after the crash (carpd removes the lock file the killed one left).
 
 mod common;
 
@@ -32,7 +34,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use common::daemon::{Carpd, state, wait_for, wait_state, wall_now};
+use carpd::control::types::{Reply, SyncView};
+use common::daemon::{Carpd, carpctl, state, wait_for, wait_state, wall_now};
 use common::{Lab, Topology, run_ok};
 
 /// Longest allowed time without an echo after an event. A crash costs B's
@@ -296,22 +299,27 @@ impl Pair {
         Echoes::parse(&std::fs::read_to_string(&self.stream).unwrap_or_default())
     }
 
-    /// Crash router A: SIGKILL its carpd and conntrackd, both links down.
+    /// Crash router A: SIGKILL its conntrackd, then (well within carpd's 1 s
+    /// restart delay) its carpd, both links down. conntrackd goes first, as
+    /// in a power loss: had carpd gone first, its death signal would have
+    /// stopped conntrackd cleanly, removing the lock file.
     fn crash_a(&self) {
-        self.lab.kill(&self.a, Signal::SIGKILL);
         if let Some(pid) = conntrackd_of(&self.a) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
+        self.lab.kill(&self.a, Signal::SIGKILL);
         self.lab.link_set(&self.a.ns, "eth0", false);
         self.lab.link_set(&self.a.ns, "eth1", false);
         let _ = self.lab.wait_exit(&self.a, Duration::from_secs(5));
     }
 
     /// Bring A back as after a reboot: empty conntrack table, links up,
-    /// carpd started again.
+    /// carpd started again. The lock file of the killed conntrackd stays
+    /// (the state directory survives a reboot); carpd must remove it.
     fn restore_a(&mut self) {
         let _ = self.lab.exec(&self.a.ns, &["conntrack", "-F"]);
-        let _ = std::fs::remove_file(state_dir(&self.a).join("conntrackd.lock"));
+        let lock = state_dir(&self.a).join("conntrackd.lock");
+        assert!(lock.exists(), "no stale lock at {}", lock.display());
         self.lab.link_set(&self.a.ns, "eth0", true);
         self.lab.link_set(&self.a.ns, "eth1", true);
         self.lab.start(&mut self.a);
@@ -363,7 +371,9 @@ fn conntrackd_of(d: &Carpd) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        // Each argument ends in a NUL, the last one too.
         let args: Vec<String> = cmd
+            .strip_suffix(&[0])?
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
@@ -372,6 +382,31 @@ fn conntrackd_of(d: &Carpd) -> Option<i32> {
             && args[2] == needle;
         is_daemon.then_some(pid)
     })
+}
+
+/// The state sync view of `d` per `carpctl status --json`.
+fn sync_view(d: &Carpd) -> Option<SyncView> {
+    let out = carpctl(d, &["status", "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let reply: Reply = serde_json::from_slice(&out.stdout).expect("status --json parses");
+    reply.sync
+}
+
+/// Wait until `d`'s status shows its conntrackd running with at least
+/// `external` entries in the external cache (polled every 5 s by carpd).
+fn wait_sync(d: &Carpd, external: u64) -> SyncView {
+    wait_for(
+        &format!(
+            "{}: conntrackd running, external cache >= {external}",
+            d.name
+        ),
+        Duration::from_secs(12),
+        Duration::from_millis(200),
+        || sync_view(d).filter(|s| s.running && s.external_entries >= Some(external)),
+    )
+    .0
 }
 
 /// carpd's state directory (see the test bed's `Carpd::start`).
@@ -450,6 +485,10 @@ fn max_gap_counts_the_edges() {
 #[ignore = "needs root: network namespaces"]
 fn tcp_survives_crash_return_and_switchover_with_sync() {
     let mut p = Pair::build(true);
+    // The client's TCP and UDP flows through A are in B's external cache.
+    let b = wait_sync(&p.b, 1);
+    eprintln!("fwpair B's state sync: {b:?}");
+    assert!(b.internal_entries.is_some(), "{b:?}");
 
     let t0 = wall_now();
     p.crash_a();
@@ -468,6 +507,11 @@ fn tcp_survives_crash_return_and_switchover_with_sync() {
     }
     let back = p.gaps_after("sync on, A back (preempts)", t0);
     assert!(back.tcp_ok(), "TCP broken by the switch back to A");
+    let a = wait_sync(&p.a, 0);
+    assert!(
+        a.last_commit_age_secs.is_some(),
+        "A's takeover commit: {a:?}"
+    );
 
     let t0 = wall_now();
     p.lab.kill(&p.a, Signal::SIGTERM);

@@ -179,13 +179,7 @@ fn execute(path: &std::path::Path, command: Command) -> Result<bool, String> {
                     table::interfaces(reply.interfaces.as_deref().unwrap_or(&[]))
                 );
                 if let Some(s) = &reply.sync {
-                    let last = s
-                        .last_commit_secs
-                        .map_or("never".to_string(), |t| format!("{:.0} ms", t * 1000.0));
-                    println!(
-                        "state sync: {} (gate {}), last takeover commit {last}, failed takeovers {}",
-                        s.through, s.gate, s.failures
-                    );
+                    print!("{}", table::sync(s));
                 }
                 if reply.maintenance == Some(true) {
                     println!("maintenance mode: on (carpctl maintenance off to end it)");

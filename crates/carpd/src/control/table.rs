@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::types::{CarpIfView, VhostView};
+use super::types::{CarpIfView, SyncView, VhostView};
 
 /// Render the status table of `vhosts`, then the demoted `groups`.
 pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
@@ -122,6 +122,27 @@ pub fn interfaces(interfaces: &[CarpIfView]) -> String {
     out
 }
 
+/// Render the state sync line: how it is done, whether conntrackd runs,
+/// its cache entries, the last takeover commit and the failed ones.
+pub fn sync(s: &SyncView) -> String {
+    let running = if s.running { "running" } else { "NOT running" };
+    let entries = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+    let last = match (s.last_commit_secs, s.last_commit_age_secs) {
+        (Some(took), Some(age)) => format!("{:.0} ms, {age:.0}s ago", took * 1000.0),
+        (Some(took), None) => format!("{:.0} ms", took * 1000.0),
+        (None, _) => "never".to_string(),
+    };
+    format!(
+        "state sync: {} (gate {}), conntrackd {running}, entries internal {} external {}, \
+         last takeover commit {last}, failed takeovers {}\n",
+        s.through,
+        s.gate,
+        entries(s.internal_entries),
+        entries(s.external_entries),
+        s.failures
+    )
+}
+
 /// The warning for a vhost hearing advertisements that fail authentication.
 pub fn auth_warning(v: &VhostView) -> Option<String> {
     let from = v.bad_auth_from.as_deref()?;
@@ -234,5 +255,32 @@ mod test {
         assert_eq!(clock(t), "2025-12-01 11:23:45.123Z");
         assert_eq!(clock(UNIX_EPOCH), "1970-01-01 00:00:00.000Z");
         assert!(clock(UNIX_EPOCH + Duration::from_secs(951_782_400)).starts_with("2000-02-29"));
+    }
+
+    #[test]
+    fn sync_line_shows_conntrackd_caches_and_last_commit() {
+        let old: SyncView = serde_json::from_value(serde_json::json!({
+            "through": "syncdev eth2", "gate": "open", "failures": 1,
+            "last_commit_secs": null,
+        }))
+        .unwrap();
+        assert_eq!(
+            sync(&old),
+            "state sync: syncdev eth2 (gate open), conntrackd NOT running, entries internal ? \
+             external ?, last takeover commit never, failed takeovers 1\n"
+        );
+        let now = SyncView {
+            running: true,
+            internal_entries: Some(4),
+            external_entries: Some(6),
+            last_commit_secs: Some(0.0123),
+            last_commit_age_secs: Some(42.4),
+            ..old
+        };
+        assert_eq!(
+            sync(&now),
+            "state sync: syncdev eth2 (gate open), conntrackd running, entries internal 4 \
+             external 6, last takeover commit 12 ms, 42s ago, failed takeovers 1\n"
+        );
     }
 }

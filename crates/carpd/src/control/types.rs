@@ -162,6 +162,20 @@ pub struct SyncView {
     pub failures: u64,
     /// Seconds the last takeover's commit, flush, resync and bulk send took.
     pub last_commit_secs: Option<f64>,
+    /// conntrackd runs: the supervised one is alive, or (the operator's
+    /// file) it answered the last `conntrackd -s`.
+    #[serde(default)]
+    pub running: bool,
+    /// Entries in conntrackd's internal cache (this host's connections), as
+    /// of the last `conntrackd -s`.
+    #[serde(default)]
+    pub internal_entries: Option<u64>,
+    /// Entries in its external cache (the peer's, committed on takeover).
+    #[serde(default)]
+    pub external_entries: Option<u64>,
+    /// Seconds since the last takeover's steps succeeded.
+    #[serde(default)]
+    pub last_commit_age_secs: Option<f64>,
 }
 
 /// A state change as streamed by `watch`.

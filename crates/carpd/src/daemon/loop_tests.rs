@@ -1579,13 +1579,18 @@ async fn arp_balanced_interface_answers_by_the_requesters_hash() {
 }
 
 /// A fake conntrackd in `dir`: appends each flag to `dir/calls` (and
-/// "-B done" after the bulk send, which takes 300 ms), fails on `fail_on`.
+/// "-B done" after the bulk send, which takes 300 ms), fails on `fail_on`;
+/// `-s` (the stats poll, not recorded) reports 2 internal and 1 external
+/// entries.
 fn fake_conntrackd(dir: &Path, fail_on: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("conntrackd");
     let calls = dir.join("calls");
     let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$3\" >> {calls}\n[ \"$3\" = \"{fail_on}\" ] && exit 1\n\
+        "#!/bin/sh\n[ \"$3\" = -s ] && {{ printf '%s\\n' 'cache internal:' \
+         'current active connections: 2' '' 'cache external:' \
+         'current active connections: 1'; exit 0; }}\n\
+         printf '%s\\n' \"$3\" >> {calls}\n[ \"$3\" = \"{fail_on}\" ] && exit 1\n\
          if [ \"$3\" = \"-B\" ]; then sleep 0.3; echo '-B done' >> {calls}; fi\nexit 0\n",
         calls = calls.display()
     );
@@ -1659,6 +1664,16 @@ async fn takeover_waits_for_the_state_sync_steps() {
         assert!(sync.through.starts_with("conntrackd_config "), "{sync:?}");
         assert_eq!((sync.gate.as_str(), sync.failures), ("open", 0));
         assert!(sync.last_commit_secs.is_some_and(|t| t >= 0.3), "{sync:?}");
+        assert!(
+            sync.last_commit_age_secs.is_some_and(|t| t < 5.0),
+            "{sync:?}"
+        );
+        // The operator's conntrackd runs as far as its last `-s` answered.
+        assert!(sync.running, "{sync:?}");
+        assert_eq!(
+            (sync.internal_entries, sync.external_entries),
+            (Some(2), Some(1))
+        );
         h.signal(Signal::Terminate).await;
     })
     .await;
@@ -1894,6 +1909,84 @@ async fn fault_hook_runs_for_a_link_down_but_not_for_a_shutdown() {
             !order[6..].iter().any(|l| l.starts_with("fault")),
             "{order:?}"
         );
+    })
+    .await;
+    result.unwrap();
+}
+
+/// A fake conntrackd for a `syncdev`: run as `-C FILE` it takes the
+/// `LockFile` of FILE with O_EXCL (as conntrackd does), refusing to start
+/// when it exists, and then stays up; `-s` prints a capture of real
+/// `conntrackd -s` output; other flags are recorded as [`fake_conntrackd`]'s.
+fn fake_supervised_conntrackd(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("conntrackd");
+    let calls = dir.join("calls");
+    let stats = dir.join("stats.txt");
+    std::fs::write(
+        &stats,
+        include_str!("../../tests/fixtures/conntrackd-stats.txt"),
+    )
+    .unwrap();
+    let script = format!(
+        "#!/bin/sh\ncalls={calls}\n\
+         if [ $# = 2 ]; then\n  lock=$(sed -n 's/^ *LockFile //p' \"$2\")\n  set -C\n\
+         \x20 if ! (: > \"$lock\") 2>/dev/null; then printf '%s\\n' refused >> $calls; exit 1; fi\n\
+         \x20 printf '%s\\n' started >> $calls\n  exec sleep 60\nfi\n\
+         [ \"$3\" = \"-s\" ] && exec cat {stats}\n\
+         printf '%s\\n' \"$3\" >> $calls\nexit 0\n",
+        calls = calls.display(),
+        stats = stats.display(),
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Input: state sync through a `syncdev`, with a lock file left in the
+/// state dir by a conntrackd that crashed (none is running). Output: carpd
+/// removes the stale lock, so its conntrackd starts the first time, not
+/// refused; status shows it running with the cache entries `-s` reports.
+#[tokio::test]
+async fn a_stale_conntrackd_lock_is_removed_and_the_caches_are_shown() {
+    let fake = Fake::new();
+    let config = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let tweak = |config: &mut DaemonConfig, dir: &Path| {
+        use std::os::unix::fs::DirBuilderExt;
+        config.sync.syncdev = Some("eth0".into());
+        config.sync.program = fake_supervised_conntrackd(dir);
+        let state = dir.join("state");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&state)
+            .unwrap();
+        std::fs::write(state.join("conntrackd.lock"), "").unwrap();
+    };
+    let result = Harness::run_tweaked(&config, fake, tweak, |h| async move {
+        let dir = h.dir.path().to_path_buf();
+        let mut shown = None;
+        for _ in 0..150 {
+            let sync = h
+                .request(Request::Status)
+                .await
+                .sync
+                .expect("sync in status");
+            if sync.running && sync.external_entries.is_some() {
+                shown = Some(sync);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let calls = sync_calls(&dir);
+        assert!(calls.contains(&"started".to_string()), "{calls:?}");
+        assert!(!calls.contains(&"refused".to_string()), "{calls:?}");
+        let sync = shown.expect("conntrackd never shown running with its caches");
+        assert!(sync.through.starts_with("syncdev eth0"), "{sync:?}");
+        assert_eq!(
+            (sync.internal_entries, sync.external_entries),
+            (Some(4), Some(6))
+        );
+        h.signal(Signal::Terminate).await;
     })
     .await;
     result.unwrap();

@@ -3,13 +3,16 @@
 //! `syncdev` carpd writes conntrackd's configuration and supervises it.
 //!
 //! One worker runs the step sequences in transition order, so the carp
-//! interfaces of a host share one conntrackd and one gate.
+//! interfaces of a host share one conntrackd and one gate. A poller asks
+//! conntrackd for its cache counts (`-s`) every few seconds, off the loop,
+//! for the status views.
 //!
 //! A gate round (`GateRound`) is the sync steps, then the interface's
 //! `pre-master` hook, under the deadline the core set; the round's number
 //! tells a late answer from an old round apart from the current one.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use carp_proto::{CarpIfConfig, CarpIfId, Gate};
@@ -21,7 +24,10 @@ use crate::config::{SyncGate, VhostSpec};
 use crate::hooks::{HookKind, HookOutcome, HookRun};
 use crate::log::chain;
 use crate::os::Os;
-use crate::sync::{BACKUP_STEPS, MASTER_STEPS, Step, StepError, SyncLink, run_steps};
+use crate::sync::{
+    BACKUP_STEPS, CacheCounts, MASTER_STEPS, STATS_TIMEOUT, Step, StepError, SyncLink, query_stats,
+    run_steps,
+};
 
 /// A sequence for the worker.
 #[derive(Debug)]
@@ -50,6 +56,21 @@ pub(super) struct SyncState {
     pub(super) failures: u64,
     /// How long the last takeover's steps took.
     pub(super) last_commit: Option<Duration>,
+    /// When the last takeover's steps succeeded.
+    pub(super) last_commit_at: Option<carp_proto::Instant>,
+    /// What the supervisor and the stats poller last saw of conntrackd.
+    pub(super) health: Arc<Mutex<SyncHealth>>,
+}
+
+/// conntrackd as last seen, shared with the tasks that watch it (a plain
+/// mutex: each holder only copies a few fields in or out).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SyncHealth {
+    /// The supervised conntrackd is alive; for the operator's file, the
+    /// last `-s` query succeeded.
+    pub(super) running: bool,
+    /// The cache counts of the last successful `-s` query.
+    pub(super) caches: Option<CacheCounts>,
 }
 
 /// One carp interface waiting at the pre-master gate.
@@ -76,6 +97,9 @@ pub(super) const STRICT_GATE_DEMOTE: i32 = 32;
 
 /// How long a supervised conntrackd that died waits before it is restarted.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// The first `conntrackd -s` poll after start, and the period after it.
+const STATS_FIRST: Duration = Duration::from_secs(1);
+const STATS_PERIOD: Duration = Duration::from_secs(5);
 
 impl<O: Os> Daemon<O> {
     /// The core's configuration of `spec`, with the pre-master gate when
@@ -104,6 +128,7 @@ impl<O: Os> Daemon<O> {
             return Ok(());
         }
         let program = sync.program.clone();
+        let health = Arc::new(Mutex::new(SyncHealth::default()));
         let conf: PathBuf = match (&sync.conntrackd_config, &sync.syncdev) {
             (Some(path), _) => path.clone(),
             (None, Some(dev)) => {
@@ -111,12 +136,24 @@ impl<O: Os> Daemon<O> {
                 let path = state_dir.join("conntrackd.conf");
                 std::fs::write(&path, link.render())
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                tokio::spawn(supervise(program.clone(), path.clone()));
+                tokio::spawn(supervise(
+                    program.clone(),
+                    path.clone(),
+                    link,
+                    Arc::downgrade(&health),
+                ));
                 carplog!(Info, "state sync: conntrackd on {dev} ({})", path.display());
                 path
             }
             (None, None) => return Ok(()),
         };
+        let supervised = sync.conntrackd_config.is_none();
+        tokio::spawn(poll_stats(
+            program.clone(),
+            conf.clone(),
+            supervised,
+            Arc::downgrade(&health),
+        ));
         let (jobs, mut queue) = mpsc::unbounded_channel::<SyncJob>();
         let deadline = sync.gate_timeout;
         tokio::spawn(async move {
@@ -143,6 +180,8 @@ impl<O: Os> Daemon<O> {
             jobs,
             failures: 0,
             last_commit: None,
+            last_commit_at: None,
+            health,
         });
         Ok(())
     }
@@ -191,6 +230,9 @@ impl<O: Os> Daemon<O> {
             (None, Some(file)) => format!("conntrackd_config {}", file.display()),
             (None, None) => String::new(),
         };
+        let health = s.health.lock().map(|h| *h).unwrap_or_default();
+        let caches = health.caches.unwrap_or_default();
+        let now = self.now();
         Some(crate::control::types::SyncView {
             through,
             gate: match c.gate {
@@ -199,6 +241,10 @@ impl<O: Os> Daemon<O> {
             },
             failures: s.failures,
             last_commit_secs: s.last_commit.map(|d| d.as_secs_f64()),
+            running: health.running,
+            internal_entries: caches.internal,
+            external_entries: caches.external,
+            last_commit_age_secs: s.last_commit_at.map(|t| (now - t).as_secs_f64()),
         })
     }
 
@@ -324,8 +370,10 @@ impl<O: Os> Daemon<O> {
         match (&done.result, done.master) {
             (Ok(took), true) => {
                 carplog!(Info, "{label}: state sync committed in {took:?}");
+                let now = self.now();
                 if let Some(s) = &mut self.sync {
                     s.last_commit = Some(*took);
+                    s.last_commit_at = Some(now);
                 }
             }
             (Ok(_), false) => carplog!(Info, "{label}: state sync: backup steps done"),
@@ -359,9 +407,21 @@ impl<O: Os> Daemon<O> {
 
 /// Run `conntrackd -C conf` in the foreground and start it again whenever it
 /// exits; it dies with carpd (kill on drop when the runtime ends, and
-/// `PR_SET_PDEATHSIG` when carpd is killed outright).
-async fn supervise(program: PathBuf, conf: PathBuf) {
+/// `PR_SET_PDEATHSIG` when carpd is killed outright). Whether it is alive
+/// goes into `health`.
+async fn supervise(
+    program: PathBuf,
+    conf: PathBuf,
+    link: SyncLink,
+    health: Weak<Mutex<SyncHealth>>,
+) {
+    let set_running = |running: bool| {
+        if let Some(Ok(mut h)) = health.upgrade().as_deref().map(Mutex::lock) {
+            h.running = running;
+        }
+    };
     loop {
+        clear_stale_lock(&link).await;
         let mut cmd = tokio::process::Command::new(&program);
         cmd.arg("-C")
             .arg(&conf)
@@ -370,12 +430,137 @@ async fn supervise(program: PathBuf, conf: PathBuf) {
             .kill_on_drop(true);
         crate::os::die_with_parent(&mut cmd);
         match cmd.spawn() {
-            Ok(mut child) => match child.wait().await {
-                Ok(status) => carplog!(Err, "conntrackd exited ({status}); restarting"),
-                Err(e) => carplog!(Err, "conntrackd: {e}; restarting"),
-            },
+            Ok(mut child) => {
+                set_running(true);
+                let status = child.wait().await;
+                set_running(false);
+                match status {
+                    Ok(status) => carplog!(Err, "conntrackd exited ({status}); restarting"),
+                    Err(e) => carplog!(Err, "conntrackd: {e}; restarting"),
+                }
+            }
             Err(e) => carplog!(Err, "cannot start {}: {e}", program.display()),
         }
         tokio::time::sleep(RESTART_DELAY).await;
+    }
+}
+
+/// Remove the lock file of carpd's own conntrackd configuration when no
+/// conntrackd holds it, so that one that crashed does not keep the next
+/// from starting.
+///
+/// conntrackd (1.4.7, src/main.c) takes its lock by creating the file with
+/// `O_CREAT | O_EXCL`, closes it at once and unlinks it on a clean exit: no
+/// flock and no pid inside, so the file alone cannot tell a live holder from
+/// a crashed one. A live conntrackd does answer on its control socket
+/// (`UNIX { Path }`, bound right after the lock is taken), and a crashed
+/// one leaves a socket that refuses connections. So the lock is removed
+/// only when connecting to that socket fails (a connect that hangs counts
+/// as held). Only carpd starts conntrackd with this file, one at a time,
+/// and only after the previous one exited.
+async fn clear_stale_lock(link: &SyncLink) {
+    let lock = link.lock_path();
+    if !lock.exists() {
+        return;
+    }
+    let control = link.control_path();
+    let connect = tokio::net::UnixStream::connect(&control);
+    if !matches!(
+        tokio::time::timeout(STATS_TIMEOUT, connect).await,
+        Ok(Err(_))
+    ) {
+        carplog!(
+            Warning,
+            "conntrackd lock {} is held: a conntrackd answers on {}",
+            lock.display(),
+            control.display()
+        );
+        return;
+    }
+    match std::fs::remove_file(&lock) {
+        Ok(()) => carplog!(
+            Notice,
+            "removed stale conntrackd lock {} (no conntrackd answers on {})",
+            lock.display(),
+            control.display()
+        ),
+        Err(e) => carplog!(
+            Err,
+            "cannot remove stale conntrackd lock {}: {e}",
+            lock.display()
+        ),
+    }
+}
+
+/// Ask conntrackd for its cache counts soon after start and every
+/// [`STATS_PERIOD`] after, into `health`, until the sync state is gone. For
+/// the operator's file (`supervised` false) a query's success is also what
+/// "running" means.
+async fn poll_stats(
+    program: PathBuf,
+    conf: PathBuf,
+    supervised: bool,
+    health: Weak<Mutex<SyncHealth>>,
+) {
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + STATS_FIRST, STATS_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let result = query_stats(&program, &conf, STATS_TIMEOUT).await;
+        let Some(health) = health.upgrade() else {
+            return;
+        };
+        if let Err(e) = &result {
+            // Logged once per run of failures, at debug level: a stopped
+            // conntrackd is already reported by the supervisor or the steps.
+            if !failing {
+                carplog!(Debug, "state sync: {e}");
+            }
+        }
+        failing = result.is_err();
+        let Ok(mut h) = health.lock() else {
+            return;
+        };
+        h.caches = result.as_ref().ok().copied();
+        if !supervised {
+            h.running = result.is_ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(dir: &std::path::Path) -> SyncLink {
+        SyncLink {
+            syncdev: "eth2".into(),
+            local: std::net::Ipv4Addr::new(198, 18, 0, 1),
+            peer: None,
+            group: std::net::Ipv4Addr::new(225, 0, 0, 50),
+            run_dir: dir.to_path_buf(),
+            ignore: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_is_kept_while_a_conntrackd_answers_on_the_control_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = link(dir.path());
+        std::fs::write(link.lock_path(), "").unwrap();
+        let listener = tokio::net::UnixListener::bind(link.control_path()).unwrap();
+        clear_stale_lock(&link).await;
+        assert!(
+            link.lock_path().exists(),
+            "removed a live conntrackd's lock"
+        );
+        // A crashed conntrackd leaves the socket file, which refuses.
+        drop(listener);
+        assert!(link.control_path().exists());
+        clear_stale_lock(&link).await;
+        assert!(!link.lock_path().exists(), "kept a stale lock");
+        clear_stale_lock(&link).await;
     }
 }

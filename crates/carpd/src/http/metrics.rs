@@ -6,7 +6,8 @@
 //! `carp_vhost_*`. Counters are snapshots, so a registry is built per scrape.
 //! Names follow the Prometheus conventions: base units (`_seconds`), a
 //! `state` label rather than an enum value, `_info` metrics for text, and no
-//! empty label set on label-less series.
+//! empty label set on label-less series. State sync adds `carp_sync_*`
+//! when it is configured.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -18,7 +19,7 @@ use std::sync::atomic::AtomicU64;
 
 use carp_proto::Stats;
 
-use crate::control::types::{CarpIfView, VhostState, VhostView};
+use crate::control::types::{CarpIfView, SyncView, VhostState, VhostView};
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -132,6 +133,7 @@ pub fn render(
     interfaces: &[CarpIfView],
     groups: &[(String, u8)],
     maintenance: bool,
+    sync: Option<&SyncView>,
     now_unix: f64,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
@@ -293,9 +295,67 @@ pub fn render(
         maint,
     );
 
+    if let Some(sync) = sync {
+        register_sync(&mut registry, sync, now_unix);
+    }
+
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)
+}
+
+/// State sync: whether conntrackd runs, its cache entries, the failed
+/// takeovers and the last takeover commit (how long, and when).
+fn register_sync(registry: &mut Registry, s: &SyncView, now_unix: f64) {
+    let running = Gauge::<i64>::default();
+    running.set(i64::from(s.running));
+    registry.register(
+        "carp_sync_running",
+        "1 while conntrackd runs (supervised: alive; own file: answered the last conntrackd -s)",
+        running,
+    );
+    let entries = Family::<Labels, Gauge>::default();
+    for (cache, n) in [
+        ("internal", s.internal_entries),
+        ("external", s.external_entries),
+    ] {
+        if let Some(n) = n {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            entries
+                .get_or_create(&vec![("cache", cache.to_string())])
+                .set(n);
+        }
+    }
+    registry.register(
+        "carp_sync_cache_entries",
+        "Entries in conntrackd's internal (this host's) and external (the peer's) caches",
+        entries,
+    );
+    let failures = Counter::<u64>::default();
+    failures.inc_by(s.failures);
+    registry.register(
+        "carp_sync_takeover_failures",
+        "Takeovers whose state sync steps failed or timed out",
+        failures,
+    );
+    if let Some(took) = s.last_commit_secs {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(took);
+        registry.register(
+            "carp_sync_last_commit_seconds",
+            "How long the last takeover's commit, flush, resync and bulk send took",
+            g,
+        );
+    }
+    if let Some(age) = s.last_commit_age_secs {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(((now_unix - age) * 1000.0).round() / 1000.0);
+        registry.register(
+            "carp_sync_last_commit_timestamp_seconds",
+            "Unix time the last takeover's state sync steps succeeded",
+            g,
+        );
+    }
 }
 
 /// Per carp interface: its nodes and mode, the load-share mask, the share
@@ -436,6 +496,7 @@ mod test {
             &[iface],
             &[("carp".into(), 128)],
             true,
+            None,
             1000.0,
         )
         .unwrap();
@@ -468,5 +529,47 @@ mod test {
         assert!(!text.contains("{}"), "an empty label set in\n{text}");
         assert!(text.contains("carp_build_info{version="), "{text}");
         assert!(text.ends_with("# EOF\n"));
+        assert!(
+            !text.contains("carp_sync_"),
+            "sync metrics without sync:\n{text}"
+        );
+    }
+
+    #[test]
+    fn sync_metrics_show_conntrackd_and_its_caches() {
+        let sync = SyncView {
+            through: "syncdev eth2".into(),
+            gate: "open".into(),
+            failures: 2,
+            last_commit_secs: Some(0.25),
+            running: true,
+            internal_entries: Some(4),
+            external_entries: Some(6),
+            last_commit_age_secs: Some(10.0),
+        };
+        let text = render(&Stats::default(), &[], &[], &[], false, Some(&sync), 1000.0).unwrap();
+        for line in [
+            "carp_sync_running 1",
+            "carp_sync_cache_entries{cache=\"internal\"} 4",
+            "carp_sync_cache_entries{cache=\"external\"} 6",
+            "carp_sync_takeover_failures_total 2",
+            "carp_sync_last_commit_seconds 0.25",
+            "carp_sync_last_commit_timestamp_seconds 990.0",
+            "# TYPE carp_sync_takeover_failures counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        let unknown = SyncView {
+            running: false,
+            internal_entries: None,
+            external_entries: None,
+            last_commit_secs: None,
+            last_commit_age_secs: None,
+            ..sync
+        };
+        let text = render(&Stats::default(), &[], &[], &[], false, Some(&unknown), 1.0).unwrap();
+        assert!(text.lines().any(|l| l == "carp_sync_running 0"), "{text}");
+        assert!(!text.contains("carp_sync_cache_entries{"), "{text}");
+        assert!(!text.contains("carp_sync_last_commit"), "{text}");
     }
 }

@@ -324,6 +324,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         status.interfaces.as_deref().unwrap_or(&[]),
         status.groups.as_deref().unwrap_or(&[]),
         status.maintenance.unwrap_or(false),
+        status.sync.as_ref(),
         // The wall clock belongs here, not in the loop: the state's start
         // time is now minus its age.
         std::time::SystemTime::now()

@@ -284,3 +284,22 @@ async fn the_settings_form_writes_the_file_and_reloads() {
     .await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
 }
+
+#[tokio::test]
+async fn the_page_has_a_state_sync_section_fed_from_status() {
+    let addr = start(None).await;
+    let get = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (code, body) = call(addr, get.to_string()).await;
+    assert_eq!(code, 200);
+    // Hidden until /api/status carries `sync`; the fields are SyncView's.
+    assert!(body.contains(r#"<div id="sync" style="display:none">"#));
+    for js in [
+        "renderSync(st.sync)",
+        "s.running",
+        "s.internal_entries",
+        "s.external_entries",
+        "s.last_commit_age_secs",
+    ] {
+        assert!(body.contains(js), "no {js:?} in the page");
+    }
+}
