@@ -205,11 +205,14 @@ impl<O: Os> Daemon<O> {
                 std::net::IpAddr::V6(_) => None,
             })
             .ok_or_else(|| anyhow::anyhow!("syncdev {dev} has no IPv4 address to sync from"))?;
+        // Connections to the routers themselves are each router's own: the
+        // shared addresses and the sync link's are not synchronised.
         let ignore = self
             .config
             .vhosts
             .iter()
             .flat_map(|v| v.addresses.iter().map(|a| a.addr))
+            .chain(addrs.iter().map(|(a, _)| *a))
             .collect();
         Ok(SyncLink {
             syncdev: dev.to_string(),
