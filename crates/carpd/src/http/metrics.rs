@@ -274,6 +274,31 @@ pub fn render(
         registry.register(name, help, family);
     }
 
+    let hook_counters: [PerVhost<VhostView, u64>; 3] = [
+        (
+            "carp_vhost_hook_runs",
+            "Hook runs of the vhost's carp interface that ended",
+            |v| v.hooks.runs,
+        ),
+        (
+            "carp_vhost_hook_failures",
+            "Hook runs that exited non-zero, died of a signal or could not start",
+            |v| v.hooks.failed,
+        ),
+        (
+            "carp_vhost_hook_kills",
+            "Hook runs killed with their process group at their deadline",
+            |v| v.hooks.killed,
+        ),
+    ];
+    for (name, help, value) in hook_counters {
+        let family = Family::<Labels, Counter>::default();
+        for v in vhosts {
+            family.get_or_create(&vhost_labels(v)).inc_by(value(v));
+        }
+        registry.register(name, help, family);
+    }
+
     register_interfaces(&mut registry, interfaces);
 
     let demote = Family::<Labels, Gauge>::default();
@@ -476,7 +501,12 @@ mod test {
             bad_auth_from: None,
             bad_auth_age_secs: None,
             key_fingerprint: String::new(),
-            hooks: Default::default(),
+            hooks: crate::control::types::HookCounts {
+                runs: 5,
+                failed: 2,
+                killed: 1,
+                ..Default::default()
+            },
         };
         let iface = CarpIfView {
             carpdev: "eth0".into(),
@@ -504,6 +534,10 @@ mod test {
             "carp_interface_info{carpdev=\"eth0\",vhid=\"1\",balancing=\"ip\",nodes=\"1,2\"} 1"
         ));
         assert!(text.contains("carp_interface_served_slots{carpdev=\"eth0\",vhid=\"1\"} 1"));
+        for (name, n) in [("runs", 5), ("failures", 2), ("kills", 1)] {
+            let line = format!("carp_vhost_hook_{name}_total{{carpdev=\"eth0\",vhid=\"9\"}} {n}");
+            assert!(text.contains(&line), "{line} missing in\n{text}");
+        }
         assert!(text.contains(
             "carp_interface_solicitations_total{carpdev=\"eth0\",vhid=\"1\",result=\"answered\"} 4"
         ));
