@@ -72,6 +72,9 @@ pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
                 "", v.address_failures
             );
         }
+        if let Some(hooks) = hook_line(&v.hooks) {
+            let _ = writeln!(out, "{:>15} {hooks}", "");
+        }
         if let Some(warning) = auth_warning(v) {
             let _ = writeln!(out, "{:>15} WARNING: {warning}", "");
         }
@@ -85,6 +88,22 @@ pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
         let _ = writeln!(out, "demoted groups: {}", demoted.join(" "));
     }
     out
+}
+
+/// The hook line of a vhost: runs, failures and kills, and the last run.
+fn hook_line(h: &crate::control::types::HookCounts) -> Option<String> {
+    let last = h.last_hook.as_deref()?;
+    let how = match h.last_exit {
+        Some(code) => format!("exit {code}"),
+        None => "no exit status".into(),
+    };
+    let took = h
+        .last_secs
+        .map_or(String::new(), |t| format!(" after {:.0} ms", t * 1000.0));
+    Some(format!(
+        "hooks: {} runs, {} failed, {} killed; last {last}: {how}{took}",
+        h.runs, h.failed, h.killed
+    ))
 }
 
 /// Render the carp interfaces that have several nodes (OpenBSD `carpnodes`):
@@ -233,6 +252,27 @@ mod test {
             "{text}"
         );
         assert_eq!(col(lines[0], "last master"), col(lines[3], "-"), "{text}");
+    }
+
+    #[test]
+    fn hooks_show_once_one_ran() {
+        let mut v = view("master timed out", None, None);
+        assert!(!status(std::slice::from_ref(&v), &[]).contains("hooks:"));
+        v.hooks = crate::control::types::HookCounts {
+            runs: 3,
+            failed: 0,
+            killed: 1,
+            last_hook: Some("master".into()),
+            last_exit: None,
+            last_secs: Some(2.0),
+        };
+        let text = status(&[v], &[]);
+        assert!(
+            text.contains(
+                "hooks: 3 runs, 0 failed, 1 killed; last master: no exit status after 2000 ms"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
