@@ -8,6 +8,9 @@
 //! Two contexts exist, as in OpenBSD: the sending one leaves scoped IPv6
 //! addresses (link-local) out (`HMAC_NOV6LL`); receiving also accepts the one
 //! that includes them with the embedded scope bytes zeroed (`HMAC_ORIG`).
+//! FreeBSD's one context (`carp_hmac_prepare`) is OpenBSD's `HMAC_ORIG`:
+//! with [`HmacContext::Freebsd`] carpd sends with that one, and still
+//! accepts the other.
 //! DEVIATION: the OpenBSD custom-lladdr term of the message is never included;
 //! carpd has no custom lladdr (only the default virtual MAC or the real one,
 //! neither of which enters the HMAC).
@@ -17,7 +20,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 
-use crate::config::{Passphrase, Vhid};
+use crate::config::{HmacContext, Passphrase, Vhid};
 use crate::wire::carp::{TYPE_ADVERTISEMENT, VERSION};
 
 type HmacSha1 = Hmac<Sha1>;
@@ -45,14 +48,15 @@ pub fn key_fingerprint(pass: &Passphrase) -> String {
 #[derive(Clone)]
 pub struct Auth {
     send: HmacSha1,
-    /// Present only when the address set has scoped IPv6 addresses.
-    with_scoped: Option<HmacSha1>,
+    /// The other context, accepted on receive; present only when the
+    /// address set has scoped IPv6 addresses (else both are the same).
+    other: Option<HmacSha1>,
 }
 
 impl core::fmt::Debug for Auth {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Auth")
-            .field("with_scoped", &self.with_scoped.is_some())
+            .field("two_contexts", &self.other.is_some())
             .finish()
     }
 }
@@ -118,18 +122,38 @@ fn prepare(key: &Passphrase, vhid: Vhid, v4: &[Ipv4Addr], v6: &[[u8; 16]]) -> Hm
 }
 
 impl Auth {
-    /// Prepare the contexts for a vhost's key, vhid and addresses (order does not matter).
+    /// Prepare the contexts for a vhost's key, vhid and addresses (order does
+    /// not matter), signing as OpenBSD does.
     pub fn new(key: &Passphrase, vhid: Vhid, ipv4: &[Ipv4Addr], ipv6: &[Ipv6Addr]) -> Auth {
-        let v4 = hashed_ipv4(ipv4);
-        let send = prepare(key, vhid, &v4, &hashed_ipv6(ipv6, false));
-        let with_scoped = ipv6
-            .iter()
-            .any(is_scoped)
-            .then(|| prepare(key, vhid, &v4, &hashed_ipv6(ipv6, true)));
-        Auth { send, with_scoped }
+        Auth::with_context(key, vhid, ipv4, ipv6, HmacContext::Openbsd)
     }
 
-    /// Return the digest to send with `counter` (OpenBSD `carp_hmac_generate`, NOV6LL context).
+    /// [`Auth::new`], signing with `context`.
+    pub fn with_context(
+        key: &Passphrase,
+        vhid: Vhid,
+        ipv4: &[Ipv4Addr],
+        ipv6: &[Ipv6Addr],
+        context: HmacContext,
+    ) -> Auth {
+        let v4 = hashed_ipv4(ipv4);
+        let without = || prepare(key, vhid, &v4, &hashed_ipv6(ipv6, false));
+        let with = || prepare(key, vhid, &v4, &hashed_ipv6(ipv6, true));
+        let scoped = ipv6.iter().any(is_scoped);
+        match context {
+            HmacContext::Openbsd => Auth {
+                send: without(),
+                other: scoped.then(with),
+            },
+            HmacContext::Freebsd => Auth {
+                send: with(),
+                other: scoped.then(without),
+            },
+        }
+    }
+
+    /// Return the digest to send with `counter` (OpenBSD `carp_hmac_generate`,
+    /// in the sending context).
     pub fn generate(&self, counter: &[u8; 8]) -> [u8; MD_LEN] {
         let mut mac = self.send.clone();
         mac.update(counter);
@@ -145,7 +169,7 @@ impl Auth {
         };
         // Both contexts are always tried so timing does not reveal which matched.
         let a = check(&self.send);
-        let b = self.with_scoped.as_ref().is_some_and(check);
+        let b = self.other.as_ref().is_some_and(check);
         a | b
     }
 }
@@ -237,6 +261,30 @@ mod test {
         let md: [u8; 20] = mac.finalize().into_bytes().into();
         assert!(with.verify(&COUNTER, &md));
         assert!(!without.verify(&COUNTER, &md));
+    }
+
+    /// A hand-computed vector (Python's hmac over the message FreeBSD's
+    /// `carp_hmac_prepare` builds: 02 01 vhid, IPv4 ascending, IPv6 by
+    /// memcmp with fe80::7 in it, then the counter): key "freebsd", vhid 7,
+    /// 192.0.2.20, 192.0.2.10, 2001:db8::7, fe80::7, counter 01..08.
+    #[test]
+    fn freebsd_context_signs_with_the_link_local_address() {
+        let key = Passphrase::new(b"freebsd").unwrap();
+        let vhid = Vhid::new(7).unwrap();
+        let v4 = [Ipv4Addr::new(192, 0, 2, 20), Ipv4Addr::new(192, 0, 2, 10)];
+        let v6: [Ipv6Addr; 2] = ["2001:db8::7".parse().unwrap(), "fe80::7".parse().unwrap()];
+        const FREEBSD: &str = "899caeefb9b3dcc2d956d5898db1508ce213ea8c";
+        const OPENBSD: &str = "31bdc1380ebb26dc3d3fc8f0475aad28b7b23af9";
+        let freebsd = Auth::with_context(&key, vhid, &v4, &v6, HmacContext::Freebsd);
+        let openbsd = Auth::with_context(&key, vhid, &v4, &v6, HmacContext::Openbsd);
+        assert_eq!(hex(&freebsd.generate(&COUNTER)), FREEBSD);
+        assert_eq!(hex(&openbsd.generate(&COUNTER)), OPENBSD);
+        // Each accepts the other's signature (OpenBSD carp_hmac_verify tries both).
+        assert!(freebsd.verify(&COUNTER, &openbsd.generate(&COUNTER)));
+        assert!(openbsd.verify(&COUNTER, &freebsd.generate(&COUNTER)));
+        // Without a scoped address the two contexts are one.
+        let plain = Auth::with_context(&key, vhid, &v4, &v6[..1], HmacContext::Freebsd);
+        assert_eq!(hex(&plain.generate(&COUNTER)), OPENBSD);
     }
 
     #[test]

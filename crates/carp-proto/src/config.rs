@@ -103,6 +103,19 @@ pub enum MasterDownFormula {
     Freebsd,
 }
 
+/// Which context advertisements are signed with (spec 2.2): the two kernels
+/// differ only for scoped (link-local) IPv6 addresses of the vhid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacContext {
+    /// OpenBSD `carp_prepare_ad` (`HMAC_NOV6LL`): scoped addresses left out.
+    #[default]
+    Openbsd,
+    /// FreeBSD `carp_hmac_prepare`: scoped addresses included, embedded
+    /// scope zeroed; a FreeBSD vhid with an fe80:: address needs it.
+    Freebsd,
+}
+
 /// The key fed to HMAC-SHA1: the passphrase bytes, at most 20 (spec 2.1).
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Passphrase(Vec<u8>);
@@ -151,6 +164,8 @@ pub struct VhostConfig {
     pub groups: Vec<String>,
     /// Master-down timer formula.
     pub master_down: MasterDownFormula,
+    /// The HMAC context advertisements are signed with.
+    pub hmac: HmacContext,
 }
 
 impl VhostConfig {
@@ -165,6 +180,7 @@ impl VhostConfig {
             ipv6: Vec::new(),
             groups: Vec::new(),
             master_down: MasterDownFormula::default(),
+            hmac: HmacContext::default(),
         };
         for a in addrs {
             match a {
@@ -311,6 +327,9 @@ pub struct CarpIfConfig {
     /// The balancing mode asked for; [`CarpIfConfig::balancing`] is the one run.
     #[serde(default)]
     pub requested_balancing: Balancing,
+    /// The HMAC context advertisements are signed with.
+    #[serde(default)]
+    pub hmac: HmacContext,
 }
 
 impl CarpIfConfig {
@@ -409,6 +428,7 @@ impl From<VhostConfig> for CarpIfConfig {
             gate: None,
             allowed_sources: Vec::new(),
             requested_balancing: Balancing::None,
+            hmac: c.hmac,
         }
     }
 }

@@ -721,3 +721,85 @@ fn reconfigure_with_same_addresses_keeps_master() {
     );
     assert_eq!(node.state(id(1)), Some(State::Master));
 }
+
+// ===== FreeBSD's HMAC context (spec 2.2) =====
+
+/// The vhid of auth.rs's hand-computed vector: key "freebsd", vhid 7,
+/// 192.0.2.20, 192.0.2.10, 2001:db8::7 and the link-local fe80::7.
+fn freebsd_vhid(hmac: crate::config::HmacContext, advskew: u8) -> VhostConfig {
+    let addrs: Vec<IpAddr> = ["192.0.2.20", "192.0.2.10", "2001:db8::7", "fe80::7"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let mut c = VhostConfig::new(vhid(7), &addrs);
+    c.passphrase = Passphrase::new(b"freebsd").unwrap();
+    c.advskew = AdvSkew(advskew);
+    c.hmac = hmac;
+    c
+}
+
+/// Input: the advertisement a FreeBSD host sends for that vhid (advskew 0,
+/// counter 01..08, the digest of FreeBSD's `carp_hmac_prepare` message
+/// computed by hand), to a node with `hmac freebsd` and to one with the
+/// default. Output: both accept it (OpenBSD's verify tries both contexts);
+/// the freebsd node's own advertisements carry the FreeBSD digest, the
+/// default node's the OpenBSD one, which a FreeBSD host would reject.
+#[test]
+fn freebsd_hmac_context_on_the_wire() {
+    use crate::config::HmacContext;
+    const FREEBSD_MD: &str = "899caeefb9b3dcc2d956d5898db1508ce213ea8c";
+    let unhex = |s: &str| -> [u8; 20] {
+        let v: Vec<u8> = (0..20)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        v.try_into().unwrap()
+    };
+    let counter = [1, 2, 3, 4, 5, 6, 7, 8];
+    let from_freebsd = Repr {
+        version: VERSION,
+        kind: TYPE_ADVERTISEMENT,
+        vhid: 7,
+        advskew: 0,
+        authlen: AUTHLEN,
+        demote: 0,
+        advbase: 1,
+        counter,
+        md: unhex(FREEBSD_MD),
+    }
+    .to_bytes();
+    for (hmac, signs_like_freebsd) in [(HmacContext::Freebsd, true), (HmacContext::Openbsd, false)]
+    {
+        let mut node = Node::new(NodeConfig::default());
+        node.add_vhost(at(0), LINK, freebsd_vhid(hmac, 100), COOKIE)
+            .unwrap();
+        drain(&mut node);
+        node.handle_datagram(at(10), meta(), &from_freebsd);
+        let s = node.stats();
+        assert_eq!((s.accepted, s.bad_auth), (1, 0), "{hmac:?}: {s:?}");
+
+        // Its own advertisement, once MASTER (no more adverts from the peer).
+        let t = node.poll_timeout().unwrap();
+        node.handle_timeout(t);
+        let sent = transmits(&drain(&mut node));
+        let ours = Packet::new_checked(&sent[0][..]).unwrap();
+        let ours = Repr::parse(&ours).unwrap();
+        let c = freebsd_vhid(HmacContext::Freebsd, 0);
+        let freebsd = Auth::with_context(
+            &c.passphrase,
+            c.vhid,
+            &c.ipv4,
+            &c.ipv6,
+            HmacContext::Freebsd,
+        );
+        let openbsd = Auth::new(&c.passphrase, c.vhid, &c.ipv4, &c.ipv6);
+        assert_eq!(
+            freebsd.generate(&ours.counter) == ours.md,
+            signs_like_freebsd,
+            "{hmac:?}"
+        );
+        assert_eq!(
+            openbsd.generate(&ours.counter) == ours.md,
+            !signs_like_freebsd
+        );
+    }
+}

@@ -109,11 +109,12 @@ impl Vhost {
     }
 
     fn auth_for(node: &CarpNode, shared: &CarpIfConfig) -> Auth {
-        Auth::new(
+        Auth::with_context(
             &shared.passphrase,
             node.vhid,
             &shared.ipv4(),
             &shared.ipv6(),
+            shared.hmac,
         )
     }
 

@@ -56,6 +56,7 @@ pub(super) struct FileVhost {
     #[serde(default)]
     pub(super) allow: Vec<Spanned<String>>,
     pub(super) master_down: Option<Spanned<String>>,
+    pub(super) hmac: Option<Spanned<String>>,
 }
 
 impl FileVhost {
@@ -92,6 +93,7 @@ impl FileVhost {
             peer6: loc.opt(self.peer6),
             allow: self.allow.into_iter().map(|v| loc.one(v)).collect(),
             master_down: loc.opt(self.master_down),
+            hmac: loc.opt(self.hmac),
             ..Draft::default()
         }
     }
@@ -254,6 +256,7 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
                 set_once(slot, path, keyword)?;
             }
             "master-down" => set_once(&mut cur.master_down, value("openbsd or freebsd")?, keyword)?,
+            "hmac" => set_once(&mut cur.hmac, value("openbsd or freebsd")?, keyword)?,
             "hook-timeout" => {
                 let v = value("a duration like 10s or 500ms")?.map(|s| parse_timeout(&s));
                 set_once(&mut cur.hook_timeout, v, keyword)?;
@@ -370,6 +373,7 @@ pub(super) struct Draft {
     peer6: Option<Located<String>>,
     pub(super) allow: Vec<Located<String>>,
     pub(super) master_down: Option<Located<String>>,
+    pub(super) hmac: Option<Located<String>>,
 }
 
 /// A validated vhost with the locations needed for cross-vhost checks.
@@ -461,6 +465,13 @@ impl Draft {
                     );
                     return Err(invalid(&v.at, message));
                 }
+            };
+        }
+        if let Some(v) = self.hmac {
+            proto.hmac = match v.value.as_str() {
+                "openbsd" => HmacContext::Openbsd,
+                "freebsd" => HmacContext::Freebsd,
+                _ => return Err(invalid(&v.at, "hmac expects openbsd or freebsd")),
             };
         }
         for g in self.groups {

@@ -60,8 +60,8 @@ use std::time::Duration;
 use carp_proto::Balancing;
 use carp_proto::CarpNode;
 use carp_proto::config::{
-    AdvBase, AdvSkew, ConfigError, MAX_CONFIG_ADVSKEW, MasterDownFormula, Passphrase, Vhid,
-    VhostConfig,
+    AdvBase, AdvSkew, ConfigError, HmacContext, MAX_CONFIG_ADVSKEW, MasterDownFormula, Passphrase,
+    Vhid, VhostConfig,
 };
 use ipnet::IpNet;
 use serde::Deserialize;

@@ -533,6 +533,20 @@ pub const SETTINGS: &[Setting] = &[
                 advertisement intervals, freebsd after 3 x advbase + advskew/256 s.",
     },
     Setting {
+        key: "hmac",
+        scope: Scope::Vhost,
+        word: Some("hmac"),
+        flag: None,
+        arg: "openbsd|freebsd",
+        kind: Kind::String,
+        range: None,
+        default: Some("openbsd"),
+        example: "freebsd",
+        about: "The HMAC context advertisements are signed with: openbsd leaves \
+                link-local IPv6 addresses out, freebsd includes them (a FreeBSD vhid with \
+                an fe80:: address needs it). Both are accepted on receive.",
+    },
+    Setting {
         key: "hook_timeout",
         scope: Scope::Vhost,
         word: Some("hook-timeout"),

@@ -25,6 +25,7 @@ hook_timeout = "5s"
 peer = "192.0.2.2"
 peer6 = "2001:db8::2"
 master_down = "freebsd"
+hmac = "freebsd"
 "#;
 
 fn words(line: &str) -> Vec<String> {
@@ -109,7 +110,7 @@ fn words_and_file_give_the_same_vhost() {
                 198.51.100.50/24 2001:db8::50/64 lladdr real group lan up /etc/carpd/up \
                 down /etc/carpd/down pre-master /etc/carpd/pre-master master /etc/carpd/master \
                 backup /etc/carpd/backup fault /etc/carpd/fault hook-timeout 5s peer 192.0.2.2 peer6 2001:db8::2 \
-                master-down freebsd";
+                master-down freebsd hmac freebsd";
     let from_words = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
     let from_file = DaemonConfig::from_toml_str(EXAMPLE, Path::new("c.toml")).unwrap();
     assert_eq!(from_words, from_file.vhosts);
@@ -271,7 +272,7 @@ fn file_errors_name_line_and_column() {
         ),
         (
             "colour = \"red\"",
-            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `pre_master`, `master`, `backup`, `fault`, `hook_timeout`, `peer`, `peer6`, `allow`, `master_down`",
+            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `pre_master`, `master`, `backup`, `fault`, `hook_timeout`, `peer`, `peer6`, `allow`, `master_down`, `hmac`",
         ),
         (
             "advskew = \"x\"",
