@@ -305,10 +305,20 @@ pub struct CarpIfConfig {
     pub passphrase: Passphrase,
     /// The shared virtual addresses, in configuration order.
     pub addresses: Vec<AddrSpec>,
-    /// Unicast destination of IPv4 advertisements instead of 224.0.0.18.
-    pub peer: Option<Ipv4Addr>,
-    /// Unicast destination of IPv6 advertisements instead of ff02::12.
-    pub peer6: Option<Ipv6Addr>,
+    /// Unicast peers: a family with peers advertises to each of them instead
+    /// of 224.0.0.18 / ff02::12, and hears only them (FreeBSD 14 `peer` /
+    /// `peer6`, which takes one of each).
+    #[serde(default)]
+    pub peers: Vec<IpAddr>,
+    /// Also advertise to the group when peers are configured, so a switch
+    /// that drops one path does not split the brain.
+    #[serde(default)]
+    pub dual_path: bool,
+    /// Whether a TTL / hop limit other than 255 drops an advertisement;
+    /// `None`: only one sent to a multicast group (FreeBSD `carp_input`:
+    /// routed unicast peers arrive with less).
+    #[serde(default)]
+    pub ttl_check: Option<bool>,
     /// Interface groups besides `carp`.
     pub groups: Vec<String>,
     /// Master-down timer formula.
@@ -375,6 +385,14 @@ impl CarpIfConfig {
             .collect()
     }
 
+    /// Return the unicast peers of `family`.
+    pub fn peers_of(&self, family: crate::action::Family) -> impl Iterator<Item = IpAddr> + '_ {
+        self.peers
+            .iter()
+            .copied()
+            .filter(move |p| crate::action::Family::of(p) == family)
+    }
+
     /// Return true if some address is of `family`.
     pub fn has(&self, family: crate::action::Family) -> bool {
         self.addresses
@@ -419,8 +437,9 @@ impl From<VhostConfig> for CarpIfConfig {
             advbase: c.advbase,
             passphrase: c.passphrase,
             addresses,
-            peer: None,
-            peer6: None,
+            peers: Vec::new(),
+            dual_path: false,
+            ttl_check: None,
             groups: c.groups,
             master_down: c.master_down,
             lladdr: Lladdr::default(),

@@ -239,7 +239,10 @@ impl Node {
         if let Err(reason) = self.receive(now, meta, bytes) {
             match reason {
                 // Counted by the vhost that checked them.
-                DropReason::BadAuth | DropReason::BadSource | DropReason::Replay => {}
+                DropReason::BadAuth
+                | DropReason::BadSource
+                | DropReason::NotPeer
+                | DropReason::Replay => {}
                 _ => self.stats.count_drop(reason),
             }
         }
@@ -250,7 +253,7 @@ impl Node {
         if !self.index.keys().any(|id| id.link == meta.link) {
             return Err(DropReason::BadIf);
         }
-        if meta.ttl != CARP_TTL {
+        if meta.ttl != CARP_TTL && self.ttl_checked(&meta, bytes) {
             return Err(DropReason::BadTtl(meta.ttl));
         }
         let Advert::Carp(repr) = Advert::parse(bytes).map_err(|e| match e {
@@ -268,11 +271,17 @@ impl Node {
             .ok_or(DropReason::BadVhid(repr.vhid))?;
         iface
             .with(slot, ctx, &mut self.out, |v, cx| {
-                let allowed = &cx.shared.config.allowed_sources;
-                let result = if allowed.is_empty() || allowed.contains(&meta.src) {
-                    v.receive(now, meta.src, meta.local, &repr, cx)
-                } else {
+                let config = &cx.shared.config;
+                let allowed = &config.allowed_sources;
+                let family = Family::of(&meta.src);
+                let from_peer = config.peers_of(family).next().is_none()
+                    || config.peers_of(family).any(|p| p == meta.src);
+                let result = if !allowed.is_empty() && !allowed.contains(&meta.src) {
                     Err(DropReason::BadSource)
+                } else if !from_peer {
+                    Err(DropReason::NotPeer)
+                } else {
+                    v.receive(now, meta.src, meta.local, &repr, cx)
                 };
                 if let Err(reason) = result {
                     v.stats.count_drop(reason);
@@ -280,6 +289,26 @@ impl Node {
                 result
             })
             .unwrap_or(Err(DropReason::BadVhid(repr.vhid)))
+    }
+
+    /// Whether a TTL other than 255 drops this datagram: by the vhid's
+    /// `ttl_check` if its byte names a known vhid, else (and by default) only
+    /// when it was sent to a multicast group. FreeBSD `carp_input` checks the
+    /// TTL only for multicast, so routed unicast peers work; the check comes
+    /// before the vhid lookup as in OpenBSD `carp_proto_input_if`.
+    fn ttl_checked(&self, meta: &RxMeta, bytes: &[u8]) -> bool {
+        let configured = bytes
+            .get(1)
+            .and_then(|&vhid| Vhid::new(vhid))
+            .and_then(|vhid| {
+                self.index.get(&VhostId {
+                    link: meta.link,
+                    vhid,
+                })
+            })
+            .and_then(|(iface, _)| self.ifaces.get(iface))
+            .and_then(|i| i.shared.config.ttl_check);
+        configured.unwrap_or(meta.dst.is_multicast())
     }
 
     /// Find the running (not INIT) vhost `vhid` on `link`.

@@ -803,3 +803,112 @@ fn freebsd_hmac_context_on_the_wire() {
         );
     }
 }
+
+// ===== unicast peers (FreeBSD 14 `peer`, several here) =====
+
+fn with_peers(peers: &[&str], dual_path: bool, ttl_check: Option<bool>) -> Node {
+    let mut c: CarpIfConfig = cfg(1, 0).into();
+    c.peers = peers.iter().map(|p| p.parse().unwrap()).collect();
+    c.dual_path = dual_path;
+    c.ttl_check = ttl_check;
+    let mut node = Node::new(NodeConfig::default());
+    node.add_interface(at(0), LINK, c, &[COOKIE]).unwrap();
+    drain(&mut node);
+    node
+}
+
+fn destinations(actions: &[Action]) -> Vec<(IpAddr, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transmit { dst, src_mac, .. } => Some((*dst, src_mac.is_some())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Input: two IPv4 peers, one ending in .224 (FreeBSD PR 284872 took such
+/// peers for multicast); then the same with dual-path. Output: each
+/// advertisement goes to every peer, from the parent's MAC (unicast), and
+/// not to 224.0.0.18; with dual-path to the group too, from the virtual MAC.
+#[test]
+fn advertisements_go_to_every_peer_and_with_dual_path_to_the_group() {
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    for (dual, want) in [
+        (
+            false,
+            vec![(ip("192.0.2.2"), false), (ip("198.51.100.224"), false)],
+        ),
+        (
+            true,
+            vec![
+                (ip("192.0.2.2"), false),
+                (ip("198.51.100.224"), false),
+                (ip("224.0.0.18"), true),
+            ],
+        ),
+    ] {
+        let mut node = with_peers(&["192.0.2.2", "198.51.100.224"], dual, None);
+        let t = node.poll_timeout().unwrap();
+        node.handle_timeout(t);
+        let sent = destinations(&drain(&mut node));
+        assert_eq!(sent, want, "dual-path {dual}");
+        assert_eq!(node.stats().opackets, want.len() as u64);
+    }
+}
+
+/// Input: adverts with TTL 254 (one router hop) to a unicast address and to
+/// the group, under each `ttl_check`. Output: by default only the multicast
+/// one is dropped as bad_ttl (FreeBSD `carp_input`); `on` drops both, `off`
+/// neither.
+#[test]
+fn ttl_is_checked_for_multicast_only_unless_configured() {
+    let unicast = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let group = IpAddr::V4(crate::action::CARP_GROUP_V4);
+    for (check, unicast_dropped, multicast_dropped) in [
+        (None, false, true),
+        (Some(true), true, true),
+        (Some(false), false, false),
+    ] {
+        for (dst, dropped) in [(unicast, unicast_dropped), (group, multicast_dropped)] {
+            let mut node = with_peers(&["192.0.2.2"], false, check);
+            let rx = RxMeta {
+                dst,
+                ttl: 254,
+                ..meta()
+            };
+            node.handle_datagram(at(10), rx, &peer_advert(0, 0));
+            let s = node.stats();
+            assert_eq!(
+                (s.bad_ttl, s.accepted),
+                (u64::from(dropped), u64::from(!dropped)),
+                "ttl_check {check:?}, to {dst}"
+            );
+        }
+    }
+}
+
+/// Input: peers configured; a valid advert from an address that is not a
+/// peer, then one from the peer. Output: the first dropped and counted as
+/// bad_peer only; the second accepted. An IPv6 advert is not held to the
+/// IPv4 peers (no IPv6 peer: the family uses the group).
+#[test]
+fn adverts_from_others_than_the_peers_are_dropped_and_counted() {
+    let mut node = with_peers(&["192.0.2.3"], false, None);
+    node.handle_datagram(at(10), meta(), &peer_advert(0, 0));
+    let s = node.stats();
+    assert_eq!((s.bad_peer, s.accepted, s.dropped()), (1, 0, 1), "{s:?}");
+    let from_peer = RxMeta {
+        src: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3)),
+        ..meta()
+    };
+    node.handle_datagram(at(20), from_peer, &peer_advert(0, 0));
+    assert_eq!(node.stats().accepted, 1);
+    let v6 = RxMeta {
+        src: "fe80::2".parse().unwrap(),
+        dst: IpAddr::V6(crate::action::CARP_GROUP_V6),
+        ..meta()
+    };
+    node.handle_datagram(at(30), v6, &peer_advert(0, 0));
+    assert_eq!(node.stats().bad_peer, 1);
+}

@@ -32,6 +32,10 @@ pub struct Stats {
     /// The source address is not in the interface's allow-list (carpd).
     #[serde(default)]
     pub bad_src: u64,
+    /// Unicast peers are configured for the family and the source is none
+    /// of them (carpd; FreeBSD does not check the source).
+    #[serde(default)]
+    pub bad_peer: u64,
     /// Our own cookie came back: a loop or a replay of our packets (OpenBSD logs
     /// "replay or network loop detected"; counted apart from `bad_auth` here).
     pub replay: u64,
@@ -67,6 +71,7 @@ impl Stats {
             + self.bad_ver
             + self.bad_auth
             + self.bad_src
+            + self.bad_peer
             + self.replay
     }
 
@@ -81,6 +86,7 @@ impl Stats {
             DropReason::BadVersion(_) => &mut self.bad_ver,
             DropReason::BadAuth => &mut self.bad_auth,
             DropReason::BadSource => &mut self.bad_src,
+            DropReason::NotPeer => &mut self.bad_peer,
             DropReason::Replay => &mut self.replay,
         };
         *counter += 1;
@@ -99,6 +105,7 @@ impl AddAssign<&Stats> for Stats {
         self.bad_ver += o.bad_ver;
         self.bad_auth += o.bad_auth;
         self.bad_src += o.bad_src;
+        self.bad_peer += o.bad_peer;
         self.replay += o.replay;
         self.accepted += o.accepted;
         self.odd_header += o.odd_header;
@@ -129,6 +136,8 @@ pub enum DropReason {
     BadAuth,
     /// The source is not in the allow-list.
     BadSource,
+    /// Peers are configured and the source is none of them.
+    NotPeer,
     /// Our own cookie.
     Replay,
 }
@@ -144,6 +153,7 @@ impl fmt::Display for DropReason {
             DropReason::BadVersion(v) => write!(f, "invalid version {v}"),
             DropReason::BadAuth => write!(f, "incorrect hash"),
             DropReason::BadSource => write!(f, "source address not allowed"),
+            DropReason::NotPeer => write!(f, "source is not a configured peer"),
             DropReason::Replay => write!(f, "replay or network loop detected"),
         }
     }

@@ -547,30 +547,41 @@ impl Vhost {
 
     /// Queue one advertisement and count it (`carps_opackets` / `carps_opackets6`).
     ///
-    /// It goes to `to`, else the configured peer, else the group; multicast from a
-    /// virtual-lladdr interface leaves from the node's virtual MAC, as the kernels send it.
+    /// It goes to `to`, else to each configured peer of the family (and the
+    /// group too with `dual_path`), else to the group; multicast from a
+    /// virtual-lladdr interface leaves from the node's virtual MAC, as the
+    /// kernels send it, and unicast from the parent's (FreeBSD).
     fn transmit(&mut self, family: Family, bytes: &[u8], to: Option<IpAddr>, cx: &mut Cx<'_>) {
         let config = &cx.shared.config;
-        let dst = to.unwrap_or(match family {
-            Family::V4 => IpAddr::V4(config.peer.unwrap_or(crate::action::CARP_GROUP_V4)),
-            Family::V6 => IpAddr::V6(config.peer6.unwrap_or(crate::action::CARP_GROUP_V6)),
-        });
+        let group = match family {
+            Family::V4 => IpAddr::V4(crate::action::CARP_GROUP_V4),
+            Family::V6 => IpAddr::V6(crate::action::CARP_GROUP_V6),
+        };
+        let mut destinations: Vec<IpAddr> = match to {
+            Some(to) => vec![to],
+            None => config.peers_of(family).collect(),
+        };
+        if to.is_none() && (destinations.is_empty() || config.dual_path) {
+            destinations.push(group);
+        }
         // In `ip` / `ip-stealth` the leader's MAC must never be a frame source
         // (multicast, or stealth so that switches keep flooding it): those
         // interfaces advertise from the parent's MAC.
         let hidden_mac = matches!(config.balancing(), Balancing::Ip | Balancing::IpStealth);
-        let src_mac = (config.lladdr == Lladdr::Virtual && dst.is_multicast() && !hidden_mac)
-            .then(|| virtual_mac(self.id.vhid));
-        match family {
-            Family::V4 => self.stats.opackets += 1,
-            Family::V6 => self.stats.opackets6 += 1,
+        for dst in destinations {
+            let src_mac = (config.lladdr == Lladdr::Virtual && dst.is_multicast() && !hidden_mac)
+                .then(|| virtual_mac(self.id.vhid));
+            match family {
+                Family::V4 => self.stats.opackets += 1,
+                Family::V6 => self.stats.opackets6 += 1,
+            }
+            cx.out.actions.push_back(Action::Transmit {
+                id: self.id,
+                family,
+                bytes: bytes.to_vec(),
+                dst,
+                src_mac,
+            });
         }
-        cx.out.actions.push_back(Action::Transmit {
-            id: self.id,
-            family,
-            bytes: bytes.to_vec(),
-            dst,
-            src_mac,
-        });
     }
 }

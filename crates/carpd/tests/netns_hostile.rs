@@ -310,6 +310,7 @@ fn delta(after: &Stats, before: &Stats) -> Stats {
         bad_ver: d(after.bad_ver, before.bad_ver),
         bad_auth: d(after.bad_auth, before.bad_auth),
         bad_src: d(after.bad_src, before.bad_src),
+        bad_peer: d(after.bad_peer, before.bad_peer),
         replay: d(after.replay, before.replay),
         accepted: d(after.accepted, before.accepted),
         odd_header: d(after.odd_header, before.odd_header),

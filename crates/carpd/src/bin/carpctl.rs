@@ -298,6 +298,7 @@ fn print_stats(s: &carp_proto::Stats) {
         (s.bad_auth, "discarded for bad authentication"),
         (s.bad_vhid, "discarded for unknown vhid"),
         (s.bad_src, "discarded from a source not allowed"),
+        (s.bad_peer, "discarded from a source that is no peer"),
         (s.replay, "discarded as our own (loop or replay)"),
         (s.accepted, "accepted"),
         (s.odd_header, "accepted with unusual type or authlen"),

@@ -51,12 +51,35 @@ pub(super) struct FileVhost {
     pub(super) fault: Option<Spanned<PathBuf>>,
     /// An integer number of seconds, or a string `"10s"`, `"500ms"`, `"10"`.
     pub(super) hook_timeout: Option<Spanned<toml::Value>>,
-    pub(super) peer: Option<Spanned<String>>,
-    peer6: Option<Spanned<String>>,
+    /// One address, or an array of them.
+    pub(super) peer: Option<Spanned<toml::Value>>,
+    peer6: Option<Spanned<toml::Value>>,
+    pub(super) dual_path: Option<Spanned<bool>>,
+    pub(super) ttl_check: Option<Spanned<bool>>,
     #[serde(default)]
     pub(super) allow: Vec<Spanned<String>>,
     pub(super) master_down: Option<Spanned<String>>,
     pub(super) hmac: Option<Spanned<String>>,
+}
+
+/// A string, or an array of strings, as located strings (anything else
+/// becomes a string no address parses, refused later at its place).
+fn one_or_many(loc: &Locator<'_>, v: Spanned<toml::Value>) -> Vec<Located<String>> {
+    let at = loc.one(v.clone()).at;
+    let text = |v: &toml::Value| v.as_str().unwrap_or("(not a string)").to_string();
+    match v.into_inner() {
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| Located {
+                value: text(i),
+                at: at.clone(),
+            })
+            .collect(),
+        other => vec![Located {
+            value: text(&other),
+            at,
+        }],
+    }
 }
 
 impl FileVhost {
@@ -89,8 +112,10 @@ impl FileVhost {
                     _ => None,
                 })
             }),
-            peer: loc.opt(self.peer),
-            peer6: loc.opt(self.peer6),
+            peer: self.peer.map(|v| one_or_many(loc, v)).unwrap_or_default(),
+            peer6: self.peer6.map(|v| one_or_many(loc, v)).unwrap_or_default(),
+            dual_path: loc.opt(self.dual_path),
+            ttl_check: loc.opt(self.ttl_check),
             allow: self.allow.into_iter().map(|v| loc.one(v)).collect(),
             master_down: loc.opt(self.master_down),
             hmac: loc.opt(self.hmac),
@@ -240,8 +265,29 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
             )?,
             "lladdr" => set_once(&mut cur.lladdr, value("virtual or real")?, keyword)?,
             "group" => cur.groups.push(value("a group name")?),
-            "peer" => set_once(&mut cur.peer, value("an IPv4 address")?, keyword)?,
-            "peer6" => set_once(&mut cur.peer6, value("an IPv6 address")?, keyword)?,
+            "peer" => cur.peer.push(value("an IPv4 address")?),
+            "peer6" => cur.peer6.push(value("an IPv6 address")?),
+            "dual-path" | "ttl-check" => {
+                let v = value("on or off")?;
+                let on = match v.value.as_str() {
+                    "on" | "true" => true,
+                    "off" | "false" => false,
+                    _ => return Err(invalid(&v.at, format!("{keyword} expects on or off"))),
+                };
+                let slot = if keyword == "dual-path" {
+                    &mut cur.dual_path
+                } else {
+                    &mut cur.ttl_check
+                };
+                set_once(
+                    slot,
+                    Located {
+                        value: on,
+                        at: v.at,
+                    },
+                    keyword,
+                )?;
+            }
             "allow" => cur.allow.push(value("a peer's source address")?),
             "up" | "down" | "pre-master" | "master" | "backup" | "fault" => {
                 let path = value("a script path")?.map(PathBuf::from);
@@ -369,8 +415,10 @@ pub(super) struct Draft {
     pub(super) fault: Option<Located<PathBuf>>,
     /// `None` inside means the text was not a duration.
     pub(super) hook_timeout: Option<Located<Option<Duration>>>,
-    pub(super) peer: Option<Located<String>>,
-    peer6: Option<Located<String>>,
+    pub(super) peer: Vec<Located<String>>,
+    peer6: Vec<Located<String>>,
+    pub(super) dual_path: Option<Located<bool>>,
+    pub(super) ttl_check: Option<Located<bool>>,
     pub(super) allow: Vec<Located<String>>,
     pub(super) master_down: Option<Located<String>>,
     pub(super) hmac: Option<Located<String>>,
@@ -526,14 +574,25 @@ impl Draft {
                 )
             })?;
         }
-        let peer = match self.peer {
-            Some(p) => Some(parse_peer::<Ipv4Addr>(&p, "peer expects an IPv4 address")?),
-            None => None,
-        };
-        let peer6 = match self.peer6 {
-            Some(p) => Some(parse_peer::<Ipv6Addr>(&p, "peer6 expects an IPv6 address")?),
-            None => None,
-        };
+        let mut peers = Vec::new();
+        for p in &self.peer {
+            let a = parse_peer::<Ipv4Addr>(p, "peer expects an IPv4 address")?;
+            if !peers.contains(&IpAddr::V4(a)) {
+                peers.push(IpAddr::V4(a));
+            }
+        }
+        for p in &self.peer6 {
+            let a = parse_peer::<Ipv6Addr>(p, "peer6 expects an IPv6 address")?;
+            if !peers.contains(&IpAddr::V6(a)) {
+                peers.push(IpAddr::V6(a));
+            }
+        }
+        let dual_path = self.dual_path.as_ref().is_some_and(|d| d.value);
+        if dual_path && peers.is_empty() {
+            let at = self.dual_path.map(|d| d.at).unwrap_or(vhid_at.at.clone());
+            let name = key("dual_path", "dual-path");
+            return Err(invalid(&at, format!("{name} needs a peer or peer6")));
+        }
         let allow = self
             .allow
             .iter()
@@ -547,8 +606,9 @@ impl Draft {
             lladdr,
             addresses,
             hooks,
-            peer,
-            peer6,
+            peers,
+            dual_path,
+            ttl_check: self.ttl_check.map(|t| t.value),
             allow,
             proto,
         };

@@ -33,7 +33,7 @@
 //! up = "/etc/carpd/up"
 //! down = "/etc/carpd/down"
 //! hook_timeout = "10s"              # or 10 (seconds), or "500ms"
-//! peer = "192.0.2.2"                # unicast advertisements
+//! peer = "192.0.2.2"                # unicast advertisements (or an array of peers)
 //! peer6 = "2001:db8::2"
 //! allow = ["192.0.2.2", "fe80::2"]  # only these sources are heard (default: any)
 //! master_down = "openbsd"           # or "freebsd"
@@ -211,10 +211,13 @@ pub struct VhostSpec {
     pub addresses: Vec<VirtualAddress>,
     /// Up/down scripts.
     pub hooks: Hooks,
-    /// Unicast IPv4 destination for advertisements instead of 224.0.0.18 (FreeBSD `peer`).
-    pub peer: Option<Ipv4Addr>,
-    /// Unicast IPv6 destination for advertisements instead of ff02::12 (FreeBSD `peer6`).
-    pub peer6: Option<Ipv6Addr>,
+    /// Unicast peers (FreeBSD `peer` / `peer6`, several here): a family with
+    /// peers advertises to each instead of 224.0.0.18 / ff02::12.
+    pub peers: Vec<IpAddr>,
+    /// Advertise to the group as well as to the peers.
+    pub dual_path: bool,
+    /// Drop advertisements with a TTL other than 255: `None` only multicast ones.
+    pub ttl_check: Option<bool>,
     /// If not empty, advertisements from other source addresses are dropped (`bad_src`).
     pub allow: Vec<IpAddr>,
     /// vhid, advbase, advskew, passphrase, addresses, groups, master-down formula.
@@ -242,8 +245,9 @@ impl VhostSpec {
             .collect();
         c.nodes = self.nodes.clone();
         c.requested_balancing = self.balancing;
-        c.peer = self.peer;
-        c.peer6 = self.peer6;
+        c.peers = self.peers.clone();
+        c.dual_path = self.dual_path;
+        c.ttl_check = self.ttl_check;
         c.allowed_sources = self.allow.clone();
         c.lladdr = match self.lladdr {
             Lladdr::Virtual => carp_proto::Lladdr::Virtual,

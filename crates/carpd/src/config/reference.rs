@@ -410,12 +410,13 @@ pub const SETTINGS: &[Setting] = &[
         word: Some("peer"),
         flag: None,
         arg: "ADDR",
-        kind: Kind::String,
+        kind: Kind::Strings,
         range: None,
         default: Some("224.0.0.18"),
         example: "192.0.2.2",
-        about: "Send the IPv4 advertisements to this unicast address instead of the \
-                multicast group.",
+        about: "Send the IPv4 advertisements to this unicast peer instead of the multicast \
+                group, and hear only the peers; repeat for several (a single string also \
+                works in the file). TTL is then not checked unless ttl-check on.",
     },
     Setting {
         key: "peer6",
@@ -423,12 +424,37 @@ pub const SETTINGS: &[Setting] = &[
         word: Some("peer6"),
         flag: None,
         arg: "ADDR",
-        kind: Kind::String,
+        kind: Kind::Strings,
         range: None,
         default: Some("ff02::12"),
         example: "2001:db8::2",
-        about: "Send the IPv6 advertisements to this unicast address instead of the \
-                multicast group.",
+        about: "The same for IPv6; a link-local peer (fe80::) is reached on the carpdev.",
+    },
+    Setting {
+        key: "dual_path",
+        scope: Scope::Vhost,
+        word: Some("dual-path"),
+        flag: None,
+        arg: "on|off",
+        kind: Kind::Boolean,
+        range: None,
+        default: Some("false"),
+        example: "true",
+        about: "With peers, advertise to the multicast group too, so a network that \
+                drops one path does not make two MASTERs.",
+    },
+    Setting {
+        key: "ttl_check",
+        scope: Scope::Vhost,
+        word: Some("ttl-check"),
+        flag: None,
+        arg: "on|off",
+        kind: Kind::Boolean,
+        range: None,
+        default: Some("multicast only"),
+        example: "true",
+        about: "Drop advertisements whose TTL or hop limit is not 255: by default only \
+                those sent to the multicast group (routed unicast peers arrive with less).",
     },
     Setting {
         key: "allow",
@@ -695,6 +721,10 @@ mod test {
                 "192.0.2.1"
             };
             words.push(address);
+            // dual-path refines peers and is refused without one.
+            if s.key == "dual_path" {
+                words.extend(["peer", "192.0.2.2"]);
+            }
             match s.word {
                 Some("carpdev" | "vhid") => {}
                 Some(word) => words.extend([word, value.as_str()]),
@@ -731,6 +761,9 @@ mod test {
                     // carpnodes replaces vhid.
                     vhost.retain(|(k, _)| *k != s.key && !(s.key == "carpnodes" && *k == "vhid"));
                     vhost.push((s.key, value));
+                    if s.key == "dual_path" {
+                        vhost.push(("peer", "\"192.0.2.2\"".to_string()));
+                    }
                 }
             }
             let vhost: String = vhost.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();

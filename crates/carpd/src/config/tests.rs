@@ -73,8 +73,13 @@ fn toml_example_parses() {
     assert_eq!(v.hooks.up, Some(PathBuf::from("/etc/carpd/up")));
     assert_eq!(v.hooks.down, Some(PathBuf::from("/etc/carpd/down")));
     assert_eq!(v.hooks.timeout, Duration::from_secs(5));
-    assert_eq!(v.peer, Some(Ipv4Addr::new(192, 0, 2, 2)));
-    assert_eq!(v.peer6, Some("2001:db8::2".parse().unwrap()));
+    assert_eq!(
+        v.peers,
+        [
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+            "2001:db8::2".parse().unwrap()
+        ]
+    );
     let p = &v.proto;
     assert_eq!(p.vhid, Vhid::new(1).unwrap());
     assert_eq!((p.advbase, p.advskew), (AdvBase(1), AdvSkew(100)));
@@ -114,6 +119,46 @@ fn words_and_file_give_the_same_vhost() {
     let from_words = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
     let from_file = DaemonConfig::from_toml_str(EXAMPLE, Path::new("c.toml")).unwrap();
     assert_eq!(from_words, from_file.vhosts);
+}
+
+/// Several peers, from repeated words or an array, a single string as
+/// before, dual-path and ttl-check; and their errors.
+#[test]
+fn unicast_peers_dual_path_and_ttl_check() {
+    let line = "carpdev eth0 vhid 1 192.0.2.1 peer 192.0.2.2 peer 198.51.100.224 \
+                peer6 fe80::2 dual-path on ttl-check off";
+    let w = DaemonConfig::from_ifconfig_words(&words(line)).unwrap();
+    let text = vhost(
+        "addresses = [\"192.0.2.1\"]\npeer = [\"192.0.2.2\", \"198.51.100.224\"]\n\
+         peer6 = \"fe80::2\"\ndual_path = true\nttl_check = false",
+    );
+    let f = DaemonConfig::from_toml_str(&text, Path::new("c.toml")).unwrap();
+    assert_eq!(w, f.vhosts);
+    let want: Vec<IpAddr> = ["192.0.2.2", "198.51.100.224", "fe80::2"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(w[0].peers, want);
+    assert_eq!((w[0].dual_path, w[0].ttl_check), (true, Some(false)));
+    let core = w[0].carp_if_config();
+    assert_eq!(
+        (core.peers, core.dual_path, core.ttl_check),
+        (want, true, Some(false))
+    );
+    assert_eq!(
+        words_err("carpdev eth0 vhid 1 192.0.2.1 dual-path on"),
+        "word 7 (\"on\"): dual-path needs a peer or peer6"
+    );
+    assert_eq!(
+        words_err("carpdev eth0 vhid 1 192.0.2.1 ttl-check maybe"),
+        "word 7 (\"maybe\"): ttl-check expects on or off"
+    );
+    assert_eq!(
+        file_err(&vhost(
+            "addresses = [\"192.0.2.1\"]\npeer = [\"192.0.2.2\", 7]"
+        )),
+        "carpd.toml:5:8: peer expects an IPv4 address"
+    );
 }
 
 #[test]
@@ -168,7 +213,8 @@ fn defaults() {
             timeout: Duration::from_secs(10)
         }
     );
-    assert_eq!((v.peer, v.peer6), (None, None));
+    assert!(v.peers.is_empty());
+    assert_eq!((v.dual_path, v.ttl_check), (false, None));
     assert_eq!((v.proto.advbase, v.proto.advskew), (AdvBase(1), AdvSkew(0)));
     assert!(v.proto.passphrase.as_bytes().is_empty());
     assert_eq!(v.proto.master_down, MasterDownFormula::Openbsd);
@@ -272,7 +318,7 @@ fn file_errors_name_line_and_column() {
         ),
         (
             "colour = \"red\"",
-            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `pre_master`, `master`, `backup`, `fault`, `hook_timeout`, `peer`, `peer6`, `allow`, `master_down`, `hmac`",
+            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `pre_master`, `master`, `backup`, `fault`, `hook_timeout`, `peer`, `peer6`, `dual_path`, `ttl_check`, `allow`, `master_down`, `hmac`",
         ),
         (
             "advskew = \"x\"",

@@ -55,12 +55,13 @@ pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
             out,
             // Drops before the vhid is known (TTL, version, length, checksum) are
             // host-wide: `carpctl stats`.
-            "{:>15} accepted {} rejected {} (badauth {} badsrc {} replay {}) sent {} send errors {}",
+            "{:>15} accepted {} rejected {} (badauth {} badsrc {} badpeer {} replay {}) sent {} send errors {}",
             "",
             s.accepted,
-            s.bad_auth + s.bad_src + s.replay,
+            s.bad_auth + s.bad_src + s.bad_peer + s.replay,
             s.bad_auth,
             s.bad_src,
+            s.bad_peer,
             s.replay,
             s.opackets + s.opackets6,
             s.send_errors

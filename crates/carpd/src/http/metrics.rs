@@ -34,7 +34,7 @@ type PerVhost<T, V> = (&'static str, &'static str, fn(&T) -> V);
 /// Every host-wide counter: (metric name without `_total`, label, stats field).
 ///
 /// `received == accepted + every dropped reason`, as in `carpctl stats`.
-fn host_counters(s: &Stats) -> [HostCounter; 18] {
+fn host_counters(s: &Stats) -> [HostCounter; 19] {
     [
         (
             "carp_received_packets",
@@ -82,6 +82,11 @@ fn host_counters(s: &Stats) -> [HostCounter; 18] {
             Some(("reason", "bad_src")),
             s.bad_src,
         ),
+        (
+            "carp_dropped_packets",
+            Some(("reason", "bad_peer")),
+            s.bad_peer,
+        ),
         ("carp_dropped_packets", Some(("reason", "replay")), s.replay),
         ("carp_accepted_packets", None, s.accepted),
         ("carp_odd_header_packets", None, s.odd_header),
@@ -111,7 +116,7 @@ fn host_help(name: &str) -> &'static str {
 const STATES: [VhostState; 3] = [VhostState::Init, VhostState::Backup, VhostState::Master];
 
 /// The per-vhost drop reasons, as in the host-wide `carp_dropped_packets`.
-fn vhost_drops(s: &Stats) -> [(&'static str, u64); 9] {
+fn vhost_drops(s: &Stats) -> [(&'static str, u64); 10] {
     [
         ("bad_if", s.bad_if),
         ("bad_ttl", s.bad_ttl),
@@ -121,6 +126,7 @@ fn vhost_drops(s: &Stats) -> [(&'static str, u64); 9] {
         ("bad_ver", s.bad_ver),
         ("bad_auth", s.bad_auth),
         ("bad_src", s.bad_src),
+        ("bad_peer", s.bad_peer),
         ("replay", s.replay),
     ]
 }
