@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../fuzz"
 
 seconds=${1:-20}
 sanitizer=${FUZZ_SANITIZER:-address}
-targets=${FUZZ_TARGETS:-"carp_datagram config_toml config_words control_request solicitation_frame"}
+targets=${FUZZ_TARGETS:-"carp_datagram config_toml config_words control_request solicitation_frame vrrp_advert"}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"

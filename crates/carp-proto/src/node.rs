@@ -256,11 +256,16 @@ impl Node {
         if meta.ttl != CARP_TTL && self.ttl_checked(&meta, bytes) {
             return Err(DropReason::BadTtl(meta.ttl));
         }
-        let Advert::Carp(repr) = Advert::parse(bytes).map_err(|e| match e {
+        let advert = Advert::parse_from(bytes, meta.src, meta.dst).map_err(|e| match e {
             ParseError::Truncated(n) => DropReason::BadLen(n),
             ParseError::BadChecksum => DropReason::BadSum,
             ParseError::BadVersion(v) => DropReason::BadVersion(v),
         })?;
+        let repr = match advert {
+            Advert::Carp(repr) => repr,
+            // Parsed and checked, but no interface speaks VRRPv3 yet.
+            Advert::Vrrp(_) => return Err(DropReason::BadVersion(crate::wire::vrrp::VERSION)),
+        };
         let (iface_id, slot) = self.running(meta.link, repr.vhid)?;
         let ctx = self
             .context_of(iface_id)

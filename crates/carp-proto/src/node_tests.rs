@@ -579,9 +579,24 @@ fn drop_packet_for_unknown_vhid() {
 #[test]
 fn drop_packet_with_bad_version() {
     let mut p = peer_advert(0, 0);
-    p[0] = 0x31;
+    p[0] = 0x41;
     Packet::new_unchecked(&mut p[..]).fill_checksum();
     assert_eq!(drop_counters(meta(), &p).bad_ver, 1);
+    // A valid VRRPv3 advertisement: parsed, but no interface speaks VRRP.
+    let vrrp = crate::wire::vrrp::Repr {
+        vrid: 1,
+        priority: 100,
+        interval_cs: 100,
+        kind: crate::wire::vrrp::TYPE_ADVERTISEMENT,
+        addresses: vec![IpAddr::V4(VIP)],
+    };
+    let m = meta();
+    let bytes = vrrp.to_bytes(m.src, m.dst).unwrap();
+    assert_eq!(drop_counters(m, &bytes).bad_ver, 1);
+    // A version-3 packet whose pseudo-header checksum fails is a bad sum.
+    let mut broken = bytes.clone();
+    broken[2] ^= 1;
+    assert_eq!(drop_counters(meta(), &broken).bad_sum, 1);
 }
 
 #[test]

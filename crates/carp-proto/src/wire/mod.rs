@@ -1,5 +1,5 @@
-//! Wire formats: the CARP v2 advertisement, the [`Advert`] enum that tells
-//! flavours apart, and the Internet checksum.
+//! Wire formats: the CARP v2 advertisement, the VRRPv3 one, the [`Advert`]
+//! enum that tells flavours apart, and the Internet checksum.
 //!
 //! Every header follows one contract, taken from smoltcp's `wire` module:
 //!
@@ -21,14 +21,19 @@ use core::fmt;
 
 pub mod carp;
 pub mod checksum;
+pub mod vrrp;
+
+use std::net::IpAddr;
 
 pub use carp::{HEADER_LEN as CARP_HEADER_LEN, Packet as CarpPacket, Repr as CarpRepr};
 
 /// A received advertisement of any flavour, told apart by its version nibble.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Advert {
     /// CARP v2.
     Carp(CarpRepr),
+    /// VRRPv3 (RFC 9568).
+    Vrrp(vrrp::Repr),
 }
 
 impl Advert {
@@ -53,10 +58,21 @@ impl Advert {
         }
     }
 
+    /// [`Advert::parse`] for a packet from `src` to `dst`, which VRRPv3's
+    /// pseudo-header checksum needs (FreeBSD `carp_input` splits on the
+    /// version, then each flavour checks its own length and checksum).
+    pub fn parse_from(bytes: &[u8], src: IpAddr, dst: IpAddr) -> Result<Advert, ParseError> {
+        match bytes.first().map(|b| b >> 4) {
+            Some(vrrp::VERSION) => vrrp::Repr::parse(bytes, src, dst).map(Advert::Vrrp),
+            _ => Advert::parse(bytes),
+        }
+    }
+
     /// Return the vhid (VRRP: vrid) the advertisement is for.
     pub fn vhid(&self) -> u8 {
         match self {
             Advert::Carp(repr) => repr.vhid,
+            Advert::Vrrp(repr) => repr.vrid,
         }
     }
 }
