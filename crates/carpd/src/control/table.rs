@@ -73,6 +73,21 @@ pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
                 "", v.address_failures
             );
         }
+        if !v.peers.is_empty() {
+            let also = if v.dual_path {
+                " and the multicast group (dual-path)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "{:>15} unicast to {}{also}", "", v.peers.join(", "));
+        }
+        if v.hmac == "freebsd" {
+            let _ = writeln!(
+                out,
+                "{:>15} signs with FreeBSD's HMAC context (hmac freebsd)",
+                ""
+            );
+        }
         if let Some(hooks) = hook_line(&v.hooks) {
             let _ = writeln!(out, "{:>15} {hooks}", "");
         }
@@ -253,6 +268,21 @@ mod test {
             "{text}"
         );
         assert_eq!(col(lines[0], "last master"), col(lines[3], "-"), "{text}");
+    }
+
+    #[test]
+    fn peers_and_the_hmac_context_show_when_set() {
+        let mut v = view("master timed out", None, None);
+        assert!(!status(std::slice::from_ref(&v), &[]).contains("unicast"));
+        v.peers = vec!["192.0.2.2".into(), "fe80::2".into()];
+        v.dual_path = true;
+        v.hmac = "freebsd".into();
+        let text = status(&[v], &[]);
+        assert!(
+            text.contains("unicast to 192.0.2.2, fe80::2 and the multicast group (dual-path)"),
+            "{text}"
+        );
+        assert!(text.contains("hmac freebsd"), "{text}");
     }
 
     #[test]

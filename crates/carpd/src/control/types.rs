@@ -102,6 +102,15 @@ pub struct VhostView {
     /// The hook runs of its carp interface.
     #[serde(default)]
     pub hooks: HookCounts,
+    /// Unicast peers advertised to instead of the group (none: multicast).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// With peers, advertised to the group too.
+    #[serde(default)]
+    pub dual_path: bool,
+    /// The HMAC context it signs with (`openbsd`, `freebsd`).
+    #[serde(default)]
+    pub hmac: String,
 }
 
 /// What the hook runs of one carp interface came to.

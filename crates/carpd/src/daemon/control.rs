@@ -273,6 +273,14 @@ impl<O: Os> Daemon<O> {
                 carp_proto::auth::key_fingerprint(&r.spec.proto.passphrase)
             }),
             hooks: r.map(|r| r.hooks.counts()).unwrap_or_default(),
+            peers: r.map_or_else(Vec::new, |r| {
+                r.spec.peers.iter().map(ToString::to_string).collect()
+            }),
+            dual_path: r.is_some_and(|r| r.spec.dual_path),
+            hmac: r.map_or_else(String::new, |r| match r.spec.proto.hmac {
+                carp_proto::HmacContext::Openbsd => "openbsd".into(),
+                carp_proto::HmacContext::Freebsd => "freebsd".into(),
+            }),
         }
     }
 }

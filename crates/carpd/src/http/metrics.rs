@@ -513,6 +513,9 @@ mod test {
                 killed: 1,
                 ..Default::default()
             },
+            peers: vec![],
+            dual_path: false,
+            hmac: "openbsd".into(),
         };
         let iface = CarpIfView {
             carpdev: "eth0".into(),
