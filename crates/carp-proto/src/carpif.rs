@@ -15,7 +15,7 @@ use core::time::Duration;
 
 use crate::action::{Action, CarpIfId};
 use crate::balance::{ArpHashKey, Balancing, arp_slot};
-use crate::config::{CarpIfConfig, Lladdr, virtual_mac};
+use crate::config::{CarpIfConfig, Lladdr};
 use crate::time::Instant;
 use crate::vhost::{Context, Outbox, Vhost};
 
@@ -177,7 +177,7 @@ impl Shared {
             return;
         }
         let mac = match self.config.lladdr {
-            Lladdr::Virtual => Some(virtual_mac(self.config.nodes[0].vhid)),
+            Lladdr::Virtual => Some(self.config.node_virtual_mac(self.config.nodes[0].vhid)),
             Lladdr::Parent => None,
         };
         out.actions.push_back(Action::Announce {

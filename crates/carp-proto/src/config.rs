@@ -273,13 +273,44 @@ pub const fn virtual_mac(vhid: Vhid) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, 0x01, vhid.0]
 }
 
-/// The protocol a carp interface speaks. Only CARP exists; VRRPv3 is a later flavour.
+/// The protocol a carp interface speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Flavour {
     /// CARP v2 (OpenBSD/FreeBSD carp(4)).
     #[default]
     Carp,
+    /// VRRPv3 (RFC 9568), FreeBSD 14's `carpver 3`: no authentication, a
+    /// priority instead of advbase/advskew, one address family.
+    Vrrp,
+}
+
+/// The VRRPv3 settings of an interface (FreeBSD `vrrpprio`, `vrrpinterval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpParams {
+    /// 1..254, or 255 for the address owner (RFC 9568 6.1). Higher wins.
+    pub priority: u8,
+    /// Advertisement_Interval in centiseconds, 1..4095.
+    pub interval_cs: u16,
+    /// The virtual MAC of an IPv6 instance: RFC 9568's `00:00:5e:00:02:VRID`,
+    /// or FreeBSD's `:01:` (it sends IPv6 VRRP from the IPv4 prefix).
+    pub v6_mac_freebsd: bool,
+}
+
+impl Default for VrrpParams {
+    /// FreeBSD's and RFC 9568's defaults: priority 100, one second.
+    fn default() -> VrrpParams {
+        VrrpParams {
+            priority: 100,
+            interval_cs: 100,
+            v6_mac_freebsd: false,
+        }
+    }
+}
+
+/// RFC 9568 7.3: the IPv6 virtual MAC `00:00:5e:00:02:<vrid>`.
+pub const fn virtual_mac_v6(vrid: Vhid) -> [u8; 6] {
+    [0x00, 0x00, 0x5e, 0x00, 0x02, vrid.0]
 }
 
 /// A pre-master gate: becoming MASTER waits for `Node::handle_prepared` or the deadline.
@@ -340,9 +371,24 @@ pub struct CarpIfConfig {
     /// The HMAC context advertisements are signed with.
     #[serde(default)]
     pub hmac: HmacContext,
+    /// With [`Flavour::Vrrp`]: priority and interval.
+    #[serde(default)]
+    pub vrrp: VrrpParams,
 }
 
 impl CarpIfConfig {
+    /// Return the virtual MAC of node `vhid`: CARP's and VRRP's IPv4 one, or
+    /// for a VRRP interface of IPv6 addresses RFC 9568's IPv6 one (unless
+    /// FreeBSD's is asked for).
+    pub fn node_virtual_mac(&self, vhid: Vhid) -> [u8; 6] {
+        let v6_only = !self.addresses.is_empty() && self.addresses.iter().all(|a| a.addr.is_ipv6());
+        if self.flavour == Flavour::Vrrp && v6_only && !self.vrrp.v6_mac_freebsd {
+            virtual_mac_v6(vhid)
+        } else {
+            virtual_mac(vhid)
+        }
+    }
+
     /// Return the balancing mode this interface runs (OpenBSD: one node forces
     /// `none`, several nodes with `none` asked for run `ip`).
     pub fn balancing(&self) -> Balancing {
@@ -411,6 +457,22 @@ impl CarpIfConfig {
         if self.nodes.windows(2).any(|w| w[0].vhid >= w[1].vhid) {
             return Err(ConfigError::NodesUnsorted);
         }
+        if self.flavour == Flavour::Vrrp {
+            if self.nodes.len() != 1 {
+                return Err(ConfigError::VrrpOneNode);
+            }
+            let v4 = self.addresses.iter().any(|a| a.addr.is_ipv4());
+            let v6 = self.addresses.iter().any(|a| a.addr.is_ipv6());
+            if v4 && v6 {
+                return Err(ConfigError::VrrpOneFamily);
+            }
+            if self.vrrp.priority == 0 {
+                return Err(ConfigError::VrrpPriority);
+            }
+            if !(1..=crate::wire::vrrp::MAX_INTERVAL_CS).contains(&self.vrrp.interval_cs) {
+                return Err(ConfigError::VrrpInterval(self.vrrp.interval_cs));
+            }
+        }
         for n in &self.nodes {
             let mut probe = VhostConfig::new(n.vhid, &[]);
             probe.advskew = n.advskew;
@@ -448,6 +510,7 @@ impl From<VhostConfig> for CarpIfConfig {
             allowed_sources: Vec::new(),
             requested_balancing: Balancing::None,
             hmac: c.hmac,
+            vrrp: VrrpParams::default(),
         }
     }
 }
@@ -471,6 +534,14 @@ pub enum ConfigError {
     TooManyNodes(usize),
     /// Nodes must be sorted by vhid, each vhid once.
     NodesUnsorted,
+    /// A VRRP interface has one node (no carpnodes).
+    VrrpOneNode,
+    /// A VRRP instance is of one address family (RFC 9568).
+    VrrpOneFamily,
+    /// VRRP priority 0 is reserved for the resigning master.
+    VrrpPriority,
+    /// The VRRP interval is 1..4095 centiseconds.
+    VrrpInterval(u16),
 }
 
 impl fmt::Display for ConfigError {
@@ -483,6 +554,20 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::NoAddresses => write!(f, "a vhost needs at least one address"),
             ConfigError::NoNodes => write!(f, "a carp interface needs at least one node"),
+            ConfigError::VrrpOneNode => {
+                write!(f, "a VRRP (carpver 3) vhost has one vrid, not carpnodes")
+            }
+            ConfigError::VrrpOneFamily => write!(
+                f,
+                "a VRRP (carpver 3) vhost is of one address family: give IPv4 and IPv6 addresses \
+                 separate vhids"
+            ),
+            ConfigError::VrrpPriority => {
+                write!(f, "vrrpprio 0 is reserved (a resigning master sends it)")
+            }
+            ConfigError::VrrpInterval(v) => {
+                write!(f, "vrrpinterval {v} is out of range 1..4095 (centiseconds)")
+            }
             ConfigError::TooManyNodes(n) => {
                 write!(f, "{n} nodes, at most {MAX_NODES} are allowed")
             }

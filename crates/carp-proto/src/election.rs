@@ -57,20 +57,62 @@ impl Flavour {
                 Some(cause) => Decision::TakeOver(cause),
                 None => Decision::RestartTimer,
             },
+            // A CARP advertisement never reaches a VRRP vhost (the node
+            // drops it as bad_ver); VRRP ones are decided by `vrrp_decide`.
+            (Flavour::Vrrp, _) => Decision::Ignore,
         }
     }
+}
 
-    /// Return the master-down interval of a vhost with this timing (spec 4.3).
-    pub(crate) fn master_down_interval(
-        self,
-        advbase: AdvBase,
-        advskew: AdvSkew,
-        formula: MasterDownFormula,
-    ) -> Duration {
-        match self {
-            Flavour::Carp => master_down_interval(advbase, advskew, formula),
+/// What a VRRP vhost does with an advertisement (RFC 9568 6.4.2, 6.4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VrrpDecision {
+    /// BACKUP: the master resigned (priority 0): take over after Skew_Time.
+    TakeOverSoon,
+    /// BACKUP: learn the master's interval and restart Master_Down_Timer.
+    Follow,
+    /// MASTER: a resigning peer asks for an advertisement now.
+    AdvertiseNow,
+    /// MASTER: a better master exists: become BACKUP.
+    Yield,
+    /// Nothing: a worse master is heard (it will yield) or we are INIT.
+    Discard,
+}
+
+/// Decide as RFC 9568 does. `ours`/`theirs` are priorities; `theirs_wins_tie`
+/// says whether their primary address is higher than ours (the tie-break on
+/// equal priority, 6.4.3; FreeBSD has none, keepalived has it).
+pub(crate) fn vrrp_decide(
+    state: State,
+    ours: u8,
+    theirs: u8,
+    preempt: bool,
+    theirs_wins_tie: bool,
+) -> VrrpDecision {
+    match state {
+        State::Init => VrrpDecision::Discard,
+        State::Backup if theirs == 0 => VrrpDecision::TakeOverSoon,
+        State::Backup if !preempt || theirs >= ours => VrrpDecision::Follow,
+        // Preempting a lower priority: let Master_Down_Timer run out.
+        State::Backup => VrrpDecision::Discard,
+        State::Master if theirs == 0 => VrrpDecision::AdvertiseNow,
+        State::Master if theirs > ours || (theirs == ours && theirs_wins_tie) => {
+            VrrpDecision::Yield
         }
+        State::Master => VrrpDecision::Discard,
     }
+}
+
+/// Skew_Time: `((256 - priority) * Master_Adver_Interval) / 256` (RFC 9568 6.1).
+pub(crate) fn vrrp_skew(interval_cs: u16, priority: u8) -> Duration {
+    let cs = (256 - u32::from(priority)) * u32::from(interval_cs.max(1)) / 256;
+    Duration::from_millis(u64::from(cs) * 10)
+}
+
+/// Master_Down_Interval: `3 * Master_Adver_Interval + Skew_Time` (RFC 9568 6.1;
+/// FreeBSD's `3*interval + (256-prio)*interval/256`).
+pub(crate) fn vrrp_master_down(interval_cs: u16, priority: u8) -> Duration {
+    Duration::from_millis(u64::from(interval_cs.max(1)) * 30) + vrrp_skew(interval_cs, priority)
 }
 
 /// DEVIATION: between two MASTERs of equal standing the kernels both step
@@ -207,6 +249,41 @@ pub(crate) fn demoted_advskew(advskew: AdvSkew, demotion: i32) -> AdvSkew {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn vrrp_decisions_follow_rfc_9568() {
+        use VrrpDecision::*;
+        // BACKUP: a resigning master, a better or equal one, a worse one.
+        assert_eq!(
+            vrrp_decide(State::Backup, 100, 0, true, false),
+            TakeOverSoon
+        );
+        assert_eq!(vrrp_decide(State::Backup, 100, 150, true, false), Follow);
+        assert_eq!(vrrp_decide(State::Backup, 100, 100, true, false), Follow);
+        assert_eq!(vrrp_decide(State::Backup, 100, 50, true, false), Discard);
+        assert_eq!(vrrp_decide(State::Backup, 100, 50, false, false), Follow);
+        // MASTER: a resigning peer, a better one, a tie both ways, a worse one.
+        assert_eq!(
+            vrrp_decide(State::Master, 100, 0, true, false),
+            AdvertiseNow
+        );
+        assert_eq!(vrrp_decide(State::Master, 100, 150, true, false), Yield);
+        assert_eq!(vrrp_decide(State::Master, 100, 100, true, true), Yield);
+        assert_eq!(vrrp_decide(State::Master, 100, 100, true, false), Discard);
+        assert_eq!(vrrp_decide(State::Master, 100, 50, true, true), Discard);
+        assert_eq!(vrrp_decide(State::Init, 100, 150, true, true), Discard);
+    }
+
+    #[test]
+    fn vrrp_timers_are_rfc_9568_formulas() {
+        // Interval 1 s, priority 100: skew (156 * 100 / 256) cs = 60 cs.
+        assert_eq!(vrrp_skew(100, 100), Duration::from_millis(600));
+        assert_eq!(vrrp_master_down(100, 100), Duration::from_millis(3600));
+        // The owner's skew rounds down to nothing.
+        assert_eq!(vrrp_skew(100, 255), Duration::ZERO);
+        // A zero interval on the wire is taken as one centisecond.
+        assert_eq!(vrrp_master_down(0, 255), Duration::from_millis(30));
+    }
 
     fn s(advbase: u8, advskew: u8, demote: u8) -> Standing {
         Standing {

@@ -33,8 +33,8 @@ pub mod wire;
 pub use action::{Action, CarpIfId, Cause, Family, LinkId, State, VhostId};
 pub use balance::Balancing;
 pub use config::{
-    AddrSpec, AdvBase, AdvSkew, CarpIfConfig, CarpNode, Gate, HmacContext, Lladdr, Passphrase,
-    Vhid, VhostConfig,
+    AddrSpec, AdvBase, AdvSkew, CarpIfConfig, CarpNode, Flavour, Gate, HmacContext, Lladdr,
+    Passphrase, Vhid, VhostConfig, VrrpParams,
 };
 pub use node::{CarpIfStatus, ControlError, Node, NodeConfig, RxMeta, VhostStatus};
 pub use stats::{DropReason, Stats};

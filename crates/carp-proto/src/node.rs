@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{Action, CarpIfId, Cause, DemoteReason, Family, LinkId, State, VhostId};
 use crate::carpif::{CarpIf, Shared};
-use crate::config::{AdvSkew, CarpIfConfig, Vhid, VhostConfig};
+use crate::config::{AdvSkew, CarpIfConfig, Flavour, Vhid, VhostConfig};
 use crate::stats::{DropReason, Stats};
 use crate::time::Instant;
 use crate::vhost::{Context, Outbox, Vhost};
@@ -261,19 +261,28 @@ impl Node {
             ParseError::BadChecksum => DropReason::BadSum,
             ParseError::BadVersion(v) => DropReason::BadVersion(v),
         })?;
-        let repr = match advert {
-            Advert::Carp(repr) => repr,
-            // Parsed and checked, but no interface speaks VRRPv3 yet.
-            Advert::Vrrp(_) => return Err(DropReason::BadVersion(crate::wire::vrrp::VERSION)),
+        let (vhid, version) = match &advert {
+            Advert::Carp(r) => (r.vhid, crate::wire::carp::VERSION),
+            // RFC 9568 7.1: a type other than ADVERTISEMENT is discarded.
+            Advert::Vrrp(r) if r.kind != crate::wire::vrrp::TYPE_ADVERTISEMENT => {
+                return Err(DropReason::BadVersion(crate::wire::vrrp::VERSION));
+            }
+            Advert::Vrrp(r) => (r.vrid, crate::wire::vrrp::VERSION),
         };
-        let (iface_id, slot) = self.running(meta.link, repr.vhid)?;
-        let ctx = self
-            .context_of(iface_id)
-            .ok_or(DropReason::BadVhid(repr.vhid))?;
+        let (iface_id, slot) = self.running(meta.link, vhid)?;
+        let ctx = self.context_of(iface_id).ok_or(DropReason::BadVhid(vhid))?;
         let iface = self
             .ifaces
             .get_mut(&iface_id)
-            .ok_or(DropReason::BadVhid(repr.vhid))?;
+            .ok_or(DropReason::BadVhid(vhid))?;
+        // Each interface speaks one flavour (FreeBSD `carp_input`: `badver`).
+        let flavour = iface.shared.config.flavour;
+        if !matches!(
+            (&advert, flavour),
+            (Advert::Carp(_), Flavour::Carp) | (Advert::Vrrp(_), Flavour::Vrrp)
+        ) {
+            return Err(DropReason::BadVersion(version));
+        }
         iface
             .with(slot, ctx, &mut self.out, |v, cx| {
                 let config = &cx.shared.config;
@@ -286,14 +295,17 @@ impl Node {
                 } else if !from_peer {
                     Err(DropReason::NotPeer)
                 } else {
-                    v.receive(now, meta.src, meta.local, &repr, cx)
+                    match &advert {
+                        Advert::Carp(repr) => v.receive(now, meta.src, meta.local, repr, cx),
+                        Advert::Vrrp(repr) => v.receive_vrrp(now, meta.src, meta.local, repr, cx),
+                    }
                 };
                 if let Err(reason) = result {
                     v.stats.count_drop(reason);
                 }
                 result
             })
-            .unwrap_or(Err(DropReason::BadVhid(repr.vhid)))
+            .unwrap_or(Err(DropReason::BadVhid(vhid)))
     }
 
     /// Whether a TTL other than 255 drops this datagram: by the vhid's

@@ -927,3 +927,108 @@ fn adverts_from_others_than_the_peers_are_dropped_and_counted() {
     node.handle_datagram(at(30), v6, &peer_advert(0, 0));
     assert_eq!(node.stats().bad_peer, 1);
 }
+
+// ===== VRRPv3 (RFC 9568), carpver 3 =====
+
+fn vrrp_node(priority: u8) -> Node {
+    let mut c: CarpIfConfig = cfg(1, 0).into();
+    c.flavour = crate::config::Flavour::Vrrp;
+    c.vrrp = crate::config::VrrpParams {
+        priority,
+        interval_cs: 100,
+        v6_mac_freebsd: false,
+    };
+    c.validate().unwrap();
+    let mut node = Node::new(NodeConfig::default());
+    node.add_interface(at(0), LINK, c, &[COOKIE]).unwrap();
+    drain(&mut node);
+    node
+}
+
+fn vrrp_from_peer(priority: u8) -> Vec<u8> {
+    let m = meta();
+    crate::wire::vrrp::Repr {
+        vrid: 1,
+        priority,
+        interval_cs: 100,
+        kind: crate::wire::vrrp::TYPE_ADVERTISEMENT,
+        addresses: vec![IpAddr::V4(VIP)],
+    }
+    .to_bytes(m.src, m.dst)
+    .unwrap()
+}
+
+/// The (priority, interval) of each VRRP advertisement in `actions`.
+fn vrrp_sent(actions: &[Action]) -> Vec<(u8, u16)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transmit { bytes, .. } if bytes[0] == 0x31 => {
+                Some((bytes[2], u16::from_be_bytes([bytes[4], bytes[5]])))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Input: a VRRP vhost (priority 100, 1 s) that hears nothing. Output:
+/// MASTER after Master_Down_Interval = 3 s + (156/256) s, sending VRRPv3
+/// advertisements with its priority and interval; on shutdown it sends
+/// priority 0 (it resigns).
+#[test]
+fn vrrp_takes_over_after_master_down_and_resigns_with_priority_0() {
+    let mut node = vrrp_node(100);
+    let t = node.poll_timeout().unwrap();
+    assert_eq!(t, at(3600));
+    node.handle_timeout(t);
+    let actions = drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Master));
+    assert_eq!(vrrp_sent(&actions), [(100, 100)]);
+    node.begin_shutdown(at(4000));
+    assert_eq!(vrrp_sent(&drain(&mut node)), [(0, 100)]);
+}
+
+/// Input: as MASTER, a VRRP advert with a higher priority; as BACKUP, one
+/// with priority 0. Output: it yields; then takes over after Skew_Time
+/// (0.6 s) instead of Master_Down_Interval.
+#[test]
+fn vrrp_yields_to_a_higher_priority_and_takes_over_from_a_resigning_master() {
+    let mut node = vrrp_node(100);
+    let t = node.poll_timeout().unwrap();
+    node.handle_timeout(t);
+    drain(&mut node);
+    node.handle_datagram(t, meta(), &vrrp_from_peer(150));
+    drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Backup));
+    let heard = at(10_000);
+    node.handle_datagram(heard, meta(), &vrrp_from_peer(0));
+    drain(&mut node);
+    assert_eq!(node.poll_timeout(), Some(at(10_600)));
+    node.handle_timeout(at(10_600));
+    drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Master));
+}
+
+/// Input: a lower-priority master heard by a BACKUP, and a CARP advert for
+/// the VRRP vrid. Output: the BACKUP lets its timer run out and preempts;
+/// the CARP one is dropped as bad_ver.
+#[test]
+fn vrrp_preempts_a_lower_priority_and_drops_carp() {
+    let mut node = vrrp_node(100);
+    node.handle_datagram(at(1000), meta(), &vrrp_from_peer(50));
+    drain(&mut node);
+    // The timer armed at the start was not restarted by the worse master.
+    assert_eq!(node.poll_timeout(), Some(at(3600)));
+    node.handle_datagram(at(1100), meta(), &peer_advert(0, 0));
+    assert_eq!(node.stats().bad_ver, 1);
+}
+
+/// Input: the address owner (priority 255). Output: MASTER at once.
+#[test]
+fn vrrp_owner_is_master_at_once() {
+    let mut node = vrrp_node(255);
+    assert_eq!(node.poll_timeout(), Some(at(0)));
+    node.handle_timeout(at(0));
+    drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Master));
+}

@@ -15,8 +15,8 @@ use crate::action::{Action, CarpIfId, Cause, DemoteReason, Family, LinkId, State
 use crate::auth::Auth;
 use crate::balance::Balancing;
 use crate::carpif::Cx;
-use crate::config::{AdvSkew, CarpIfConfig, CarpNode, Lladdr, interval, virtual_mac};
-use crate::election::{self, Decision, Standing, Tie};
+use crate::config::{AdvSkew, CarpIfConfig, CarpNode, Flavour, Lladdr, interval};
+use crate::election::{self, Decision, Standing, Tie, VrrpDecision};
 use crate::stats::{DropReason, Stats};
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
@@ -73,6 +73,9 @@ pub(crate) struct Vhost {
     pending: Option<Cause>,
     /// Source and time of the last advertisement whose HMAC failed.
     pub(crate) last_bad_auth: Option<(IpAddr, Instant)>,
+    /// VRRP: the master's priority and Max Adver Int (centiseconds) last
+    /// heard; the interval is Master_Adver_Interval (RFC 9568 6.1).
+    pub(crate) vrrp_master: Option<(u8, u16)>,
 }
 
 impl Vhost {
@@ -105,6 +108,7 @@ impl Vhost {
             last_master_timing: None,
             pending: None,
             last_bad_auth: None,
+            vrrp_master: None,
         }
     }
 
@@ -242,6 +246,96 @@ impl Vhost {
             }
         }
         Ok(())
+    }
+
+    /// RFC 9568 6.4.2 / 6.4.3: a VRRPv3 advertisement for this vrid (no
+    /// authentication; the checksum was checked by the parser).
+    pub(crate) fn receive_vrrp(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        local: Option<IpAddr>,
+        repr: &crate::wire::vrrp::Repr,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), DropReason> {
+        if local == Some(src) {
+            return Err(DropReason::Replay);
+        }
+        self.stats.accepted += 1;
+        self.last_master = Some((src, now));
+        let ours = self.vrrp_priority(cx);
+        // The tie-break: the higher primary address stays (6.4.3).
+        let theirs_wins_tie = local.is_some_and(|l| src > l);
+        // Preempt_Mode is RFC 9568's default, True.
+        match election::vrrp_decide(self.state, ours, repr.priority, true, theirs_wins_tie) {
+            VrrpDecision::Discard => {}
+            VrrpDecision::AdvertiseNow => self.send_advert(now, false, cx),
+            VrrpDecision::TakeOverSoon => {
+                self.vrrp_master = Some((repr.priority, repr.interval_cs));
+                if self.pending.is_none() {
+                    let mai = self.master_adver_interval(cx);
+                    let timer = self.master_down_timer(cx);
+                    self.timers.set(timer, now + election::vrrp_skew(mai, ours));
+                }
+            }
+            VrrpDecision::Follow => {
+                self.vrrp_master = Some((repr.priority, repr.interval_cs));
+                if self.pending.take().is_some() {
+                    self.timers.stop(Timer::Prepare);
+                    cx.shared.preparing = false;
+                    self.setrun(now, cx);
+                } else {
+                    self.arm_master_down(now, Family::of(&src), cx);
+                }
+            }
+            VrrpDecision::Yield => {
+                self.vrrp_master = Some((repr.priority, repr.interval_cs));
+                self.transition(now, State::Backup, Cause::Superseded, cx);
+            }
+        }
+        Ok(())
+    }
+
+    /// VRRP: the priority advertised and compared, the group demotion taken
+    /// off it (as keepalived's tracking lowers it), never below 1.
+    pub(crate) fn vrrp_priority(&self, cx: &Cx<'_>) -> u8 {
+        cx.shared
+            .config
+            .vrrp
+            .priority
+            .saturating_sub(cx.ctx.demote)
+            .max(1)
+    }
+
+    /// VRRP: Master_Adver_Interval, learned from the master or our own.
+    fn master_adver_interval(&self, cx: &Cx<'_>) -> u16 {
+        self.vrrp_master
+            .map_or(cx.shared.config.vrrp.interval_cs, |(_, i)| i)
+            .max(1)
+    }
+
+    /// The master-down timer of the interface's family (VRRP has one).
+    fn master_down_timer(&self, cx: &Cx<'_>) -> Timer {
+        if cx.shared.config.has(Family::V4) {
+            Timer::MasterDownV4
+        } else {
+            Timer::MasterDownV6
+        }
+    }
+
+    /// The master-down interval of this vhost's flavour (spec 4.3; RFC 9568 6.1).
+    fn master_down_interval(&self, cx: &Cx<'_>) -> core::time::Duration {
+        let config = &cx.shared.config;
+        match config.flavour {
+            // Both kernels use the configured (undemoted) advskew for this timer.
+            Flavour::Carp => {
+                election::master_down_interval(config.advbase, self.advskew, config.master_down)
+            }
+            Flavour::Vrrp => {
+                let priority = self.vrrp_priority(cx);
+                election::vrrp_master_down(self.master_adver_interval(cx), priority)
+            }
+        }
     }
 
     /// Walk the expired timers in a fixed order (quinn `handle_timeout`).
@@ -436,6 +530,12 @@ impl Vhost {
                     for family in Self::families(&cx.shared.config) {
                         self.arm_master_down(now, family, cx);
                     }
+                    // RFC 9568 6.4.1: the address owner becomes MASTER at once.
+                    let config = &cx.shared.config;
+                    if config.flavour == Flavour::Vrrp && config.vrrp.priority == 255 {
+                        let timer = self.master_down_timer(cx);
+                        self.timers.set(timer, now);
+                    }
                 }
             }
             State::Master => {
@@ -450,7 +550,12 @@ impl Vhost {
     }
 
     fn interval(&self, cx: &Cx<'_>) -> core::time::Duration {
-        interval(cx.shared.config.advbase, self.effective_advskew(&cx.ctx))
+        match cx.shared.config.flavour {
+            Flavour::Carp => interval(cx.shared.config.advbase, self.effective_advskew(&cx.ctx)),
+            Flavour::Vrrp => {
+                core::time::Duration::from_millis(u64::from(cx.shared.config.vrrp.interval_cs) * 10)
+            }
+        }
     }
 
     /// Whether, within the last master-down interval, advertisements were
@@ -459,11 +564,7 @@ impl Vhost {
         let Some((_, bad)) = self.last_bad_auth else {
             return false;
         };
-        let config = &cx.shared.config;
-        let window =
-            config
-                .flavour
-                .master_down_interval(config.advbase, self.advskew, config.master_down);
+        let window = self.master_down_interval(cx);
         let accepted_since = self.last_master.is_some_and(|(_, t)| t >= bad);
         now.saturating_since(bad) <= window && !accepted_since
     }
@@ -477,11 +578,7 @@ impl Vhost {
             // caught by the HMAC anyway) restarts nothing.
             _ => return,
         };
-        // Both kernels use the configured (undemoted) advskew for this timer.
-        let d =
-            config
-                .flavour
-                .master_down_interval(config.advbase, self.advskew, config.master_down);
+        let d = self.master_down_interval(cx);
         self.timers.set(timer, now + d);
     }
 
@@ -508,11 +605,42 @@ impl Vhost {
         }
     }
 
+    /// The VRRPv3 advertisement of `family` (priority 0 to resign). Its
+    /// checksum is over the group and the unspecified source: the shell,
+    /// which knows the source, fills it in (`wire::vrrp::fill_checksum`).
+    fn vrrp_advert(&self, resign: bool, family: Family, cx: &Cx<'_>) -> Vec<u8> {
+        let config = &cx.shared.config;
+        let (src, group) = match family {
+            Family::V4 => (
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                IpAddr::V4(crate::action::CARP_GROUP_V4),
+            ),
+            Family::V6 => (
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                IpAddr::V6(crate::action::CARP_GROUP_V6),
+            ),
+        };
+        let repr = crate::wire::vrrp::Repr {
+            vrid: self.id.vhid.get(),
+            priority: if resign { 0 } else { self.vrrp_priority(cx) },
+            interval_cs: config.vrrp.interval_cs,
+            kind: crate::wire::vrrp::TYPE_ADVERTISEMENT,
+            addresses: config.addresses.iter().map(|a| a.addr).collect(),
+        };
+        repr.to_bytes(src, group).unwrap_or_default()
+    }
+
     /// OpenBSD `carp_send_ad`: one advertisement per family that has addresses.
     fn send_advert(&mut self, now: Instant, bow_out: bool, cx: &mut Cx<'_>) {
-        let bytes = self.advert(bow_out, cx).to_bytes();
+        let carp = self.advert(bow_out, cx).to_bytes();
         for family in Self::families(&cx.shared.config) {
-            self.transmit(family, &bytes, None, cx);
+            match cx.shared.config.flavour {
+                Flavour::Carp => self.transmit(family, &carp, None, cx),
+                Flavour::Vrrp => {
+                    let bytes = self.vrrp_advert(bow_out, family, cx);
+                    self.transmit(family, &bytes, None, cx);
+                }
+            }
         }
         if bow_out {
             // The advertise timer is not re-armed after a bow-out.
@@ -570,7 +698,7 @@ impl Vhost {
         let hidden_mac = matches!(config.balancing(), Balancing::Ip | Balancing::IpStealth);
         for dst in destinations {
             let src_mac = (config.lladdr == Lladdr::Virtual && dst.is_multicast() && !hidden_mac)
-                .then(|| virtual_mac(self.id.vhid));
+                .then(|| config.node_virtual_mac(self.id.vhid));
             match family {
                 Family::V4 => self.stats.opackets += 1,
                 Family::V6 => self.stats.opackets6 += 1,

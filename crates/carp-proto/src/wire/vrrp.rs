@@ -148,6 +148,21 @@ impl Repr {
     }
 }
 
+/// Fill the checksum of an emitted message for its real `src` and `dst`
+/// (the core emits before the source is known). `false` if `message` is
+/// not a VRRPv3 message or the families differ.
+pub fn fill_checksum(message: &mut [u8], src: IpAddr, dst: IpAddr) -> bool {
+    if message.len() < HEADER_LEN || message[0] >> 4 != VERSION {
+        return false;
+    }
+    message[6..8].copy_from_slice(&[0, 0]);
+    let Some(sum) = pseudo_checksum(src, dst, message) else {
+        return false;
+    };
+    message[6..8].copy_from_slice(&sum.to_be_bytes());
+    true
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -198,6 +213,16 @@ mod test {
         };
         assert_eq!(mixed.to_bytes(src, dst).unwrap(), unhex(V6));
         assert_eq!(Repr::parse(&unhex(V6), src, dst), Ok(repr));
+    }
+
+    #[test]
+    fn the_checksum_is_filled_for_the_real_source() {
+        let (src, dst) = (ip("192.0.2.10"), ip("224.0.0.18"));
+        let mut bytes = v4().to_bytes(ip("0.0.0.0"), dst).unwrap();
+        assert_ne!(bytes, unhex(V4));
+        assert!(fill_checksum(&mut bytes, src, dst));
+        assert_eq!(bytes, unhex(V4));
+        assert!(!fill_checksum(&mut [0x21; 36], src, dst));
     }
 
     #[test]
