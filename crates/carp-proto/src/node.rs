@@ -712,6 +712,16 @@ impl Node {
             last_bad_auth: v.last_bad_auth,
             next_timeout: v.poll_timeout(),
             stats: v.stats,
+            flavour: shared.config.flavour,
+            vrrp_priority: (shared.config.flavour == Flavour::Vrrp).then(|| {
+                shared
+                    .config
+                    .vrrp
+                    .priority
+                    .saturating_sub(ctx.demote)
+                    .max(1)
+            }),
+            vrrp_master: v.vrrp_master,
         }
     }
 

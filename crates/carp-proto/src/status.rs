@@ -58,6 +58,15 @@ pub struct VhostStatus {
     pub next_timeout: Option<Instant>,
     /// This vhost's counters.
     pub stats: Stats,
+    /// The protocol its interface speaks.
+    #[serde(default)]
+    pub flavour: crate::config::Flavour,
+    /// VRRP: the priority advertised (demotion applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_priority: Option<u8>,
+    /// VRRP: the master's priority and interval (centiseconds) last heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_master: Option<(u8, u16)>,
 }
 
 /// A read-only view of one carp interface.

@@ -60,6 +60,10 @@ pub(super) struct FileVhost {
     pub(super) allow: Vec<Spanned<String>>,
     pub(super) master_down: Option<Spanned<String>>,
     pub(super) hmac: Option<Spanned<String>>,
+    pub(super) carpver: Option<Spanned<i64>>,
+    pub(super) vrrpprio: Option<Spanned<i64>>,
+    pub(super) vrrpinterval: Option<Spanned<i64>>,
+    pub(super) vrrp_v6_mac: Option<Spanned<String>>,
 }
 
 /// A string, or an array of strings, as located strings (anything else
@@ -119,6 +123,10 @@ impl FileVhost {
             allow: self.allow.into_iter().map(|v| loc.one(v)).collect(),
             master_down: loc.opt(self.master_down),
             hmac: loc.opt(self.hmac),
+            carpver: loc.opt(self.carpver),
+            vrrpprio: loc.opt(self.vrrpprio),
+            vrrpinterval: loc.opt(self.vrrpinterval),
+            vrrp_v6_mac: loc.opt(self.vrrp_v6_mac),
             ..Draft::default()
         }
     }
@@ -303,6 +311,16 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
             }
             "master-down" => set_once(&mut cur.master_down, value("openbsd or freebsd")?, keyword)?,
             "hmac" => set_once(&mut cur.hmac, value("openbsd or freebsd")?, keyword)?,
+            "carpver" | "vrrpprio" | "vrrpinterval" => {
+                let v = number(value("a number")?, &format!("{keyword} expects a number"))?;
+                let slot = match keyword {
+                    "carpver" => &mut cur.carpver,
+                    "vrrpprio" => &mut cur.vrrpprio,
+                    _ => &mut cur.vrrpinterval,
+                };
+                set_once(slot, v, keyword)?;
+            }
+            "vrrp-v6-mac" => set_once(&mut cur.vrrp_v6_mac, value("rfc or freebsd")?, keyword)?,
             "hook-timeout" => {
                 let v = value("a duration like 10s or 500ms")?.map(|s| parse_timeout(&s));
                 set_once(&mut cur.hook_timeout, v, keyword)?;
@@ -386,6 +404,84 @@ pub(super) fn invalid(at: &Location, message: impl Into<String>) -> ConfigFileEr
     }
 }
 
+/// The VRRPv3 words of one vhost, taken out before the draft is consumed.
+struct VrrpSettings {
+    carpver: Option<Located<i64>>,
+    priority: Option<Located<i64>>,
+    interval: Option<Located<i64>>,
+    v6_mac: Option<Located<String>>,
+    /// Where advbase or advskew was given (CARP's timing, not VRRP's).
+    timing_at: Option<Location>,
+    /// Where pass or passfile was given (VRRPv3 has no authentication).
+    pass_at: Option<Location>,
+}
+
+impl VrrpSettings {
+    /// `Some` VRRP parameters with `carpver 3`, `None` for CARP; the VRRP
+    /// words without it, and CARP's timing or key with it, are refused.
+    fn check(self, words: bool) -> Result<Option<VrrpParams>, ConfigFileError> {
+        let key = |file: &'static str, word: &'static str| if words { word } else { file };
+        let version = match &self.carpver {
+            None => 2,
+            Some(v) => in_range("carpver", v, 2, 3)?,
+        };
+        if version == 2 {
+            let given = [
+                self.priority.as_ref().map(|v| (&v.at, "vrrpprio")),
+                self.interval.as_ref().map(|v| (&v.at, "vrrpinterval")),
+                self.v6_mac
+                    .as_ref()
+                    .map(|v| (&v.at, key("vrrp_v6_mac", "vrrp-v6-mac"))),
+            ];
+            if let Some((at, name)) = given.into_iter().flatten().next() {
+                return Err(invalid(at, format!("{name} needs carpver 3 (VRRPv3)")));
+            }
+            return Ok(None);
+        }
+        if let Some(at) = &self.timing_at {
+            return Err(invalid(
+                at,
+                "carpver 3 (VRRPv3) takes vrrpprio and vrrpinterval, not advbase or advskew",
+            ));
+        }
+        if let Some(at) = &self.pass_at {
+            return Err(invalid(
+                at,
+                "carpver 3 (VRRPv3) has no authentication: drop the pass",
+            ));
+        }
+        let mut params = VrrpParams::default();
+        if let Some(v) = &self.priority {
+            params.priority = in_range("vrrpprio", v, 1, 255)?;
+        }
+        if let Some(v) = &self.interval {
+            params.interval_cs = u16::try_from(v.value)
+                .ok()
+                .filter(|n| (1..=carp_proto::wire::vrrp::MAX_INTERVAL_CS).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        &v.at,
+                        format!(
+                            "vrrpinterval {} is out of range 1..4095 (centiseconds)",
+                            v.value
+                        ),
+                    )
+                })?;
+        }
+        if let Some(v) = &self.v6_mac {
+            params.v6_mac_freebsd = match v.value.as_str() {
+                "rfc" => false,
+                "freebsd" => true,
+                _ => {
+                    let name = key("vrrp_v6_mac", "vrrp-v6-mac");
+                    return Err(invalid(&v.at, format!("{name} expects rfc or freebsd")));
+                }
+            };
+        }
+        Ok(Some(params))
+    }
+}
+
 const REPLACES_VHID: &str = "carpnodes replaces vhid and advskew: give one or the other";
 
 /// One vhost as written, before validation.
@@ -422,6 +518,10 @@ pub(super) struct Draft {
     pub(super) allow: Vec<Located<String>>,
     pub(super) master_down: Option<Located<String>>,
     pub(super) hmac: Option<Located<String>>,
+    pub(super) carpver: Option<Located<i64>>,
+    pub(super) vrrpprio: Option<Located<i64>>,
+    pub(super) vrrpinterval: Option<Located<i64>>,
+    pub(super) vrrp_v6_mac: Option<Located<String>>,
 }
 
 /// A validated vhost with the locations needed for cross-vhost checks.
@@ -440,6 +540,22 @@ impl Draft {
     pub(super) fn finish(self, base: Option<&Path>) -> Result<Checked, ConfigFileError> {
         // The spelling of the keys that differ between the file and the words.
         let words = self.words;
+        let vrrp_settings = VrrpSettings {
+            carpver: self.carpver.clone(),
+            priority: self.vrrpprio.clone(),
+            interval: self.vrrpinterval.clone(),
+            v6_mac: self.vrrp_v6_mac.clone(),
+            timing_at: self
+                .advbase
+                .as_ref()
+                .or(self.advskew.as_ref())
+                .map(|v| v.at.clone()),
+            pass_at: self
+                .pass
+                .as_ref()
+                .map(|p| p.at.clone())
+                .or_else(|| self.passfile.as_ref().map(|p| p.at.clone())),
+        };
         let key = move |file: &'static str, word: &'static str| if words { word } else { file };
         let (vhid_at, nodes) = match (self.vhid, self.carpnodes) {
             (Some(_), Some(n)) => {
@@ -598,6 +714,7 @@ impl Draft {
             .iter()
             .map(|a| parse_peer::<IpAddr>(a, "allow expects an IPv4 or IPv6 address"))
             .collect::<Result<Vec<_>, _>>()?;
+        let vrrp = vrrp_settings.check(words)?;
         let carpdev = carpdev.value;
         let spec = VhostSpec {
             carpdev,
@@ -609,9 +726,14 @@ impl Draft {
             peers,
             dual_path,
             ttl_check: self.ttl_check.map(|t| t.value),
+            vrrp,
             allow,
             proto,
         };
+        // What the carp interface as a whole needs (VRRP: one node, one family).
+        if let Err(e) = spec.carp_if_config().validate() {
+            return Err(invalid(&vhid_at.at, e.to_string()));
+        }
         Ok(Checked {
             spec,
             vhid_at: vhid_at.at,

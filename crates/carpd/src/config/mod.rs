@@ -61,7 +61,7 @@ use carp_proto::Balancing;
 use carp_proto::CarpNode;
 use carp_proto::config::{
     AdvBase, AdvSkew, ConfigError, HmacContext, MAX_CONFIG_ADVSKEW, MasterDownFormula, Passphrase,
-    Vhid, VhostConfig,
+    Vhid, VhostConfig, VrrpParams,
 };
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -218,6 +218,8 @@ pub struct VhostSpec {
     pub dual_path: bool,
     /// Drop advertisements with a TTL other than 255: `None` only multicast ones.
     pub ttl_check: Option<bool>,
+    /// `carpver 3`: VRRPv3 with these parameters instead of CARP.
+    pub vrrp: Option<VrrpParams>,
     /// If not empty, advertisements from other source addresses are dropped (`bad_src`).
     pub allow: Vec<IpAddr>,
     /// vhid, advbase, advskew, passphrase, addresses, groups, master-down formula.
@@ -248,6 +250,10 @@ impl VhostSpec {
         c.peers = self.peers.clone();
         c.dual_path = self.dual_path;
         c.ttl_check = self.ttl_check;
+        if let Some(vrrp) = self.vrrp {
+            c.flavour = carp_proto::Flavour::Vrrp;
+            c.vrrp = vrrp;
+        }
         c.allowed_sources = self.allow.clone();
         c.lladdr = match self.lladdr {
             Lladdr::Virtual => carp_proto::Lladdr::Virtual,

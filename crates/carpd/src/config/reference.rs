@@ -573,6 +573,58 @@ pub const SETTINGS: &[Setting] = &[
                 an fe80:: address needs it). Both are accepted on receive.",
     },
     Setting {
+        key: "carpver",
+        scope: Scope::Vhost,
+        word: Some("carpver"),
+        flag: None,
+        arg: "2|3",
+        kind: Kind::Integer,
+        range: Some("2..3"),
+        default: Some("2"),
+        example: "3",
+        about: "The protocol, with FreeBSD 14's word: 2 is CARP, 3 is VRRPv3 (RFC 9568; \
+                keepalived vrrp_version 3, FreeBSD carpver 3): no pass, no advbase or \
+                advskew, one address family per vhid.",
+    },
+    Setting {
+        key: "vrrpprio",
+        scope: Scope::Vhost,
+        word: Some("vrrpprio"),
+        flag: None,
+        arg: "N",
+        kind: Kind::Integer,
+        range: Some("1..255"),
+        default: Some("100"),
+        example: "100",
+        about: "With carpver 3: the VRRP priority, higher wins; 255 is the address owner, \
+                MASTER at once. Group demotion lowers it.",
+    },
+    Setting {
+        key: "vrrpinterval",
+        scope: Scope::Vhost,
+        word: Some("vrrpinterval"),
+        flag: None,
+        arg: "CS",
+        kind: Kind::Integer,
+        range: Some("1..4095"),
+        default: Some("100"),
+        example: "100",
+        about: "With carpver 3: the advertisement interval in centiseconds.",
+    },
+    Setting {
+        key: "vrrp_v6_mac",
+        scope: Scope::Vhost,
+        word: Some("vrrp-v6-mac"),
+        flag: None,
+        arg: "rfc|freebsd",
+        kind: Kind::String,
+        range: None,
+        default: Some("rfc"),
+        example: "freebsd",
+        about: "With carpver 3 and IPv6 addresses: the virtual MAC, RFC 9568's \
+                00:00:5e:00:02:VRID or FreeBSD's 00:00:5e:00:01:VRID.",
+    },
+    Setting {
         key: "hook_timeout",
         scope: Scope::Vhost,
         word: Some("hook-timeout"),
@@ -721,9 +773,13 @@ mod test {
                 "192.0.2.1"
             };
             words.push(address);
-            // dual-path refines peers and is refused without one.
+            // dual-path refines peers and is refused without one; the
+            // VRRP settings refine carpver 3.
             if s.key == "dual_path" {
                 words.extend(["peer", "192.0.2.2"]);
+            }
+            if matches!(s.key, "vrrpprio" | "vrrpinterval" | "vrrp_v6_mac") {
+                words.extend(["carpver", "3"]);
             }
             match s.word {
                 Some("carpdev" | "vhid") => {}
@@ -763,6 +819,9 @@ mod test {
                     vhost.push((s.key, value));
                     if s.key == "dual_path" {
                         vhost.push(("peer", "\"192.0.2.2\"".to_string()));
+                    }
+                    if matches!(s.key, "vrrpprio" | "vrrpinterval" | "vrrp_v6_mac") {
+                        vhost.push(("carpver", "3".to_string()));
                     }
                 }
             }

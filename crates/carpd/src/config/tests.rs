@@ -161,6 +161,63 @@ fn unicast_peers_dual_path_and_ttl_check() {
     );
 }
 
+/// `carpver 3 vrrpprio 150 vrrpinterval 50` as words and in the file, and
+/// what VRRPv3 refuses.
+#[test]
+fn vrrp_words_file_and_errors() {
+    let w = DaemonConfig::from_ifconfig_words(&words(
+        "carpdev eth0 vhid 5 carpver 3 vrrpprio 150 vrrpinterval 50 2001:db8::50/64 \
+         vrrp-v6-mac freebsd",
+    ))
+    .unwrap();
+    let text = "[[vhost]]\ncarpdev = \"eth0\"\nvhid = 5\ncarpver = 3\nvrrpprio = 150\n\
+                vrrpinterval = 50\nvrrp_v6_mac = \"freebsd\"\naddresses = [\"2001:db8::50/64\"]\n";
+    let f = DaemonConfig::from_toml_str(text, Path::new("c.toml")).unwrap();
+    assert_eq!(w, f.vhosts);
+    let core = w[0].carp_if_config();
+    assert_eq!(core.flavour, carp_proto::Flavour::Vrrp);
+    assert_eq!(
+        (
+            core.vrrp.priority,
+            core.vrrp.interval_cs,
+            core.vrrp.v6_mac_freebsd
+        ),
+        (150, 50, true)
+    );
+    for (line, want) in [
+        (
+            "carpdev eth0 vhid 5 vrrpprio 150 192.0.2.50",
+            "word 6 (\"150\"): vrrpprio needs carpver 3 (VRRPv3)",
+        ),
+        (
+            "carpdev eth0 vhid 5 carpver 3 advskew 100 192.0.2.50",
+            "word 8 (\"100\"): carpver 3 (VRRPv3) takes vrrpprio and vrrpinterval, not advbase or advskew",
+        ),
+        (
+            "carpdev eth0 vhid 5 carpver 3 pass x 192.0.2.50",
+            "word 8 (\"x\"): carpver 3 (VRRPv3) has no authentication: drop the pass",
+        ),
+        (
+            "carpdev eth0 vhid 5 carpver 3 192.0.2.50 2001:db8::50",
+            "word 4 (\"5\"): a VRRP (carpver 3) vhost is of one address family: give IPv4 and IPv6 addresses separate vhids",
+        ),
+        (
+            "carpdev eth0 vhid 5 carpver 3 vrrpprio 0 192.0.2.50",
+            "word 8 (\"0\"): vrrpprio 0 is out of range 1..255",
+        ),
+        (
+            "carpdev eth0 vhid 5 carpver 3 vrrpinterval 4096 192.0.2.50",
+            "word 8 (\"4096\"): vrrpinterval 4096 is out of range 1..4095 (centiseconds)",
+        ),
+        (
+            "carpdev eth0 vhid 5 carpver 4 192.0.2.50",
+            "word 6 (\"4\"): carpver 4 is out of range 2..3",
+        ),
+    ] {
+        assert_eq!(words_err(line), want, "{line}");
+    }
+}
+
 #[test]
 fn second_vhid_starts_a_vhost_inheriting_carpdev() {
     let line = "carpdev eth0 vhid 1 198.51.100.50/24 vhid 2 198.51.100.51/24";
@@ -318,7 +375,7 @@ fn file_errors_name_line_and_column() {
         ),
         (
             "colour = \"red\"",
-            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `pre_master`, `master`, `backup`, `fault`, `hook_timeout`, `peer`, `peer6`, `dual_path`, `ttl_check`, `allow`, `master_down`, `hmac`",
+            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `pre_master`, `master`, `backup`, `fault`, `hook_timeout`, `peer`, `peer6`, `dual_path`, `ttl_check`, `allow`, `master_down`, `hmac`, `carpver`, `vrrpprio`, `vrrpinterval`, `vrrp_v6_mac`",
         ),
         (
             "advskew = \"x\"",

@@ -81,6 +81,17 @@ pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
             };
             let _ = writeln!(out, "{:>15} unicast to {}{also}", "", v.peers.join(", "));
         }
+        if let Some(priority) = v.vrrp_priority {
+            let master = match (v.vrrp_master_priority, v.vrrp_master_interval_cs) {
+                (Some(p), Some(i)) => format!("; master heard at priority {p}, interval {i} cs"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "{:>15} VRRPv3 (carpver 3), priority {priority}{master}",
+                ""
+            );
+        }
         if v.hmac == "freebsd" {
             let _ = writeln!(
                 out,

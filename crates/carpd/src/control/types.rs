@@ -111,6 +111,18 @@ pub struct VhostView {
     /// The HMAC context it signs with (`openbsd`, `freebsd`).
     #[serde(default)]
     pub hmac: String,
+    /// `carp` or `vrrp` (carpver 3).
+    #[serde(default)]
+    pub flavour: String,
+    /// VRRP: the priority advertised (group demotion taken off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_priority: Option<u8>,
+    /// VRRP: the master's priority last heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_master_priority: Option<u8>,
+    /// VRRP: the master's advertisement interval learned, in centiseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_master_interval_cs: Option<u16>,
 }
 
 /// What the hook runs of one carp interface came to.

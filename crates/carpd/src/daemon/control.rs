@@ -281,6 +281,13 @@ impl<O: Os> Daemon<O> {
                 carp_proto::HmacContext::Openbsd => "openbsd".into(),
                 carp_proto::HmacContext::Freebsd => "freebsd".into(),
             }),
+            flavour: match s.flavour {
+                carp_proto::Flavour::Carp => "carp".into(),
+                carp_proto::Flavour::Vrrp => "vrrp".into(),
+            },
+            vrrp_priority: s.vrrp_priority,
+            vrrp_master_priority: s.vrrp_master.map(|(p, _)| p),
+            vrrp_master_interval_cs: s.vrrp_master.map(|(_, i)| i),
         }
     }
 }

@@ -211,6 +211,32 @@ impl<O: Os> Daemon<O> {
                 carplog!(Warning, "{}: {}", dev.name, NO_SOURCE_V4);
             }
         }
+        // VRRPv3's checksum covers the pseudo-header: the core emitted it
+        // over the unspecified source, the one sent from is known here.
+        let vrrp_src = match family {
+            Family::V4 => dev.src4.map(IpAddr::V4),
+            Family::V6 => dev.src6.map(IpAddr::V6),
+        };
+        let mut vrrp = None;
+        if packet
+            .first()
+            .is_some_and(|b| b >> 4 == carp_proto::wire::vrrp::VERSION)
+        {
+            let from = vrrp_src.unwrap_or(match family {
+                Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+            let mut bytes = packet.to_vec();
+            carp_proto::wire::vrrp::fill_checksum(&mut bytes, from, dst);
+            vrrp = Some(bytes);
+        }
+        let packet: &[u8] = vrrp.as_deref().unwrap_or(packet);
+        // The source the VRRP checksum was computed for must be the one sent.
+        let src = if vrrp.is_some() {
+            vrrp_src.or(src)
+        } else {
+            src
+        };
         let result = if let Some(mac) = src_mac {
             // Like the kernels: multicast advertisements leave from the virtual
             // MAC, so every advertisement refreshes the switches' MAC tables.

@@ -120,9 +120,13 @@ impl<O: Os> Daemon<O> {
         let parent_name = dev.name.clone();
         let vhid = id.vhid.get();
         let name = macvlan_name(parent, vhid);
+        let mac = self
+            .vhosts
+            .get(&id)
+            .map_or(virtual_mac(vhid), |r| vhost_mac(&r.spec));
         let index = self
             .os
-            .ensure_macvlan(parent, &name, virtual_mac(vhid))
+            .ensure_macvlan(parent, &name, mac)
             .await
             .with_context(|| format!("{parent_name}: cannot create macvlan {name}"))?;
         self.macvlan_sysctls(&parent_name, &name);
@@ -183,7 +187,7 @@ impl<O: Os> Daemon<O> {
             true => (parent, parent_name.clone(), None),
             false => {
                 let name = macvlan_name(parent, vhid);
-                let mac = virtual_mac(vhid);
+                let mac = vhost_mac(&spec);
                 let index = self
                     .os
                     .ensure_macvlan(parent, &name, mac)
@@ -445,6 +449,11 @@ impl<O: Os> Daemon<O> {
             carplog!(Warning, "cannot set {key} to {value}: {}", chain(&e));
         }
     }
+}
+
+/// The virtual MAC of a vhost's macvlan: CARP's, or VRRP's of its family.
+fn vhost_mac(spec: &VhostSpec) -> [u8; 6] {
+    spec.carp_if_config().node_virtual_mac(spec.proto.vhid)
 }
 
 /// Return the name of the macvlan of `vhid` on interface `parent` (at most 15 bytes).

@@ -305,6 +305,30 @@ pub fn render(
         registry.register(name, help, family);
     }
 
+    // VRRPv3 vhosts only (carpver 3): what they advertise and what they learned.
+    let priority = Family::<Labels, Gauge>::default();
+    let learned = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for v in vhosts {
+        if let Some(p) = v.vrrp_priority {
+            priority.get_or_create(&vhost_labels(v)).set(i64::from(p));
+        }
+        if let Some(cs) = v.vrrp_master_interval_cs {
+            learned
+                .get_or_create(&vhost_labels(v))
+                .set(f64::from(cs) / 100.0);
+        }
+    }
+    registry.register(
+        "carp_vhost_vrrp_priority",
+        "VRRPv3 vhosts: the priority advertised (demotion applied)",
+        priority,
+    );
+    registry.register(
+        "carp_vhost_vrrp_master_interval_seconds",
+        "VRRPv3 vhosts: the master's advertisement interval as last heard",
+        learned,
+    );
+
     register_interfaces(&mut registry, interfaces);
 
     let demote = Family::<Labels, Gauge>::default();
@@ -516,6 +540,10 @@ mod test {
             peers: vec![],
             dual_path: false,
             hmac: "openbsd".into(),
+            flavour: "carp".into(),
+            vrrp_priority: None,
+            vrrp_master_priority: None,
+            vrrp_master_interval_cs: None,
         };
         let iface = CarpIfView {
             carpdev: "eth0".into(),
