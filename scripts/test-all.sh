@@ -29,6 +29,8 @@ is_root() { [ "$(id -u)" = 0 ]; }
 install_packages() {
     local missing=()
     command -v ucarp >/dev/null || missing+=(ucarp)
+    # VRRPv3 interop (carpver 3) runs against keepalived (netns_vrrp.rs).
+    command -v keepalived >/dev/null || missing+=(keepalived)
     # State sync (carpd's syncdev) drives conntrack-tools' daemon.
     command -v conntrackd >/dev/null || missing+=(conntrackd)
     command -v tshark >/dev/null || missing+=(tshark)
@@ -64,6 +66,9 @@ install_packages() {
     [ -n "$policy" ] && rm -f "$policy"
     if [[ " ${missing[*]} " == *" prometheus "* ]]; then
         systemctl stop prometheus prometheus-node-exporter 2>/dev/null || true
+    fi
+    if [[ " ${missing[*]} " == *" keepalived "* ]]; then
+        systemctl stop keepalived 2>/dev/null || true
     fi
     return $rc
 }
