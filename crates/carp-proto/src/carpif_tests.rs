@@ -365,6 +365,9 @@ fn failed_address_add_is_counted_and_retried_while_live() {
     assert_eq!(node.poll_timeout(), Some(t + Duration::from_secs(2)));
 }
 
+const PEER_SRC: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+const GROUP: std::net::IpAddr = std::net::IpAddr::V4(crate::action::CARP_GROUP_V4);
+
 #[test]
 fn successor_advert_needs_a_valid_hmac() {
     let (mut master, _) = node_with(one_node(0));
@@ -380,16 +383,23 @@ fn successor_advert_needs_a_valid_hmac() {
     me.add_interface(at(0), LINK, one_node(100), &[[7; 8]])
         .unwrap();
     drain(&mut me);
-    assert_eq!(me.successor_advert(LINK, &bytes), Some(vid(1)));
+    assert_eq!(
+        me.successor_advert(LINK, PEER_SRC, GROUP, &bytes),
+        Some(vid(1))
+    );
     let mut forged = bytes.clone();
     forged[20] ^= 1;
     crate::wire::CarpPacket::new_unchecked(&mut forged[..]).fill_checksum();
-    assert_eq!(me.successor_advert(LINK, &forged), None, "a forged digest");
+    assert_eq!(
+        me.successor_advert(LINK, PEER_SRC, GROUP, &forged),
+        None,
+        "a forged digest"
+    );
     let mut bow_out = bytes.clone();
     (bow_out[2], bow_out[5]) = (255, 255);
     crate::wire::CarpPacket::new_unchecked(&mut bow_out[..]).fill_checksum();
     assert_eq!(
-        me.successor_advert(LINK, &bow_out),
+        me.successor_advert(LINK, PEER_SRC, GROUP, &bow_out),
         None,
         "a bow-out is no successor"
     );

@@ -19,6 +19,7 @@
 //! all see it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -341,22 +342,34 @@ impl Node {
             .ok_or(DropReason::BadVhid(vhid))
     }
 
-    /// Return the vhost an authentic, non-bow-out advertisement in `bytes` is for,
-    /// without changing anything (the shutdown path waits for a successor).
-    pub fn successor_advert(&self, link: LinkId, bytes: &[u8]) -> Option<VhostId> {
-        let Ok(Advert::Carp(repr)) = Advert::parse(bytes) else {
-            return None;
-        };
-        if repr.advbase == 255 && repr.advskew == 255 {
-            return None;
-        }
+    /// Return the vhost an authentic, non-bow-out advertisement in `bytes`
+    /// (from `src` to `dst`) is for, without changing anything: the shutdown
+    /// path waits for a successor. For VRRP: a valid advertisement of the
+    /// vrid with a priority above 0 (there is no HMAC to check).
+    pub fn successor_advert(
+        &self,
+        link: LinkId,
+        src: IpAddr,
+        dst: IpAddr,
+        bytes: &[u8],
+    ) -> Option<VhostId> {
+        let advert = Advert::parse_from(bytes, src, dst).ok()?;
         let id = VhostId {
             link,
-            vhid: Vhid::new(repr.vhid)?,
+            vhid: Vhid::new(advert.vhid())?,
         };
         let (iface, slot) = self.index.get(&id)?;
-        let v = self.ifaces.get(iface)?.vhosts.get(*slot)?;
-        v.authentic(&repr.counter, &repr.md).then_some(id)
+        let i = self.ifaces.get(iface)?;
+        let v = i.vhosts.get(*slot)?;
+        let successor = match (&advert, i.shared.config.flavour) {
+            (Advert::Carp(repr), Flavour::Carp) => {
+                !(repr.advbase == 255 && repr.advskew == 255)
+                    && v.authentic(&repr.counter, &repr.md)
+            }
+            (Advert::Vrrp(repr), Flavour::Vrrp) => repr.priority > 0,
+            _ => false,
+        };
+        successor.then_some(id)
     }
 
     /// Handle every timer that is due at `now`.

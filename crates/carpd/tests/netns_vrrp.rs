@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Lab;
-use common::daemon::{Carpd, state, wait_for};
+use common::daemon::{Carpd, Pinger, state, wait_for, wall_now};
 use common::testbed::words::Words;
 use nix::sys::signal::Signal;
 
@@ -275,6 +275,40 @@ fn carpd_master_keepalived_backup(tag: &str, f: Family) {
     );
 }
 
+/// Input: carpd MASTER (priority 200) on host 0, keepalived BACKUP (100) on
+/// host 1, a client on host 2 pinging the VIP every 10 ms; carpd gets
+/// SIGTERM. Output: it resigns with priority 0 and keeps the VIP until it
+/// hears keepalived's first advertisement as MASTER (which comes after
+/// Skew_Time, 0.6 s), so the client loses at most one probe (the
+/// hitless-path allowance for scheduling on a busy machine).
+fn planned_switchover_to_keepalived(tag: &str, f: Family) {
+    let lab = Lab::new(tag, 3);
+    let ka_ns = lab.ns(1).to_owned();
+    let client = lab.ns(2).to_owned();
+    let cd = carpd_vrrp(&lab, 0, "carpd", f, 200);
+    wait_carpd(&cd, f, "MASTER", TAKEOVER, "carpd MASTER");
+    let _ka = Keepalived::start(&lab, &ka_ns, f, 100, "K");
+    std::thread::sleep(Duration::from_secs(2));
+    lab.exec_ok(&client, &["ping", "-c", "1", "-W", "2", f.addr()]);
+    let pinger = Pinger::start(&client, f.addr(), Duration::from_millis(10)).expect("ping");
+    std::thread::sleep(Duration::from_millis(500));
+    let wall0 = wall_now();
+    lab.kill(&cd, Signal::SIGTERM);
+    let took = wait_vip(&lab, &ka_ns, f, true, TAKEOVER, "keepalived MASTER");
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = pinger.finish().outage(wall0 - 0.3, wall_now() - 0.05);
+    println!(
+        "{}: SIGTERM to carpd, keepalived MASTER after {took:?}; client: {seen}",
+        f.name
+    );
+    assert!(
+        seen.lost <= 1,
+        "{}: the planned switchover lost {} probes",
+        f.name,
+        seen.lost
+    );
+}
+
 /// nftables on the bridge: drop VRRP between the hosts, or stop dropping.
 fn partition(lab: &Lab, on: bool) {
     let sw = lab.switch.clone();
@@ -388,6 +422,8 @@ vrrp_tests! {
     keepalived_master_carpd_backup_ipv6: keepalived_master_carpd_backup("vrkm6", V6);
     carpd_master_keepalived_backup_ipv4: carpd_master_keepalived_backup("vrcm4", V4);
     carpd_master_keepalived_backup_ipv6: carpd_master_keepalived_backup("vrcm6", V6);
+    planned_switchover_ipv4: planned_switchover_to_keepalived("vrsw4", V4);
+    planned_switchover_ipv6: planned_switchover_to_keepalived("vrsw6", V6);
     // carpd at .10 yields to keepalived at .11, then keepalived at .10 to carpd.
     tie_break_ipv4_carpd_lower: tie_break_on_the_higher_address("vrtie4l", V4, 0);
     tie_break_ipv4_carpd_higher: tie_break_on_the_higher_address("vrtie4h", V4, 1);

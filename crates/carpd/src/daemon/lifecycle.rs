@@ -216,7 +216,16 @@ impl<O: Os> Daemon<O> {
             }
         }
         if let Some(rx) = rx {
-            await_successor(&self.node, rx, bowed_out).await;
+            // A VRRP backup takes over only after Skew_Time (up to one
+            // interval) on hearing priority 0: keep the addresses that long.
+            let vrrp_wait = bowed_out
+                .iter()
+                .filter_map(|id| self.vhosts.get(id))
+                .filter_map(|r| r.spec.vrrp)
+                .map(|v| Duration::from_millis(u64::from(v.interval_cs) * 10))
+                .max()
+                .unwrap_or_default();
+            await_successor(&self.node, rx, bowed_out, BOW_OUT_GRACE + vrrp_wait).await;
         }
         for action in rest {
             self.perform(action).await;
@@ -273,14 +282,15 @@ async fn await_successor(
     node: &Node,
     rx: &mut mpsc::Receiver<Datagram>,
     mut waiting: BTreeSet<VhostId>,
+    grace: Duration,
 ) {
-    let deadline = tokio::time::Instant::now() + BOW_OUT_GRACE;
+    let deadline = tokio::time::Instant::now() + grace;
     while !waiting.is_empty() {
         let Ok(Some(d)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
             return;
         };
         // Only an authentic advertisement (HMAC checked) counts as the successor's.
-        if let Some(id) = node.successor_advert(d.link, &d.bytes) {
+        if let Some(id) = node.successor_advert(d.link, d.src, d.dst, &d.bytes) {
             waiting.remove(&id);
         }
     }
