@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!c.vhosts.is_empty());
             for v in &c.vhosts {
                 assert!(v.proto.validate().is_ok(), "{v:?}");
+                assert!(v.carp_if_config().validate().is_ok(), "{v:?}");
             }
         }
         Err(e) => {

@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(c) => {
             for v in &c.vhosts {
                 assert!(v.proto.validate().is_ok(), "{v:?}");
+                assert!(v.carp_if_config().validate().is_ok(), "{v:?}");
             }
         }
         Err(e) => {
