@@ -233,19 +233,22 @@ impl Vhost {
                 self.delayed_arp = 2;
             }
             Decision::TakeOver(cause) => self.master_down(now, cause, cx),
-            Decision::RestartTimer => {
-                if self.pending.take().is_some() {
-                    // The master is alive after all: the gated takeover is off.
-                    self.timers.stop(Timer::Prepare);
-                    cx.shared.preparing = false;
-                    self.setrun(now, cx);
-                } else {
-                    // Only the family the advertisement came in on is restarted (spec 4.3).
-                    self.arm_master_down(now, Family::of(&src), cx);
-                }
-            }
+            Decision::RestartTimer => self.master_alive(now, Family::of(&src), cx),
         }
         Ok(())
+    }
+
+    /// A BACKUP heard its master: restart the master-down timer of `family`
+    /// (only the family the advertisement came in on, spec 4.3), or call off
+    /// a takeover waiting at the pre-master gate.
+    fn master_alive(&mut self, now: Instant, family: Family, cx: &mut Cx<'_>) {
+        if self.pending.take().is_some() {
+            self.timers.stop(Timer::Prepare);
+            cx.shared.preparing = false;
+            self.setrun(now, cx);
+        } else {
+            self.arm_master_down(now, family, cx);
+        }
     }
 
     /// RFC 9568 6.4.2 / 6.4.3: a VRRPv3 advertisement for this vrid (no
@@ -280,13 +283,7 @@ impl Vhost {
             }
             VrrpDecision::Follow => {
                 self.vrrp_master = Some((repr.priority, repr.interval_cs));
-                if self.pending.take().is_some() {
-                    self.timers.stop(Timer::Prepare);
-                    cx.shared.preparing = false;
-                    self.setrun(now, cx);
-                } else {
-                    self.arm_master_down(now, Family::of(&src), cx);
-                }
+                self.master_alive(now, Family::of(&src), cx);
             }
             VrrpDecision::Yield => {
                 self.vrrp_master = Some((repr.priority, repr.interval_cs));

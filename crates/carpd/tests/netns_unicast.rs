@@ -142,33 +142,15 @@ fn same_segment_unicast_with_link_local_peers() {
 /// multicast adverts leave the nodes as frames from a packet socket, which
 /// a host's own output hook does not see.
 fn block(lab: &Lab, what: &str) {
-    let sw = lab.switch.clone();
-    let dst = match what {
-        "multicast" => "224.0.0.18",
-        _ => "!= 224.0.0.18",
+    let rule = match what {
+        "multicast" => "ip protocol 112 ip daddr 224.0.0.18",
+        _ => "ip protocol 112 ip daddr != 224.0.0.18",
     };
-    lab.exec_ok(&sw, &["nft", "add", "table", "bridge", "carpt_block"]);
-    let chain = "{ type filter hook forward priority 0 ; }";
-    lab.exec_ok(
-        &sw,
-        &[
-            "nft",
-            "add",
-            "chain",
-            "bridge",
-            "carpt_block",
-            "carpfw",
-            chain,
-        ],
-    );
-    let rule = format!("add rule bridge carpt_block carpfw ip protocol 112 ip daddr {dst} drop");
-    let argv: Vec<&str> = std::iter::once("nft").chain(rule.split(' ')).collect();
-    lab.exec_ok(&sw, &argv);
+    lab.bridge_drop("carpt_block", &[rule]);
 }
 
 fn unblock(lab: &Lab) {
-    let sw = lab.switch.clone();
-    lab.exec_ok(&sw, &["nft", "delete", "table", "bridge", "carpt_block"]);
+    lab.bridge_undrop("carpt_block");
 }
 
 /// Input: multicast CARP dropped by nftables on the bridge. Output: without

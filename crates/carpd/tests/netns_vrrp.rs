@@ -311,29 +311,10 @@ fn planned_switchover_to_keepalived(tag: &str, f: Family) {
 
 /// nftables on the bridge: drop VRRP between the hosts, or stop dropping.
 fn partition(lab: &Lab, on: bool) {
-    let sw = lab.switch.clone();
     if on {
-        lab.exec_ok(&sw, &["nft", "add", "table", "bridge", "carpt_vrrp"]);
-        let chain = "{ type filter hook forward priority 0 ; }";
-        lab.exec_ok(
-            &sw,
-            &[
-                "nft",
-                "add",
-                "chain",
-                "bridge",
-                "carpt_vrrp",
-                "carpfw",
-                chain,
-            ],
-        );
-        for proto in ["ip protocol 112", "ip6 nexthdr 112"] {
-            let rule = format!("add rule bridge carpt_vrrp carpfw {proto} drop");
-            let argv: Vec<&str> = std::iter::once("nft").chain(rule.split(' ')).collect();
-            lab.exec_ok(&sw, &argv);
-        }
+        lab.bridge_drop("carpt_vrrp", &["ip protocol 112", "ip6 nexthdr 112"]);
     } else {
-        lab.exec_ok(&sw, &["nft", "delete", "table", "bridge", "carpt_vrrp"]);
+        lab.bridge_undrop("carpt_vrrp");
     }
 }
 

@@ -138,6 +138,31 @@ impl Lab {
         ok(self.topo.spawn_logged(ns, argv, log))
     }
 
+    /// Drop what `matches` match on the bridge between the hosts: an
+    /// nftables `bridge` table `table` in the switch namespace, one forward
+    /// rule per match (such as `ip protocol 112`). Remove it with
+    /// [`Lab::bridge_undrop`].
+    pub fn bridge_drop(&self, table: &str, matches: &[&str]) {
+        let sw = self.switch.clone();
+        self.exec_ok(&sw, &["nft", "add", "table", "bridge", table]);
+        let chain = "{ type filter hook forward priority 0 ; }";
+        self.exec_ok(
+            &sw,
+            &["nft", "add", "chain", "bridge", table, "carpfw", chain],
+        );
+        for m in matches {
+            let rule = format!("add rule bridge {table} carpfw {m} drop");
+            let argv: Vec<&str> = std::iter::once("nft").chain(rule.split(' ')).collect();
+            self.exec_ok(&sw, &argv);
+        }
+    }
+
+    /// Undo [`Lab::bridge_drop`].
+    pub fn bridge_undrop(&self, table: &str) {
+        let sw = self.switch.clone();
+        self.exec_ok(&sw, &["nft", "delete", "table", "bridge", table]);
+    }
+
     /// Start `tcpdump -U -n -i eth0 -w PCAP FILTER` in `ns` and wait until
     /// it listens; returns its pid (stop it with SIGTERM to flush the file).
     pub fn capture(&self, ns: &str, pcap: &Path, filter: &str) -> u32 {
