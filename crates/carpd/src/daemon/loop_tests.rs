@@ -1578,6 +1578,13 @@ async fn arp_balanced_interface_answers_by_the_requesters_hash() {
     );
 }
 
+/// Whether the IPv4 VIP was added on eth0 (the interface went live).
+fn vip_added(fake: &Fake) -> bool {
+    fake.calls()
+        .iter()
+        .any(|c| *c == Call::AddAddress(ETH0, ip(VIP), 24))
+}
+
 /// A fake conntrackd in `dir`: appends each flag to `dir/calls` (and
 /// "-B done" after the bulk send, which takes 300 ms), fails on `fail_on`;
 /// `-s` (the stats poll, not recorded) reports 2 internal and 1 external
@@ -1634,11 +1641,7 @@ async fn takeover_waits_for_the_state_sync_steps() {
         let dir = h.dir.path().to_path_buf();
         let mut seen_add = false;
         for _ in 0..400 {
-            let added = h
-                .fake
-                .calls()
-                .iter()
-                .any(|c| *c == Call::AddAddress(ETH0, ip(VIP), 24));
+            let added = vip_added(&h.fake);
             if added {
                 let calls = sync_calls(&dir);
                 assert!(
@@ -1707,10 +1710,7 @@ async fn a_failed_state_sync_opens_or_holds_the_gate() {
         })
         .await;
         result.unwrap();
-        let added = world
-            .calls()
-            .iter()
-            .any(|c| *c == Call::AddAddress(ETH0, ip(VIP), 24));
+        let added = vip_added(&world);
         assert_eq!(added, live, "{gate:?}");
     }
 }
@@ -1757,11 +1757,7 @@ fn hook_order(dir: &Path) -> Vec<String> {
 
 async fn until_added(h: &Harness) -> bool {
     for _ in 0..400 {
-        if h.fake
-            .calls()
-            .iter()
-            .any(|c| *c == Call::AddAddress(ETH0, ip(VIP), 24))
-        {
+        if vip_added(&h.fake) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1864,10 +1860,7 @@ async fn a_failed_or_hung_pre_master_hook_opens_or_holds_the_gate() {
         })
         .await;
         result.unwrap();
-        let added = world
-            .calls()
-            .iter()
-            .any(|c| *c == Call::AddAddress(ETH0, ip(VIP), 24));
+        let added = vip_added(&world);
         assert_eq!(added, live, "{sleep} {exit} {gate:?}");
     }
 }
