@@ -187,11 +187,16 @@ impl Net {
     }
 
     fn start_servers(&mut self) {
+        // Both servers tell when they listen: a probe sent before would be
+        // refused (it happened: 0 of 82 answered on a busy machine).
+        let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
         let stop = self.stop.clone();
+        let ready_udp = ready_tx.clone();
         self.servers.push(spawn_in_netns(&self.host, move || {
             let s = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, UDP_PORT)).expect("bind udp");
             s.set_read_timeout(Some(Duration::from_millis(100)))
                 .expect("timeout");
+            let _ = ready_udp.send(());
             let mut buf = [0u8; 1500];
             while !stop.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = s.recv_from(&mut buf) {
@@ -203,6 +208,7 @@ impl Net {
         self.servers.push(spawn_in_netns(&self.host, move || {
             let l = TcpListener::bind((Ipv6Addr::UNSPECIFIED, TCP_PORT)).expect("bind tcp");
             l.set_nonblocking(true).expect("nonblocking");
+            let _ = ready_tx.send(());
             let mut open = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 match l.accept() {
@@ -214,6 +220,11 @@ impl Net {
                 }
             }
         }));
+        for _ in 0..2 {
+            ready
+                .recv_timeout(Duration::from_secs(5))
+                .expect("a test server did not start listening");
+        }
     }
 
     /// Send one datagram from each source; return the sources answered.
