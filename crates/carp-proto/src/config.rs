@@ -2,7 +2,8 @@
 //!
 //! The newtypes keep the protocol meaning of the two wire timing fields
 //! (`advbase` in seconds, `advskew` in 1/256 s) so that the conversion to a
-//! [`Duration`] happens in exactly one place ([`interval`]).
+//! [`Duration`] happens in two places only: [`interval`] and
+//! [`MasterDownFormula::master_down`].
 
 use core::fmt;
 use core::time::Duration;
@@ -96,11 +97,52 @@ pub const fn timing_ticks(advbase: u8, advskew: u8) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MasterDownFormula {
-    /// OpenBSD rev 1.370: `3 * (advbase + advskew/256)`.
+    /// FreeBSD's for advbase >= 1, OpenBSD's for advbase 0 (see [`resolve`](Self::resolve)).
     #[default]
+    Auto,
+    /// OpenBSD rev 1.370: `3 * (advbase + advskew/256)`.
     Openbsd,
     /// FreeBSD and OpenBSD before 2016: `3 * advbase + advskew/256`.
     Freebsd,
+}
+
+impl MasterDownFormula {
+    /// The formula in effect at `advbase`.
+    ///
+    /// `Auto` picks FreeBSD's `3 * advbase + advskew/256`, which FreeBSD,
+    /// pfSense/OPNsense, ucarp, keepalived's VRRPv2 and OpenBSD before rev
+    /// 1.370 use, so a backup with advskew 100 takes over 0.78 s sooner than
+    /// with OpenBSD's. FreeBSD has no advbase 0, and there the FreeBSD sum
+    /// (advskew/256 alone) would be shorter than one advertisement interval,
+    /// so advbase 0 keeps OpenBSD's `3 * interval`.
+    pub const fn resolve(self, advbase: AdvBase) -> MasterDownFormula {
+        match self {
+            MasterDownFormula::Auto if advbase.0 == 0 => MasterDownFormula::Openbsd,
+            MasterDownFormula::Auto => MasterDownFormula::Freebsd,
+            other => other,
+        }
+    }
+
+    /// The master-down interval of a backup with this timing (spec 4.3).
+    pub fn master_down(self, advbase: AdvBase, advskew: AdvSkew) -> Duration {
+        match self.resolve(advbase) {
+            MasterDownFormula::Openbsd | MasterDownFormula::Auto => interval(advbase, advskew) * 3,
+            MasterDownFormula::Freebsd => {
+                let d = Duration::from_secs(3 * u64::from(advbase.0))
+                    + Duration::from_micros(u64::from(advskew.0) * 1_000_000 / 256);
+                d.max(interval(AdvBase(0), AdvSkew(0)) * 3)
+            }
+        }
+    }
+
+    /// The word used in the configuration and in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MasterDownFormula::Auto => "auto",
+            MasterDownFormula::Openbsd => "openbsd",
+            MasterDownFormula::Freebsd => "freebsd",
+        }
+    }
 }
 
 /// Which context advertisements are signed with (spec 2.2): the two kernels

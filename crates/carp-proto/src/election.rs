@@ -7,7 +7,7 @@ use core::time::Duration;
 use std::net::IpAddr;
 
 use crate::action::{Cause, State};
-use crate::config::{AdvBase, AdvSkew, Flavour, MasterDownFormula, interval, timing_ticks};
+use crate::config::{AdvBase, AdvSkew, Flavour, MasterDownFormula, timing_ticks};
 
 /// What a vhost does with an authenticated advertisement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,14 +223,7 @@ pub(crate) fn master_down_interval(
     advskew: AdvSkew,
     formula: MasterDownFormula,
 ) -> Duration {
-    match formula {
-        MasterDownFormula::Openbsd => interval(advbase, advskew) * 3,
-        MasterDownFormula::Freebsd => {
-            let d = Duration::from_secs(3 * u64::from(advbase.0))
-                + Duration::from_micros(u64::from(advskew.0) * 1_000_000 / 256);
-            d.max(interval(AdvBase(0), AdvSkew(0)) * 3)
-        }
-    }
+    formula.master_down(advbase, advskew)
 }
 
 /// Return the FreeBSD demoted advskew: `clamp(advskew + demotion, 0, 240)`.
@@ -481,6 +474,17 @@ mod test {
     fn master_down_adds_skew_once_on_freebsd() {
         let d = master_down_interval(AdvBase(1), AdvSkew(128), MasterDownFormula::Freebsd);
         assert_eq!(d, Duration::from_micros(3_500_000));
+    }
+
+    #[test]
+    fn default_master_down_is_freebsd_from_advbase_1_and_openbsd_at_advbase_0() {
+        let auto = MasterDownFormula::default();
+        // 3 * 1 + 100/256 s = 3.390625 s, not OpenBSD's 4.171875 s.
+        let d = master_down_interval(AdvBase(1), AdvSkew(100), auto);
+        assert_eq!(d, Duration::from_micros(3_390_625));
+        // advbase 0: three intervals of advskew/256 s, never advskew/256 s alone.
+        let d = master_down_interval(AdvBase(0), AdvSkew(3), auto);
+        assert_eq!(d, Duration::from_micros(3 * 11_718));
     }
 
     #[test]

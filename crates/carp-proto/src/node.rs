@@ -726,15 +726,10 @@ impl Node {
             next_timeout: v.poll_timeout(),
             stats: v.stats,
             flavour: shared.config.flavour,
-            vrrp_priority: (shared.config.flavour == Flavour::Vrrp).then(|| {
-                shared
-                    .config
-                    .vrrp
-                    .priority
-                    .saturating_sub(ctx.demote)
-                    .max(1)
-            }),
+            vrrp_priority: (shared.config.flavour == Flavour::Vrrp)
+                .then(|| crate::vhost::vrrp_priority_of(&shared.config, &ctx)),
             vrrp_master: v.vrrp_master,
+            master_down: v.master_down_in(&shared.config, &ctx),
         }
     }
 

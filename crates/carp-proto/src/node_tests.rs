@@ -316,10 +316,10 @@ fn backup_restarts_master_down_timer_on_better_master() {
     let mut node = node_with(false, 100);
     node.handle_datagram(at(2000), meta(), &peer_advert(0, 0));
     assert_eq!(node.state(id(1)), Some(State::Backup));
-    // 3 * (1 + 100/256) s after the advert.
+    // 3 * 1 + 100/256 s after the advert (the default formula at advbase 1).
     assert_eq!(
         node.poll_timeout(),
-        Some(at(2000) + Duration::from_micros(3 * 1_390_625))
+        Some(at(2000) + Duration::from_micros(3_390_625))
     );
 }
 

@@ -67,6 +67,9 @@ pub struct VhostStatus {
     /// VRRP: the master's priority and interval (centiseconds) last heard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrrp_master: Option<(u8, u16)>,
+    /// How long a BACKUP waits for a silent master (spec 4.3; RFC 9568 6.1):
+    /// from the formula in effect, or the VRRP interval learned.
+    pub master_down: core::time::Duration,
 }
 
 /// A read-only view of one carp interface.

@@ -276,7 +276,7 @@ impl Vhost {
             VrrpDecision::TakeOverSoon => {
                 self.vrrp_master = Some((repr.priority, repr.interval_cs));
                 if self.pending.is_none() {
-                    let mai = self.master_adver_interval(cx);
+                    let mai = self.master_adver_interval(&cx.shared.config);
                     let timer = self.master_down_timer(cx);
                     self.timers.set(timer, now + election::vrrp_skew(mai, ours));
                 }
@@ -296,18 +296,13 @@ impl Vhost {
     /// VRRP: the priority advertised and compared, the group demotion taken
     /// off it (as keepalived's tracking lowers it), never below 1.
     pub(crate) fn vrrp_priority(&self, cx: &Cx<'_>) -> u8 {
-        cx.shared
-            .config
-            .vrrp
-            .priority
-            .saturating_sub(cx.ctx.demote)
-            .max(1)
+        vrrp_priority_of(&cx.shared.config, &cx.ctx)
     }
 
     /// VRRP: Master_Adver_Interval, learned from the master or our own.
-    fn master_adver_interval(&self, cx: &Cx<'_>) -> u16 {
+    fn master_adver_interval(&self, config: &CarpIfConfig) -> u16 {
         self.vrrp_master
-            .map_or(cx.shared.config.vrrp.interval_cs, |(_, i)| i)
+            .map_or(config.vrrp.interval_cs, |(_, i)| i)
             .max(1)
     }
 
@@ -322,15 +317,24 @@ impl Vhost {
 
     /// The master-down interval of this vhost's flavour (spec 4.3; RFC 9568 6.1).
     fn master_down_interval(&self, cx: &Cx<'_>) -> core::time::Duration {
-        let config = &cx.shared.config;
+        self.master_down_in(&cx.shared.config, &cx.ctx)
+    }
+
+    /// [`master_down_interval`](Self::master_down_interval) from the
+    /// interface's configuration and the host context (also for the status).
+    pub(crate) fn master_down_in(
+        &self,
+        config: &CarpIfConfig,
+        ctx: &Context,
+    ) -> core::time::Duration {
         match config.flavour {
             // Both kernels use the configured (undemoted) advskew for this timer.
             Flavour::Carp => {
                 election::master_down_interval(config.advbase, self.advskew, config.master_down)
             }
             Flavour::Vrrp => {
-                let priority = self.vrrp_priority(cx);
-                election::vrrp_master_down(self.master_adver_interval(cx), priority)
+                let priority = vrrp_priority_of(config, ctx);
+                election::vrrp_master_down(self.master_adver_interval(config), priority)
             }
         }
     }
@@ -709,4 +713,10 @@ impl Vhost {
             });
         }
     }
+}
+
+/// VRRP: the configured priority with the group demotion taken off (as
+/// keepalived's tracking lowers it), never below 1.
+pub(crate) fn vrrp_priority_of(config: &CarpIfConfig, ctx: &Context) -> u8 {
+    config.vrrp.priority.saturating_sub(ctx.demote).max(1)
 }

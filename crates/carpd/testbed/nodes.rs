@@ -125,8 +125,12 @@ pub fn is_master(v: &VhostView) -> bool {
     state_name(v) == "MASTER"
 }
 
-/// carpd's master-down interval (OpenBSD rev 1.370, spec 4.3):
-/// 3 x (advbase + advskew/256).
+/// carpd's default master-down interval (spec 4.3): 3 x advbase +
+/// advskew/256 from advbase 1, 3 x advskew/256 at advbase 0.
 pub fn master_down(advbase: u32, advskew: u32) -> Duration {
-    Duration::from_secs_f64(3.0 * (f64::from(advbase) + f64::from(advskew) / 256.0))
+    let byte = |v: u32| u8::try_from(v).unwrap_or(u8::MAX);
+    carp_proto::config::MasterDownFormula::default().master_down(
+        carp_proto::AdvBase(byte(advbase)),
+        carp_proto::AdvSkew(byte(advskew)),
+    )
 }

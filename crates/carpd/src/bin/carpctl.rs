@@ -184,6 +184,9 @@ fn execute(path: &std::path::Path, command: Command) -> Result<bool, String> {
                 if reply.maintenance == Some(true) {
                     println!("maintenance mode: on (carpctl maintenance off to end it)");
                 }
+                if let Some(rt) = &reply.realtime {
+                    println!("{}", table::realtime(rt));
+                }
             }
         }
         Command::Stats { json } => {

@@ -23,6 +23,9 @@ pub(super) struct FileConfig {
     pub(super) sync_gate: Option<Spanned<String>>,
     pub(super) sync_gate_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) realtime: bool,
+    pub(super) realtime_priority: Option<Spanned<i64>>,
+    #[serde(default)]
     pub(super) vhost: Vec<FileVhost>,
 }
 
@@ -309,8 +312,12 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
                 };
                 set_once(slot, path, keyword)?;
             }
-            "master-down" => set_once(&mut cur.master_down, value("openbsd or freebsd")?, keyword)?,
-            "hmac" => set_once(&mut cur.hmac, value("openbsd or freebsd")?, keyword)?,
+            "master-down" => set_once(
+                &mut cur.master_down,
+                value("auto, openbsd or freebsd")?,
+                keyword,
+            )?,
+            "hmac" => set_once(&mut cur.hmac, value("auto, openbsd or freebsd")?, keyword)?,
             "carpver" | "vrrpprio" | "vrrpinterval" => {
                 let v = number(value("a number")?, &format!("{keyword} expects a number"))?;
                 let slot = match keyword {
@@ -620,11 +627,12 @@ impl Draft {
         };
         if let Some(v) = self.master_down {
             proto.master_down = match v.value.as_str() {
+                "auto" => MasterDownFormula::Auto,
                 "openbsd" => MasterDownFormula::Openbsd,
                 "freebsd" => MasterDownFormula::Freebsd,
                 _ => {
                     let message = format!(
-                        "{} expects openbsd or freebsd",
+                        "{} expects auto, openbsd or freebsd",
                         key("master_down", "master-down")
                     );
                     return Err(invalid(&v.at, message));

@@ -12,6 +12,7 @@
 //!
 //! ```toml
 //! preempt = true                    # net.inet.carp.preempt, default false
+//! realtime = true                   # SCHED_FIFO + locked memory, default false
 //! log_level = 2                     # net.inet.carp.log, syslog level 0..7
 //! control = "/run/carpd/carpd.sock"
 //! state_dir = "/var/lib/carpd"      # maintenance mode survives restarts here
@@ -36,7 +37,7 @@
 //! peer = "192.0.2.2"                # unicast advertisements (or an array of peers)
 //! peer6 = "2001:db8::2"
 //! allow = ["192.0.2.2", "fe80::2"]  # only these sources are heard (default: any)
-//! master_down = "openbsd"           # or "freebsd"
+//! master_down = "auto"              # or "openbsd", "freebsd"
 //! ```
 //!
 //! A passfile holds the passphrase with one trailing newline stripped, and is
@@ -72,6 +73,11 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default log level: `LOG_CRIT`, as OpenBSD's `net.inet.carp.log`.
 pub const DEFAULT_LOG_LEVEL: u8 = 2;
+
+/// The `SCHED_FIFO` priority of `realtime` when none is given: above every
+/// ordinary task, below the kernel's threaded interrupt handlers (50), which
+/// must run for advertisements to arrive at all.
+pub const DEFAULT_REALTIME_PRIORITY: u8 = 10;
 
 /// The default directory of state kept across restarts and reboots.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/carpd";
@@ -368,6 +374,9 @@ pub struct DaemonConfig {
     pub http_token: Option<String>,
     /// Connection-state sync through conntrackd; off by default.
     pub sync: SyncSettings,
+    /// `realtime`: the `SCHED_FIFO` priority of the protocol loop, whose
+    /// memory is then locked too; `None`: ordinary scheduling.
+    pub realtime: Option<u8>,
     /// Every vhost, in configuration order; at least one.
     pub vhosts: Vec<VhostSpec>,
     /// Where this configuration came from.
@@ -585,6 +594,17 @@ impl DaemonConfig {
             }
             t => t.map(Spanned::into_inner),
         };
+        let realtime = match (file.realtime, file.realtime_priority) {
+            (false, None) => None,
+            (true, None) => Some(DEFAULT_REALTIME_PRIORITY),
+            (true, Some(v)) => Some(in_range("realtime_priority", &loc.one(v), 1, 99)?),
+            (false, Some(v)) => {
+                return Err(invalid(
+                    &loc.one(v).at,
+                    "realtime_priority needs realtime = true",
+                ));
+            }
+        };
         let drafts = file.vhost.into_iter().map(|v| v.into_draft(&loc)).collect();
         let vhosts = finish_all(drafts, base)?;
         if vhosts.is_empty() {
@@ -602,6 +622,7 @@ impl DaemonConfig {
             http,
             http_token,
             sync,
+            realtime,
             vhosts,
             source,
         })
@@ -661,6 +682,7 @@ impl DaemonConfig {
             http: None,
             http_token: None,
             sync,
+            realtime: None,
             vhosts,
             source,
         })
@@ -832,6 +854,10 @@ pub struct Overrides {
     pub sync_gate: Option<SyncGate>,
     /// See `syncdev`.
     pub sync_gate_timeout: Option<Duration>,
+    /// `--realtime` (can only turn it on).
+    pub realtime: bool,
+    /// `--realtime-priority` (implies `--realtime`).
+    pub realtime_priority: Option<u8>,
     /// `--user`: run as this user after set-up (not part of [`DaemonConfig`]).
     pub user: Option<String>,
 }
@@ -854,6 +880,12 @@ impl Overrides {
             .or(sync.conntrackd_config.take());
         sync.gate = self.sync_gate.unwrap_or(sync.gate);
         sync.gate_timeout = self.sync_gate_timeout.unwrap_or(sync.gate_timeout);
+        if self.realtime || self.realtime_priority.is_some() {
+            config.realtime = self
+                .realtime_priority
+                .or(config.realtime)
+                .or(Some(DEFAULT_REALTIME_PRIORITY));
+        }
     }
 }
 

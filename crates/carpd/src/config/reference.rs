@@ -138,6 +138,32 @@ pub const SETTINGS: &[Setting] = &[
                 (net.inet.carp.preempt). The flag can only turn it on.",
     },
     Setting {
+        key: "realtime",
+        scope: Scope::Global,
+        word: None,
+        flag: Some("--realtime"),
+        arg: "",
+        kind: Kind::Boolean,
+        range: None,
+        default: Some("false"),
+        example: "true",
+        about: "Run the protocol loop under SCHED_FIFO with the daemon's memory locked, so \
+                that CPU hogs and swapping cannot delay advertisements (keepalived's \
+                vrrp_rt_priority and vrrp_no_swap). The flag can only turn it on.",
+    },
+    Setting {
+        key: "realtime_priority",
+        scope: Scope::Global,
+        word: None,
+        flag: Some("--realtime-priority"),
+        arg: "N",
+        kind: Kind::Integer,
+        range: Some("1..99"),
+        default: Some("10"),
+        example: "10",
+        about: "The SCHED_FIFO priority of realtime; the flag implies --realtime.",
+    },
+    Setting {
         key: "log_level",
         scope: Scope::Global,
         word: None,
@@ -550,13 +576,14 @@ pub const SETTINGS: &[Setting] = &[
         scope: Scope::Vhost,
         word: Some("master-down"),
         flag: None,
-        arg: "openbsd|freebsd",
+        arg: "auto|openbsd|freebsd",
         kind: Kind::String,
         range: None,
-        default: Some("openbsd"),
+        default: Some("auto"),
         example: "openbsd",
-        about: "When a BACKUP declares a silent master dead: openbsd after 3 \
-                advertisement intervals, freebsd after 3 x advbase + advskew/256 s.",
+        about: "When a BACKUP declares a silent master dead: freebsd after 3 x advbase + \
+                advskew/256 s, openbsd after 3 advertisement intervals; auto is freebsd \
+                for advbase 1 and up, openbsd for advbase 0.",
     },
     Setting {
         key: "hmac",
@@ -811,6 +838,9 @@ mod test {
                     // These refine a syncdev and are refused without one.
                     if matches!(s.key, "syncpeer" | "sync_gate" | "sync_gate_timeout") {
                         global.push_str("syncdev = \"eth2\"\n");
+                    }
+                    if s.key == "realtime_priority" {
+                        global.push_str("realtime = true\n");
                     }
                 }
                 Scope::Vhost => {

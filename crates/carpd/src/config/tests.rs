@@ -274,7 +274,7 @@ fn defaults() {
     assert_eq!((v.dual_path, v.ttl_check), (false, None));
     assert_eq!((v.proto.advbase, v.proto.advskew), (AdvBase(1), AdvSkew(0)));
     assert!(v.proto.passphrase.as_bytes().is_empty());
-    assert_eq!(v.proto.master_down, MasterDownFormula::Openbsd);
+    assert_eq!(v.proto.master_down, MasterDownFormula::Auto);
     assert_eq!(v.addresses, [addr("192.0.2.1/32"), addr("2001:db8::1/128")]);
     let w = DaemonConfig::from_ifconfig_words(&words("carpdev eth0 vhid 1 192.0.2.1 2001:db8::1"));
     assert_eq!(w.unwrap(), cfg.vhosts);
@@ -303,6 +303,43 @@ fn hook_timeout_accepts_seconds_and_suffixes() {
         err,
         "carpd.toml:5:16: hook_timeout expects a positive duration like 10s or 500ms"
     );
+}
+
+#[test]
+fn realtime_keys_and_flags() {
+    let one = vhost("addresses = [\"198.51.100.50/24\"]");
+    let parse = |top: &str| {
+        DaemonConfig::from_toml_str(&format!("{top}{one}"), Path::new("carpd.toml")).unwrap()
+    };
+    assert_eq!(parse("").realtime, None);
+    assert_eq!(parse("realtime = true\n").realtime, Some(10));
+    assert_eq!(
+        parse("realtime = true\nrealtime_priority = 40\n").realtime,
+        Some(40)
+    );
+    assert_eq!(
+        file_err(&format!("realtime_priority = 40\n{one}")),
+        "carpd.toml:1:21: realtime_priority needs realtime = true"
+    );
+    assert_eq!(
+        file_err(&format!("realtime = true\nrealtime_priority = 0\n{one}")),
+        "carpd.toml:2:21: realtime_priority 0 is out of range 1..99"
+    );
+    // The flags win over the file, and --realtime-priority alone turns it on.
+    let mut cfg = parse("");
+    Overrides {
+        realtime_priority: Some(30),
+        ..Overrides::default()
+    }
+    .apply(&mut cfg);
+    assert_eq!(cfg.realtime, Some(30));
+    let mut cfg = parse("realtime = true\nrealtime_priority = 40\n");
+    Overrides {
+        realtime: true,
+        ..Overrides::default()
+    }
+    .apply(&mut cfg);
+    assert_eq!(cfg.realtime, Some(40));
 }
 
 #[test]
@@ -363,7 +400,7 @@ fn file_errors_name_line_and_column() {
         ),
         (
             "master_down = \"linux\"",
-            "carpd.toml:4:15: master_down expects openbsd or freebsd",
+            "carpd.toml:4:15: master_down expects auto, openbsd or freebsd",
         ),
         (
             "peer = \"2001:db8::1\"",

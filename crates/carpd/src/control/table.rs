@@ -9,6 +9,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::types::{CarpIfView, SyncView, VhostView};
 
+/// One line on `realtime`: what runs, and what could not be done.
+pub fn realtime(rt: &super::types::RealtimeView) -> String {
+    let sched = match rt.priority {
+        Some(p) => format!("SCHED_FIFO priority {p}"),
+        None => "SCHED_OTHER".to_owned(),
+    };
+    let memory = if rt.memory_locked {
+        "memory locked"
+    } else {
+        "memory not locked"
+    };
+    match &rt.problem {
+        Some(problem) => format!("realtime: {sched}, {memory} ({problem})"),
+        None => format!("realtime: {sched}, {memory}"),
+    }
+}
+
 /// Render the status table of `vhosts`, then the demoted `groups`.
 pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
     let width = |header: &str, f: &dyn Fn(&VhostView) -> usize| {
@@ -55,7 +72,7 @@ pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
             out,
             // Drops before the vhid is known (TTL, version, length, checksum) are
             // host-wide: `carpctl stats`.
-            "{:>15} accepted {} rejected {} (badauth {} badsrc {} badpeer {} replay {}) sent {} send errors {}",
+            "{:>15} accepted {} rejected {} (badauth {} badsrc {} badpeer {} replay {}) sent {} send errors {}; master-down {:.2}s",
             "",
             s.accepted,
             s.bad_auth + s.bad_src + s.bad_peer + s.replay,
@@ -64,7 +81,8 @@ pub fn status(vhosts: &[VhostView], groups: &[(String, u8)]) -> String {
             s.bad_peer,
             s.replay,
             s.opackets + s.opackets6,
-            s.send_errors
+            s.send_errors,
+            v.master_down_secs
         );
         if v.address_failures > 0 {
             let _ = writeln!(

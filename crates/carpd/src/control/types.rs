@@ -123,6 +123,12 @@ pub struct VhostView {
     /// VRRP: the master's advertisement interval learned, in centiseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrrp_master_interval_cs: Option<u16>,
+    /// How long it waits for a silent master as BACKUP, in seconds.
+    #[serde(default)]
+    pub master_down_secs: f64,
+    /// The master-down formula configured (`auto`, `openbsd`, `freebsd`).
+    #[serde(default)]
+    pub master_down_formula: String,
 }
 
 /// What the hook runs of one carp interface came to.
@@ -320,6 +326,20 @@ wire_enum! {
     }
 }
 
+/// What `realtime` put in effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealtimeView {
+    /// The priority asked for; `None`: off.
+    pub requested: Option<u8>,
+    /// The `SCHED_FIFO` priority the protocol loop runs at; `None`: `SCHED_OTHER`.
+    pub priority: Option<u8>,
+    /// Whether the daemon's memory is locked.
+    pub memory_locked: bool,
+    /// Why something asked for is not in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
 /// A reply line.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Reply {
@@ -346,6 +366,9 @@ pub struct Reply {
     /// For `status`: whether maintenance mode is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<bool>,
+    /// For `status`: `realtime`, when configured or still in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime: Option<RealtimeView>,
     /// For `stats`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,

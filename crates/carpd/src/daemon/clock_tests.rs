@@ -40,7 +40,7 @@ async fn core_time_moves_with_tokio_monotonic_time_only() {
 /// Input: one BACKUP vhost (advbase 1, advskew 100) that never hears a
 /// master, driven exactly like the daemon loop (sleep until the tokio
 /// deadline of `poll_timeout`, then `handle_timeout(now)`), on a paused
-/// clock that tokio advances when idle. Output: MASTER at 3 x (1 + 100/256) s
+/// clock that tokio advances when idle. Output: MASTER at 3 x 1 + 100/256 s
 /// of tokio time, then an advertisement every interval (both within the
 /// 1 ms step of tokio's timer wheel), while less than a second of real time passes: the timers run
 /// on tokio's monotonic clock and nothing else.
@@ -52,6 +52,8 @@ async fn timers_follow_the_monotonic_clock_not_real_time() {
     let mut cfg = VhostConfig::new(Vhid::new(1).unwrap(), &["192.0.2.50".parse().unwrap()]);
     cfg.advskew = AdvSkew(100);
     let every = interval(AdvBase(1), AdvSkew(100));
+    let cfg_master_down = cfg.master_down.master_down(cfg.advbase, cfg.advskew);
+    assert_eq!(cfg_master_down, Duration::from_micros(3_390_625));
     node.add_vhost(Instant::ZERO, LinkId(1), cfg, [1; 8])
         .unwrap();
     let mut master_at = None;
@@ -79,7 +81,7 @@ async fn timers_follow_the_monotonic_clock_not_real_time() {
     }
     // tokio's timer wheel has 1 ms steps: a deadline is met within 1 ms.
     let tick = Duration::from_millis(1);
-    let master_down = Instant::ZERO + every * 3;
+    let master_down = Instant::ZERO + cfg_master_down;
     let at = master_at.expect("became MASTER");
     assert!(
         at >= master_down && at - master_down <= tick,

@@ -74,6 +74,14 @@ impl<O: Os> Daemon<O> {
                         .collect(),
                 ),
                 maintenance: Some(self.maintenance.is_on()),
+                realtime: (self.config.realtime.is_some()
+                    || self.realtime != crate::os::realtime::Realtime::default())
+                .then(|| crate::control::types::RealtimeView {
+                    requested: self.config.realtime,
+                    priority: self.realtime.priority,
+                    memory_locked: self.realtime.memory_locked,
+                    problem: self.realtime.problem.clone(),
+                }),
                 ..Reply::default()
             },
             Request::Stats => Reply {
@@ -288,6 +296,14 @@ impl<O: Os> Daemon<O> {
             vrrp_priority: s.vrrp_priority,
             vrrp_master_priority: s.vrrp_master.map(|(p, _)| p),
             vrrp_master_interval_cs: s.vrrp_master.map(|(_, i)| i),
+            master_down_secs: s.master_down.as_secs_f64(),
+            master_down_formula: r.map_or_else(String::new, |r| {
+                let formula = r.spec.proto.master_down;
+                match s.flavour {
+                    carp_proto::Flavour::Carp => formula.resolve(s.advbase).as_str().to_owned(),
+                    carp_proto::Flavour::Vrrp => "vrrp".to_owned(),
+                }
+            }),
         }
     }
 }

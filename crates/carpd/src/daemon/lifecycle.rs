@@ -110,6 +110,23 @@ impl<O: Os> Daemon<O> {
         }
     }
 
+    /// Put `realtime` into effect (or take it out with `None`), and say
+    /// what could not be done. Nothing to do when it is off and never was.
+    pub(super) fn set_realtime(&mut self, want: Option<u8>) {
+        if want.is_none() && self.realtime == crate::os::realtime::Realtime::default() {
+            return;
+        }
+        self.realtime = self.os.set_realtime(want);
+        match (&self.realtime.problem, self.realtime.priority) {
+            (Some(problem), _) => carplog!(Warning, "realtime: {problem}"),
+            (None, Some(p)) => carplog!(
+                Info,
+                "realtime: the protocol loop runs under SCHED_FIFO priority {p}, memory locked"
+            ),
+            (None, None) => carplog!(Info, "realtime: off"),
+        }
+    }
+
     /// Bring the running state to what a fresh start with `new` would give.
     async fn apply_config(&mut self, mut new: DaemonConfig) -> anyhow::Result<String> {
         self.overrides.apply(&mut new);
@@ -122,6 +139,9 @@ impl<O: Os> Daemon<O> {
             ..self.node.config()
         });
         log::set_threshold(new.log_level);
+        if new.realtime != self.config.realtime {
+            self.set_realtime(new.realtime);
+        }
         let mut kept = 0;
         let mut changed = 0;
         // Vhosts gone or realised differently are removed (bow-out first).

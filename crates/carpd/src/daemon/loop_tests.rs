@@ -59,6 +59,7 @@ enum Call {
     Release(Vec<IpAddr>),
     SaveRecord,
     DropPrivileges,
+    SetRealtime(Option<u8>),
     OpenSolicitations(LinkId),
     /// An ARP reply or NA: target, answer MAC, frame source.
     Answer(IpAddr, [u8; 6], [u8; 6]),
@@ -435,6 +436,15 @@ impl Os for Fake {
 
     fn lookup_user(&self, _name: &str) -> Result<(), PrivError> {
         Ok(())
+    }
+
+    fn set_realtime(&mut self, priority: Option<u8>) -> crate::os::realtime::Realtime {
+        self.call(Call::SetRealtime(priority));
+        crate::os::realtime::Realtime {
+            priority,
+            memory_locked: priority.is_some(),
+            problem: None,
+        }
     }
 
     fn drop_privileges(
@@ -1461,6 +1471,47 @@ async fn reload_names_what_only_a_restart_applies() {
                 "{message}"
             );
         }
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
+/// Input: `realtime = true` at start, then a reload without it, then one
+/// with `realtime_priority = 30`. Output: the loop is made real-time once,
+/// at priority 10, while privileges last (before they are dropped); each
+/// reload changes it, and `status` reports what is in effect.
+#[tokio::test(start_paused = true)]
+async fn realtime_is_set_before_privileges_drop_and_follows_reloads() {
+    let fake = Fake::new();
+    let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let config = format!("realtime = true\n{one}");
+    let result = Harness::run(&config, fake, |h| async move {
+        h.until_master(1).await;
+        let calls = h.fake.calls();
+        let set = position(&calls, |c| *c == Call::SetRealtime(Some(10)));
+        let dropped = position(&calls, |c| *c == Call::DropPrivileges);
+        assert!(set < dropped, "set while privileged: {calls:#?}");
+        let status = h.request(Request::Status).await;
+        assert_eq!(status.realtime.and_then(|r| r.priority), Some(10));
+        h.write_config(&one);
+        h.request(Request::Reload).await;
+        h.write_config(&format!("realtime = true\nrealtime_priority = 30\n{one}"));
+        h.request(Request::Reload).await;
+        let sets: Vec<Call> = h
+            .fake
+            .calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::SetRealtime(_)))
+            .collect();
+        assert_eq!(
+            sets,
+            [
+                Call::SetRealtime(Some(10)),
+                Call::SetRealtime(None),
+                Call::SetRealtime(Some(30))
+            ]
+        );
         h.signal(Signal::Terminate).await;
     })
     .await;

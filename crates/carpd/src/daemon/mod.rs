@@ -124,6 +124,8 @@ struct Daemon<O: Os> {
     gate_demoted: bool,
     /// Pre-master hooks report their outcome here.
     gate_hook_tx: mpsc::UnboundedSender<sync::GateHookDone>,
+    /// What `realtime` put in effect (see `os::realtime`).
+    realtime: crate::os::realtime::Realtime,
 }
 
 /// What became of the ARP requests and NS for balanced addresses.
@@ -229,6 +231,7 @@ async fn run_with<O: Os>(
         gate_rounds: 0,
         gate_demoted: false,
         gate_hook_tx,
+        realtime: crate::os::realtime::Realtime::default(),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -258,6 +261,8 @@ async fn run_with<O: Os>(
         .vhosts
         .iter()
         .any(|v| v.balancing() != Balancing::None);
+    // While privileges last: it may raise RLIMIT_MEMLOCK and RLIMIT_RTPRIO.
+    d.set_realtime(config.realtime);
     let dropped = match d.os.drop_privileges(user.as_deref(), &state_dir, balancing) {
         Ok(dropped) => dropped,
         Err(e) => {

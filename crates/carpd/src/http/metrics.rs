@@ -305,6 +305,18 @@ pub fn render(
         registry.register(name, help, family);
     }
 
+    let master_down = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for v in vhosts {
+        master_down
+            .get_or_create(&vhost_labels(v))
+            .set(v.master_down_secs);
+    }
+    registry.register(
+        "carp_vhost_master_down_seconds",
+        "How long a BACKUP of the vhost waits for a silent master",
+        master_down,
+    );
+
     // VRRPv3 vhosts only (carpver 3): what they advertise and what they learned.
     let priority = Family::<Labels, Gauge>::default();
     let learned = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -544,6 +556,8 @@ mod test {
             vrrp_priority: None,
             vrrp_master_priority: None,
             vrrp_master_interval_cs: None,
+            master_down_secs: 3.390625,
+            master_down_formula: "freebsd".into(),
         };
         let iface = CarpIfView {
             carpdev: "eth0".into(),

@@ -319,6 +319,10 @@ impl Os for Linux {
         privs::lookup_user(name).map(|_| ())
     }
 
+    fn set_realtime(&mut self, priority: Option<u8>) -> super::realtime::Realtime {
+        super::realtime::apply(priority)
+    }
+
     fn drop_privileges(
         &mut self,
         user: Option<&str>,

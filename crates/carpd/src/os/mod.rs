@@ -14,6 +14,7 @@
 //!   optionally switching user.
 //! - [`balance`]: the eBPF load-balancing datapath at tc ingress of a
 //!   carpdev (OpenBSD `carp_lsdrop`), loaded with aya.
+//! - [`realtime`]: `SCHED_FIFO` and locked memory for the protocol loop.
 //! - [`linux`]: [`Linux`], the [`Os`] the daemon loop runs on, built from the
 //!   modules above plus sysctls and the address record.
 //!
@@ -38,6 +39,7 @@ pub mod linux;
 pub mod netlink;
 pub mod privs;
 pub mod raw;
+pub mod realtime;
 pub mod solicit;
 mod sys;
 
@@ -211,6 +213,10 @@ pub trait Os {
     fn release_addresses(&mut self, addrs: &[OwnedAddress]) -> Result<(), OsError>;
     /// Write the record as it stands (replacing a previous run's).
     fn save_record(&mut self) -> Result<(), OsError>;
+
+    /// Run the daemon loop's thread under `SCHED_FIFO` at `priority` with
+    /// memory locked, or ordinary with `None` (see [`realtime`]).
+    fn set_realtime(&mut self, priority: Option<u8>) -> realtime::Realtime;
 
     /// Check that user `name` exists (before set-up, to fail early).
     fn lookup_user(&self, name: &str) -> Result<(), PrivError>;

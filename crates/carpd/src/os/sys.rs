@@ -1,6 +1,7 @@
 //! The only `unsafe` code in carpd: registering sockets with tokio,
-//! building an AF_PACKET address (neither has a safe constructor), and a
-//! child's pre-exec hook.
+//! building an AF_PACKET address (neither has a safe constructor), a
+//! child's pre-exec hook, and the scheduling and memory-locking calls of
+//! `realtime` (no safe wrapper takes `SCHED_RESET_ON_FORK` or `MCL_ONFAULT`).
 
 use std::io;
 use std::mem;
@@ -33,6 +34,49 @@ pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                 .map_err(io::Error::from)
         });
+    }
+}
+
+/// `SCHED_RESET_ON_FORK` from `<linux/sched.h>`, which the libc crate
+/// defines for Android only.
+const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
+
+/// Run the calling thread under `SCHED_FIFO` at `priority`, or under
+/// `SCHED_OTHER` again with `None`.
+///
+/// `SCHED_RESET_ON_FORK`: the threads and processes it starts later (the
+/// blocking pool, hooks, conntrackd) run under `SCHED_OTHER`.
+pub(crate) fn set_fifo(priority: Option<u8>) -> io::Result<()> {
+    let (policy, sched_priority) = match priority {
+        Some(p) => (libc::SCHED_FIFO | SCHED_RESET_ON_FORK, libc::c_int::from(p)),
+        None => (libc::SCHED_OTHER, 0),
+    };
+    let param = libc::sched_param { sched_priority };
+    // SAFETY: pid 0 names the calling thread; `param` is initialised and
+    // outlives the call, which only reads it.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Lock the process's memory, present and future, as it is touched
+/// (`MCL_ONFAULT`: reserved but unused stack and heap stay unlocked), or
+/// unlock all of it.
+pub(crate) fn lock_memory(lock: bool) -> io::Result<()> {
+    // SAFETY: both calls take plain flags and touch no memory of ours.
+    let rc = unsafe {
+        if lock {
+            libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT)
+        } else {
+            libc::munlockall()
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -62,6 +62,15 @@ enum Command {
         sync_gate: Option<carpd::config::SyncGate>,
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, help = reference::flag_help("sync_gate_timeout"))]
         sync_gate_timeout: Option<std::time::Duration>,
+        #[arg(long, help = reference::flag_help("realtime"))]
+        realtime: bool,
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u8).range(1..=99),
+            help = reference::flag_help("realtime_priority")
+        )]
+        realtime_priority: Option<u8>,
         /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW
         /// (every other capability is dropped with or without it).
         #[arg(long, value_name = "USER")]
@@ -101,6 +110,8 @@ fn main() -> ExitCode {
             conntrackd_config,
             sync_gate,
             sync_gate_timeout,
+            realtime,
+            realtime_priority,
             user,
             config,
             words,
@@ -117,6 +128,8 @@ fn main() -> ExitCode {
                 conntrackd_config,
                 sync_gate,
                 sync_gate_timeout,
+                realtime,
+                realtime_priority,
                 user,
             };
             let config = match config {
