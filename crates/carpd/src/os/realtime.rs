@@ -13,7 +13,7 @@ use std::io;
 use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
 use serde::{Deserialize, Serialize};
 
-use super::sys;
+use super::sys::{self, Lock};
 
 /// What is in effect after [`apply`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +41,7 @@ pub fn apply(priority: Option<u8>) -> Realtime {
         if let Err(e) = sys::set_fifo(None) {
             problems.push(format!("cannot return to SCHED_OTHER: {e}"));
         }
-        if let Err(e) = sys::lock_memory(false) {
+        if let Err(e) = sys::lock_memory(Lock::None) {
             problems.push(format!("cannot unlock memory: {e}"));
         }
         return Realtime {
@@ -63,20 +63,25 @@ pub fn apply(priority: Option<u8>) -> Realtime {
         }
     };
     // Memory locked for the future counts every new mapping against
-    // RLIMIT_MEMLOCK: with a finite limit a later allocation could fail.
-    let memory_locked = match raise(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY) {
-        Ok(()) => match sys::lock_memory(true) {
-            Ok(()) => true,
-            Err(e) => {
-                problems.push(format!("cannot lock memory: {e}"));
-                false
-            }
-        },
+    // RLIMIT_MEMLOCK once CAP_IPC_LOCK is dropped: with a finite limit a
+    // later allocation could fail, so then only the present mappings (the
+    // code, the loop's heap as it is now) are locked.
+    let lock = match raise(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY) {
+        Ok(()) => Lock::PresentAndFuture,
         Err(e) => {
+            let limit = getrlimit(Resource::RLIMIT_MEMLOCK).map_or(0, |(soft, _)| soft);
             problems.push(format!(
-                "memory not locked: RLIMIT_MEMLOCK is not unlimited and cannot be raised ({e}; \
-                 set LimitMEMLOCK=infinity)"
+                "new mappings are not locked: RLIMIT_MEMLOCK is {} kB and cannot be raised \
+                 ({e}; set LimitMEMLOCK=infinity)",
+                limit / 1024
             ));
+            Lock::Present
+        }
+    };
+    let memory_locked = match sys::lock_memory(lock) {
+        Ok(()) => true,
+        Err(e) => {
+            problems.push(format!("cannot lock memory: {e}"));
             false
         }
     };

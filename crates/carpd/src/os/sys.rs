@@ -61,16 +61,27 @@ pub(crate) fn set_fifo(priority: Option<u8>) -> io::Result<()> {
     }
 }
 
-/// Lock the process's memory, present and future, as it is touched
-/// (`MCL_ONFAULT`: reserved but unused stack and heap stay unlocked), or
-/// unlock all of it.
-pub(crate) fn lock_memory(lock: bool) -> io::Result<()> {
+/// How much of the process's memory [`lock_memory`] locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// Nothing: unlock all of it.
+    None,
+    /// The mappings present now.
+    Present,
+    /// The mappings present now and every later one.
+    PresentAndFuture,
+}
+
+/// Lock the process's memory as it is touched (`MCL_ONFAULT`: reserved but
+/// unused stack and heap stay unlocked), or unlock all of it.
+pub(crate) fn lock_memory(lock: Lock) -> io::Result<()> {
+    let onfault = libc::MCL_CURRENT | libc::MCL_ONFAULT;
     // SAFETY: both calls take plain flags and touch no memory of ours.
     let rc = unsafe {
-        if lock {
-            libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT)
-        } else {
-            libc::munlockall()
+        match lock {
+            Lock::None => libc::munlockall(),
+            Lock::Present => libc::mlockall(onfault),
+            Lock::PresentAndFuture => libc::mlockall(onfault | libc::MCL_FUTURE),
         }
     };
     if rc == 0 {
