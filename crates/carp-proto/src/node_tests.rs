@@ -246,6 +246,44 @@ fn master_yielding_to_a_better_master_says_farewell_to_it_only() {
         vec![(Some(PEER), 100)],
         "one unicast advert with our own advskew"
     );
+    // Repeated twice, 200 ms apart, in case one is lost; then no more.
+    let unicast = |actions: &[Action]| -> Vec<IpAddr> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Transmit { dst, .. } if !dst.is_multicast() => Some(*dst),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(node.poll_timeout(), Some(at(5200)));
+    for t in [5200, 5400] {
+        node.handle_timeout(at(t));
+        assert_eq!(unicast(&drain(&mut node)), [PEER], "repeat at {t} ms");
+    }
+    assert!(
+        node.poll_timeout() > Some(at(8000)),
+        "next is the master-down timer"
+    );
+    node.handle_timeout(at(5600));
+    assert!(unicast(&drain(&mut node)).is_empty());
+}
+
+#[test]
+fn farewell_repeats_stop_when_the_backup_takes_over_again() {
+    let mut node = node_with(false, 100);
+    make_master(&mut node);
+    node.handle_datagram(at(5000), meta(), &peer_advert(0, 0));
+    drain(&mut node);
+    // Forced back to MASTER before the first repeat: it advertises to the
+    // group, but tells the old winner nothing more.
+    node.force_state(at(5100), id(1), State::Master).unwrap();
+    drain(&mut node);
+    node.handle_timeout(at(5200));
+    let sent_to_peer = drain(&mut node)
+        .iter()
+        .any(|a| matches!(a, Action::Transmit { dst, .. } if *dst == PEER));
+    assert!(!sent_to_peer);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The per-vhost timer table (quinn-proto's `TimerTable` shape).
 //!
 //! OpenBSD has three `timeout`s per vhost: `ad_tmo`, `md_tmo`, `md6_tmo`;
-//! carpd adds the deadline of the pre-master gate.
+//! carpd adds the deadline of the pre-master gate and the farewell's repeats.
 //! Here they are slots in an array; nothing fires by itself, the owner asks
 //! which are expired when `handle_timeout` is called.
 
@@ -18,22 +18,25 @@ pub(crate) enum Timer {
     MasterDownV6 = 2,
     /// When to stop waiting for the pre-master gate (BACKUP taking over).
     Prepare = 3,
+    /// When to repeat the farewell to the master yielded to (BACKUP).
+    Farewell = 4,
 }
 
 impl Timer {
     /// Every timer, in the order expired ones are handled.
-    pub(crate) const VALUES: [Timer; 4] = [
+    pub(crate) const VALUES: [Timer; 5] = [
         Timer::Advertise,
         Timer::MasterDownV4,
         Timer::MasterDownV6,
         Timer::Prepare,
+        Timer::Farewell,
     ];
 }
 
 /// Deadlines of a vhost's timers.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TimerTable {
-    data: [Option<Instant>; 4],
+    data: [Option<Instant>; Timer::VALUES.len()],
 }
 
 impl TimerTable {
@@ -50,7 +53,7 @@ impl TimerTable {
     }
 
     pub(crate) fn stop_all(&mut self) {
-        self.data = [None; 4];
+        self.data = [None; Timer::VALUES.len()];
     }
 
     pub(crate) fn next_timeout(&self) -> Option<Instant> {

@@ -26,6 +26,12 @@ use crate::wire::carp::{AUTHLEN, Repr, TYPE_ADVERTISEMENT, VERSION};
 /// (`CARP_SENDAD_MAX_ERRORS` / `CARP_SENDAD_MIN_SUCCESS` for one vhost).
 pub(crate) const SENDAD_THRESHOLD: u32 = 3;
 
+/// How many farewells a yielding MASTER sends the winner (see `Vhost::farewell`).
+pub(crate) const FAREWELLS: u8 = 3;
+
+/// The longest gap between two farewells; shorter when the interval is.
+pub(crate) const FAREWELL_GAP: core::time::Duration = core::time::Duration::from_millis(200);
+
 /// What the node tells a vhost about the host-wide situation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Context {
@@ -76,6 +82,8 @@ pub(crate) struct Vhost {
     /// VRRP: the master's priority and Max Adver Int (centiseconds) last
     /// heard; the interval is Master_Adver_Interval (RFC 9568 6.1).
     pub(crate) vrrp_master: Option<(u8, u16)>,
+    /// The master yielded to and how many farewells are still to go to it.
+    farewell: Option<(IpAddr, u8)>,
 }
 
 impl Vhost {
@@ -109,6 +117,7 @@ impl Vhost {
             pending: None,
             last_bad_auth: None,
             vrrp_master: None,
+            farewell: None,
         }
     }
 
@@ -220,7 +229,7 @@ impl Vhost {
             Decision::Yield { cause, farewell } => {
                 self.transition(now, State::Backup, cause, cx);
                 if farewell {
-                    self.farewell(src, cx);
+                    self.farewell(now, src, cx);
                 }
             }
             // DEVIATION: a second master exists (a healed partition). The
@@ -361,6 +370,7 @@ impl Vhost {
                     self.master_down(now, cause, cx);
                 }
                 Timer::Prepare => self.finish_gate(now, false, cx),
+                Timer::Farewell => self.repeat_farewell(now, cx),
             }
         }
     }
@@ -542,6 +552,8 @@ impl Vhost {
             State::Master => {
                 self.timers.stop(Timer::MasterDownV4);
                 self.timers.stop(Timer::MasterDownV6);
+                self.timers.stop(Timer::Farewell);
+                self.farewell = None;
                 if self.timers.get(Timer::Advertise).is_none() {
                     let at = now + self.interval(cx);
                     self.timers.set(Timer::Advertise, at);
@@ -669,9 +681,31 @@ impl Vhost {
     /// advertisement before stepping down; carpd sends it to the winner only
     /// (unicast), so backups that preempt do not see a slower master and churn.
     /// The winner, hearing a worse master, re-announces.
-    fn farewell(&mut self, winner: IpAddr, cx: &mut Cx<'_>) {
+    ///
+    /// Sent [`FAREWELLS`] times, [`FAREWELL_GAP`] apart at most: under heavy
+    /// loss a single one was lost in the chaos soak (docs/reliability.md).
+    /// A repeat is harmless: the winner just re-announces once more.
+    fn farewell(&mut self, now: Instant, winner: IpAddr, cx: &mut Cx<'_>) {
+        self.farewell = Some((winner, FAREWELLS));
+        self.repeat_farewell(now, cx);
+    }
+
+    /// Send the next farewell, while still BACKUP, and arm the one after.
+    fn repeat_farewell(&mut self, now: Instant, cx: &mut Cx<'_>) {
+        self.timers.stop(Timer::Farewell);
+        let Some((winner, left)) = self.farewell.take() else {
+            return;
+        };
+        if self.state != State::Backup || left == 0 {
+            return;
+        }
         let bytes = self.advert(false, cx).to_bytes();
         self.transmit(Family::of(&winner), &bytes, Some(winner), cx);
+        if left > 1 {
+            self.farewell = Some((winner, left - 1));
+            let gap = self.interval(cx).min(FAREWELL_GAP);
+            self.timers.set(Timer::Farewell, now + gap);
+        }
     }
 
     /// Queue one advertisement and count it (`carps_opackets` / `carps_opackets6`).

@@ -210,9 +210,15 @@ pub fn vhost46(vhid: u8, advbase: u8, advskew: u8) -> VhostConfig {
 /// Return the master-down interval of a vhost (spec 4.3), the checker's own oracle.
 pub fn master_down_interval(cfg: &VhostConfig) -> Duration {
     let floor = interval(AdvBase(0), AdvSkew(0)) * 3;
-    match cfg.master_down {
-        MasterDownFormula::Openbsd => interval(cfg.advbase, cfg.advskew) * 3,
-        MasterDownFormula::Freebsd => (Duration::from_secs(3 * u64::from(cfg.advbase.0))
+    // `auto`: FreeBSD's from advbase 1, OpenBSD's at advbase 0.
+    let openbsd = match cfg.master_down {
+        MasterDownFormula::Openbsd => true,
+        MasterDownFormula::Freebsd => false,
+        MasterDownFormula::Auto => cfg.advbase.0 == 0,
+    };
+    match openbsd {
+        true => interval(cfg.advbase, cfg.advskew) * 3,
+        false => (Duration::from_secs(3 * u64::from(cfg.advbase.0))
             + Duration::from_micros(u64::from(cfg.advskew.0) * 1_000_000 / 256))
         .max(floor),
     }
