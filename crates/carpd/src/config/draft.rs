@@ -67,6 +67,7 @@ pub(super) struct FileVhost {
     pub(super) vrrpprio: Option<Spanned<i64>>,
     pub(super) vrrpinterval: Option<Spanned<i64>>,
     pub(super) vrrp_v6_mac: Option<Spanned<String>>,
+    pub(super) accept: Option<Spanned<bool>>,
 }
 
 /// A string, or an array of strings, as located strings (anything else
@@ -130,6 +131,7 @@ impl FileVhost {
             vrrpprio: loc.opt(self.vrrpprio),
             vrrpinterval: loc.opt(self.vrrpinterval),
             vrrp_v6_mac: loc.opt(self.vrrp_v6_mac),
+            accept: loc.opt(self.accept),
             ..Draft::default()
         }
     }
@@ -278,17 +280,17 @@ pub(super) fn parse_words(words: &[String]) -> Result<Vec<Draft>, ConfigFileErro
             "group" => cur.groups.push(value("a group name")?),
             "peer" => cur.peer.push(value("an IPv4 address")?),
             "peer6" => cur.peer6.push(value("an IPv6 address")?),
-            "dual-path" | "ttl-check" => {
+            "dual-path" | "ttl-check" | "accept" => {
                 let v = value("on or off")?;
                 let on = match v.value.as_str() {
                     "on" | "true" => true,
                     "off" | "false" => false,
                     _ => return Err(invalid(&v.at, format!("{keyword} expects on or off"))),
                 };
-                let slot = if keyword == "dual-path" {
-                    &mut cur.dual_path
-                } else {
-                    &mut cur.ttl_check
+                let slot = match keyword {
+                    "dual-path" => &mut cur.dual_path,
+                    "ttl-check" => &mut cur.ttl_check,
+                    _ => &mut cur.accept,
                 };
                 set_once(
                     slot,
@@ -417,6 +419,7 @@ struct VrrpSettings {
     priority: Option<Located<i64>>,
     interval: Option<Located<i64>>,
     v6_mac: Option<Located<String>>,
+    accept: Option<Located<bool>>,
     /// Where advbase or advskew was given (CARP's timing, not VRRP's).
     timing_at: Option<Location>,
     /// Where pass or passfile was given (VRRPv3 has no authentication).
@@ -424,9 +427,10 @@ struct VrrpSettings {
 }
 
 impl VrrpSettings {
-    /// `Some` VRRP parameters with `carpver 3`, `None` for CARP; the VRRP
-    /// words without it, and CARP's timing or key with it, are refused.
-    fn check(self, words: bool) -> Result<Option<VrrpParams>, ConfigFileError> {
+    /// `Some` VRRP parameters with `carpver 3`, `None` for CARP, and the
+    /// Accept_Mode; the VRRP words without it, and CARP's timing or key with
+    /// it, are refused.
+    fn check(self, words: bool) -> Result<(Option<VrrpParams>, bool), ConfigFileError> {
         let key = |file: &'static str, word: &'static str| if words { word } else { file };
         let version = match &self.carpver {
             None => 2,
@@ -439,11 +443,12 @@ impl VrrpSettings {
                 self.v6_mac
                     .as_ref()
                     .map(|v| (&v.at, key("vrrp_v6_mac", "vrrp-v6-mac"))),
+                self.accept.as_ref().map(|v| (&v.at, "accept")),
             ];
             if let Some((at, name)) = given.into_iter().flatten().next() {
                 return Err(invalid(at, format!("{name} needs carpver 3 (VRRPv3)")));
             }
-            return Ok(None);
+            return Ok((None, true));
         }
         if let Some(at) = &self.timing_at {
             return Err(invalid(
@@ -485,7 +490,18 @@ impl VrrpSettings {
                 }
             };
         }
-        Ok(Some(params))
+        let accept = self.accept.as_ref().is_none_or(|a| a.value);
+        if let Some(a) = self
+            .accept
+            .as_ref()
+            .filter(|_| !accept && params.priority == 255)
+        {
+            return Err(invalid(
+                &a.at,
+                "accept off does not apply to vrrpprio 255: the address owner always accepts",
+            ));
+        }
+        Ok((Some(params), accept))
     }
 }
 
@@ -529,6 +545,7 @@ pub(super) struct Draft {
     pub(super) vrrpprio: Option<Located<i64>>,
     pub(super) vrrpinterval: Option<Located<i64>>,
     pub(super) vrrp_v6_mac: Option<Located<String>>,
+    pub(super) accept: Option<Located<bool>>,
 }
 
 /// A validated vhost with the locations needed for cross-vhost checks.
@@ -552,6 +569,7 @@ impl Draft {
             priority: self.vrrpprio.clone(),
             interval: self.vrrpinterval.clone(),
             v6_mac: self.vrrp_v6_mac.clone(),
+            accept: self.accept.clone(),
             timing_at: self
                 .advbase
                 .as_ref()
@@ -722,7 +740,7 @@ impl Draft {
             .iter()
             .map(|a| parse_peer::<IpAddr>(a, "allow expects an IPv4 or IPv6 address"))
             .collect::<Result<Vec<_>, _>>()?;
-        let vrrp = vrrp_settings.check(words)?;
+        let (vrrp, accept) = vrrp_settings.check(words)?;
         let carpdev = carpdev.value;
         let spec = VhostSpec {
             carpdev,
@@ -735,6 +753,7 @@ impl Draft {
             dual_path,
             ttl_check: self.ttl_check.map(|t| t.value),
             vrrp,
+            accept,
             allow,
             proto,
         };

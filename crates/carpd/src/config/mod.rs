@@ -226,6 +226,9 @@ pub struct VhostSpec {
     pub ttl_check: Option<bool>,
     /// `carpver 3`: VRRPv3 with these parameters instead of CARP.
     pub vrrp: Option<VrrpParams>,
+    /// RFC 9568 Accept_Mode: whether a MASTER that is not the address owner
+    /// takes traffic addressed to the VIPs (always for CARP).
+    pub accept: bool,
     /// If not empty, advertisements from other source addresses are dropped (`bad_src`).
     pub allow: Vec<IpAddr>,
     /// vhid, advbase, advskew, passphrase, addresses, groups, master-down formula.

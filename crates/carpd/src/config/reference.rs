@@ -457,6 +457,20 @@ pub const SETTINGS: &[Setting] = &[
         about: "The same for IPv6; a link-local peer (fe80::) is reached on the carpdev.",
     },
     Setting {
+        key: "accept",
+        scope: Scope::Vhost,
+        word: Some("accept"),
+        flag: None,
+        arg: "on|off",
+        kind: Kind::Boolean,
+        range: None,
+        default: Some("true"),
+        example: "false",
+        about: "carpver 3: whether a MASTER that is not the address owner (vrrpprio 255) \
+                takes traffic addressed to the addresses (RFC 9568 Accept_Mode); off drops it \
+                with an nftables rule, except neighbour discovery.",
+    },
+    Setting {
         key: "dual_path",
         scope: Scope::Vhost,
         word: Some("dual-path"),
@@ -805,7 +819,10 @@ mod test {
             if s.key == "dual_path" {
                 words.extend(["peer", "192.0.2.2"]);
             }
-            if matches!(s.key, "vrrpprio" | "vrrpinterval" | "vrrp_v6_mac") {
+            if matches!(
+                s.key,
+                "vrrpprio" | "vrrpinterval" | "vrrp_v6_mac" | "accept"
+            ) {
                 words.extend(["carpver", "3"]);
             }
             match s.word {
@@ -850,7 +867,10 @@ mod test {
                     if s.key == "dual_path" {
                         vhost.push(("peer", "\"192.0.2.2\"".to_string()));
                     }
-                    if matches!(s.key, "vrrpprio" | "vrrpinterval" | "vrrp_v6_mac") {
+                    if matches!(
+                        s.key,
+                        "vrrpprio" | "vrrpinterval" | "vrrp_v6_mac" | "accept"
+                    ) {
                         vhost.push(("carpver", "3".to_string()));
                     }
                 }

@@ -167,13 +167,17 @@ fn unicast_peers_dual_path_and_ttl_check() {
 fn vrrp_words_file_and_errors() {
     let w = DaemonConfig::from_ifconfig_words(&words(
         "carpdev eth0 vhid 5 carpver 3 vrrpprio 150 vrrpinterval 50 2001:db8::50/64 \
-         vrrp-v6-mac freebsd",
+         vrrp-v6-mac freebsd accept off",
     ))
     .unwrap();
     let text = "[[vhost]]\ncarpdev = \"eth0\"\nvhid = 5\ncarpver = 3\nvrrpprio = 150\n\
-                vrrpinterval = 50\nvrrp_v6_mac = \"freebsd\"\naddresses = [\"2001:db8::50/64\"]\n";
+                vrrpinterval = 50\nvrrp_v6_mac = \"freebsd\"\naddresses = [\"2001:db8::50/64\"]\n\
+                accept = false\n";
     let f = DaemonConfig::from_toml_str(text, Path::new("c.toml")).unwrap();
     assert_eq!(w, f.vhosts);
+    assert!(!w[0].accept);
+    let carp = DaemonConfig::from_ifconfig_words(&words("carpdev eth0 vhid 5 192.0.2.50")).unwrap();
+    assert!(carp[0].accept, "CARP always accepts");
     let core = w[0].carp_if_config();
     assert_eq!(core.flavour, carp_proto::Flavour::Vrrp);
     assert_eq!(
@@ -208,6 +212,18 @@ fn vrrp_words_file_and_errors() {
         (
             "carpdev eth0 vhid 5 carpver 3 vrrpinterval 4096 192.0.2.50",
             "word 8 (\"4096\"): vrrpinterval 4096 is out of range 1..4095 (centiseconds)",
+        ),
+        (
+            "carpdev eth0 vhid 5 accept off 192.0.2.50",
+            "word 6 (\"off\"): accept needs carpver 3 (VRRPv3)",
+        ),
+        (
+            "carpdev eth0 vhid 5 carpver 3 vrrpprio 255 accept off 192.0.2.50",
+            "word 10 (\"off\"): accept off does not apply to vrrpprio 255: the address owner always accepts",
+        ),
+        (
+            "carpdev eth0 vhid 5 carpver 3 accept maybe 192.0.2.50",
+            "word 8 (\"maybe\"): accept expects on or off",
         ),
         (
             "carpdev eth0 vhid 5 carpver 4 192.0.2.50",
@@ -412,7 +428,7 @@ fn file_errors_name_line_and_column() {
         ),
         (
             "colour = \"red\"",
-            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `pre_master`, `master`, `backup`, `fault`, `hook_timeout`, `peer`, `peer6`, `dual_path`, `ttl_check`, `allow`, `master_down`, `hmac`, `carpver`, `vrrpprio`, `vrrpinterval`, `vrrp_v6_mac`",
+            "carpd.toml:4:1: unknown field `colour`, expected one of `carpdev`, `vhid`, `carpnodes`, `balancing`, `advbase`, `advskew`, `pass`, `passfile`, `addresses`, `lladdr`, `groups`, `up`, `down`, `pre_master`, `master`, `backup`, `fault`, `hook_timeout`, `peer`, `peer6`, `dual_path`, `ttl_check`, `allow`, `master_down`, `hmac`, `carpver`, `vrrpprio`, `vrrpinterval`, `vrrp_v6_mac`, `accept`",
         ),
         (
             "advskew = \"x\"",

@@ -20,7 +20,7 @@ use crate::carplog;
 use crate::config::{ConfigFileError, ConfigSource, DaemonConfig};
 use crate::control::types::Reply;
 use crate::hooks::HookQueue;
-use crate::log;
+use crate::log::{self, chain};
 use crate::os::{Datagram, Os};
 
 /// How long a bowed-out master keeps its addresses waiting for a successor.
@@ -110,6 +110,35 @@ impl<O: Os> Daemon<O> {
         }
     }
 
+    /// Make the `accept off` drop table hold the addresses of `vhosts`'
+    /// VRRP vhosts with `accept off` (see `os::accept`); nothing is written
+    /// when that set did not change.
+    pub(super) async fn set_accept_filter(
+        &mut self,
+        vhosts: Vec<&crate::config::VhostSpec>,
+    ) -> Result<(), crate::os::OsError> {
+        let mut want = crate::os::accept::AcceptFilter {
+            table: self.accept_filter.table.clone(),
+            ..Default::default()
+        };
+        for spec in vhosts.into_iter().filter(|s| s.vrrp.is_some() && !s.accept) {
+            want.v4.extend(&spec.proto.ipv4);
+            want.v6.extend(&spec.proto.ipv6);
+        }
+        if want == self.accept_filter {
+            return Ok(());
+        }
+        self.os.set_accept_filter(&want).await?;
+        carplog!(
+            Info,
+            "accept off: traffic to {} address(es) dropped while MASTER (nftables table inet {})",
+            want.v4.len() + want.v6.len(),
+            want.table
+        );
+        self.accept_filter = want;
+        Ok(())
+    }
+
     /// Put `realtime` into effect (or take it out with `None`), and say
     /// what could not be done. Nothing to do when it is off and never was.
     pub(super) fn set_realtime(&mut self, want: Option<u8>) {
@@ -133,6 +162,10 @@ impl<O: Os> Daemon<O> {
         for w in new.warnings() {
             carplog!(Warning, "{w}");
         }
+        // First, so that a failure changes nothing.
+        self.set_accept_filter(new.vhosts.iter().collect())
+            .await
+            .map_err(|e| anyhow::anyhow!("accept off: {}", chain(&e)))?;
         let now = self.now();
         self.node.set_config(NodeConfig {
             preempt: new.preempt,
@@ -258,6 +291,10 @@ impl<O: Os> Daemon<O> {
         let macvlans: Vec<u32> = self.vhosts.values().filter_map(|r| r.macvlan).collect();
         for index in macvlans {
             self.delete_macvlan(index).await;
+        }
+        // The addresses are gone: their drop rules can go too.
+        if let Err(e) = self.set_accept_filter(Vec::new()).await {
+            carplog!(Warning, "accept off: {}", chain(&e));
         }
         // Let queued down hooks finish (each is bounded by its own timeout).
         let queues: Vec<HookQueue> = std::mem::take(&mut self.vhosts)

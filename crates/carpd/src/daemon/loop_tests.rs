@@ -60,6 +60,7 @@ enum Call {
     SaveRecord,
     DropPrivileges,
     SetRealtime(Option<u8>),
+    AcceptFilter(Vec<IpAddr>),
     OpenSolicitations(LinkId),
     /// An ARP reply or NA: target, answer MAC, frame source.
     Answer(IpAddr, [u8; 6], [u8; 6]),
@@ -435,6 +436,16 @@ impl Os for Fake {
     }
 
     fn lookup_user(&self, _name: &str) -> Result<(), PrivError> {
+        Ok(())
+    }
+
+    async fn set_accept_filter(
+        &mut self,
+        filter: &crate::os::accept::AcceptFilter,
+    ) -> Result<(), OsError> {
+        let mut all: Vec<IpAddr> = filter.v4.iter().map(|a| IpAddr::V4(*a)).collect();
+        all.extend(filter.v6.iter().map(|a| IpAddr::V6(*a)));
+        self.call(Call::AcceptFilter(all));
         Ok(())
     }
 
@@ -1514,6 +1525,49 @@ async fn realtime_is_set_before_privileges_drop_and_follows_reloads() {
                 Call::SetRealtime(Some(10)),
                 Call::SetRealtime(None),
                 Call::SetRealtime(Some(30))
+            ]
+        );
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
+/// Input: a VRRP vhost with `accept off` and a CARP vhost; later a reload
+/// that turns `accept` on. Output: the drop table holds the VRRP vhost's
+/// address (not the CARP one's) before any address is added; the reload
+/// empties it; shutdown writes nothing more (it is already empty).
+#[tokio::test(start_paused = true)]
+async fn accept_off_drops_the_vrrp_addresses_from_before_the_first_takeover() {
+    let fake = Fake::new();
+    let vrrp = |accept: bool| {
+        format!(
+            "[[vhost]]\ncarpdev = \"eth0\"\nvhid = 7\ncarpver = 3\naccept = {accept}\n\
+             lladdr = \"real\"\naddresses = [\"192.0.2.70/24\"]\n"
+        )
+    };
+    let carp = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let config = format!("{carp}{}", vrrp(false));
+    let result = Harness::run(&config, fake, |h| async move {
+        h.until_master(1).await;
+        let calls = h.fake.calls();
+        let filter = position(&calls, |c| *c == Call::AcceptFilter(vec![ip("192.0.2.70")]));
+        let first_add = position(&calls, |c| matches!(c, Call::AddAddress(..)));
+        assert!(filter < first_add, "{calls:#?}");
+        h.write_config(&format!("{carp}{}", vrrp(true)));
+        let reply = h.request(Request::Reload).await;
+        assert!(reply.ok, "{reply:?}");
+        let filters: Vec<Call> = h
+            .fake
+            .calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::AcceptFilter(_)))
+            .collect();
+        assert_eq!(
+            filters,
+            [
+                Call::AcceptFilter(vec![ip("192.0.2.70")]),
+                Call::AcceptFilter(Vec::new())
             ]
         );
         h.signal(Signal::Terminate).await;

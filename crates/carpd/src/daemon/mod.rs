@@ -126,6 +126,8 @@ struct Daemon<O: Os> {
     gate_hook_tx: mpsc::UnboundedSender<sync::GateHookDone>,
     /// What `realtime` put in effect (see `os::realtime`).
     realtime: crate::os::realtime::Realtime,
+    /// The `accept off` drop table as written (see `os::accept`).
+    accept_filter: crate::os::accept::AcceptFilter,
 }
 
 /// What became of the ARP requests and NS for balanced addresses.
@@ -232,6 +234,7 @@ async fn run_with<O: Os>(
         gate_demoted: false,
         gate_hook_tx,
         realtime: crate::os::realtime::Realtime::default(),
+        accept_filter: crate::os::accept::AcceptFilter::for_daemon(&control_path),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -247,6 +250,11 @@ async fn run_with<O: Os>(
             "maintenance mode is on ({}): group {group} demoted by {MAINTENANCE_DEMOTE}",
             d.maintenance.path().display()
         );
+    }
+    // Before any vhid can take over.
+    if let Err(e) = d.set_accept_filter(config.vhosts.iter().collect()).await {
+        d.shutdown(None).await;
+        return Err(anyhow::Error::new(e).context("accept off"));
     }
     for spec in &config.vhosts {
         if let Err(e) = d.add_vhost(spec.clone()).await {

@@ -319,6 +319,13 @@ impl Os for Linux {
         privs::lookup_user(name).map(|_| ())
     }
 
+    async fn set_accept_filter(
+        &mut self,
+        filter: &super::accept::AcceptFilter,
+    ) -> Result<(), OsError> {
+        super::accept::apply(filter).await
+    }
+
     fn set_realtime(&mut self, priority: Option<u8>) -> super::realtime::Realtime {
         super::realtime::apply(priority)
     }

@@ -15,6 +15,7 @@
 //! - [`balance`]: the eBPF load-balancing datapath at tc ingress of a
 //!   carpdev (OpenBSD `carp_lsdrop`), loaded with aya.
 //! - [`realtime`]: `SCHED_FIFO` and locked memory for the protocol loop.
+//! - [`accept`]: the nftables table of VRRP's `accept off`.
 //! - [`linux`]: [`Linux`], the [`Os`] the daemon loop runs on, built from the
 //!   modules above plus sysctls and the address record.
 //!
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::owned::OwnedAddress;
 
+pub mod accept;
 pub mod balance;
 pub mod balance_glue;
 pub mod l2;
@@ -214,6 +216,10 @@ pub trait Os {
     /// Write the record as it stands (replacing a previous run's).
     fn save_record(&mut self) -> Result<(), OsError>;
 
+    /// Make the `accept off` drop table what `filter` says (an empty one
+    /// deletes it); see [`accept`].
+    async fn set_accept_filter(&mut self, filter: &accept::AcceptFilter) -> Result<(), OsError>;
+
     /// Run the daemon loop's thread under `SCHED_FIFO` at `priority` with
     /// memory locked, or ordinary with `None` (see [`realtime`]).
     fn set_realtime(&mut self, priority: Option<u8>) -> realtime::Realtime;
@@ -270,6 +276,14 @@ pub enum OsError {
         /// The error from the kernel.
         source: io::Error,
     },
+    /// The nftables table of `accept off` could not be written.
+    #[error("cannot write nftables table inet {table}")]
+    Firewall {
+        /// The table.
+        table: String,
+        /// What went wrong (nft's message).
+        source: io::Error,
+    },
 }
 
 impl OsError {
@@ -278,7 +292,9 @@ impl OsError {
     /// Useful for policies such as "ENETDOWN on send means the link is down".
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            OsError::Socket { source, .. } | OsError::File { source, .. } => source.raw_os_error(),
+            OsError::Socket { source, .. }
+            | OsError::File { source, .. }
+            | OsError::Firewall { source, .. } => source.raw_os_error(),
             OsError::Netlink { errno, .. } => *errno,
             OsError::LinkNotFound { .. } => None,
         }
