@@ -31,6 +31,8 @@ install_packages() {
     command -v ucarp >/dev/null || missing+=(ucarp)
     # VRRPv3 interop (carpver 3) runs against keepalived (netns_vrrp.rs).
     command -v keepalived >/dev/null || missing+=(keepalived)
+    # ... and against FRR's vrrpd with its zebra (netns_frr.rs).
+    [ -x /usr/lib/frr/vrrpd ] || missing+=(frr)
     # State sync (carpd's syncdev) drives conntrack-tools' daemon.
     command -v conntrackd >/dev/null || missing+=(conntrackd)
     command -v tshark >/dev/null || missing+=(tshark)
@@ -55,7 +57,8 @@ install_packages() {
     echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # The prometheus package would start a server on :9090 of the root
-    # namespace; a policy-rc.d answering 101 keeps every service stopped.
+    # namespace (frr its zebra and watchfrr); a policy-rc.d answering 101
+    # keeps every service stopped.
     local policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         policy=/usr/sbin/policy-rc.d
@@ -69,6 +72,9 @@ install_packages() {
     fi
     if [[ " ${missing[*]} " == *" keepalived "* ]]; then
         systemctl stop keepalived 2>/dev/null || true
+    fi
+    if [[ " ${missing[*]} " == *" frr "* ]]; then
+        systemctl stop frr 2>/dev/null || true
     fi
     return $rc
 }
