@@ -203,7 +203,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     let (master, took) = lab.wait_master_from(&all, first_started)?;
     println!(
         "   node {} is MASTER {:.2}s after it started: every node starts as BACKUP and waits master-down \
-         (3 x (advbase + advskew/256): a {:.2}s, b {:.2}s, c {:.2}s); a's runs out first, \
+         (3 x advbase + advskew/256: a {:.2}s, b {:.2}s, c {:.2}s); a's runs out first, \
          its adverts then restart the others' timers",
         lab.nodes[master].name,
         took.as_secs_f64(),
