@@ -49,6 +49,13 @@ impl Words {
         self.pair("advskew", &skew.to_string())
     }
 
+    /// `carpver 3 vrrpprio <priority> vrrpinterval <centiseconds>`: VRRPv3.
+    pub fn vrrp(self, priority: u8, interval_cs: u16) -> Words {
+        self.pair("carpver", "3")
+            .pair("vrrpprio", &priority.to_string())
+            .pair("vrrpinterval", &interval_cs.to_string())
+    }
+
     /// `pass <secret>`.
     pub fn pass(self, secret: &str) -> Words {
         self.pair("pass", secret)

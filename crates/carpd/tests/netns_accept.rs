@@ -48,26 +48,16 @@ fn accept_off_drops_traffic_to_the_vips_but_routes_through_them() {
         lab.sysctl(&server, &format!("net.ipv4.conf.{conf}.rp_filter"), "0");
     }
     let run = |accept: &str| {
-        let mut words = Words::new("eth0", 8)
-            .raw("carpver")
-            .raw("3")
-            .raw("vrrpinterval")
-            .raw("20")
-            .raw("accept")
-            .raw(accept)
-            .addr(&format!("{VIP4}/24"))
-            .build();
-        words.extend(
-            Words::new("eth0", 9)
-                .raw("carpver")
-                .raw("3")
-                .raw("vrrpinterval")
-                .raw("20")
+        let vhost = |vrid: u8, vip: String| {
+            Words::new("eth0", vrid)
+                .vrrp(100, 20)
                 .raw("accept")
                 .raw(accept)
-                .addr(&format!("{VIP6}/64"))
-                .build(),
-        );
+                .addr(&vip)
+                .build()
+        };
+        let mut words = vhost(8, format!("{VIP4}/24"));
+        words.extend(vhost(9, format!("{VIP6}/64")));
         words
     };
 

@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Carpd, state, wait_for};
-use common::testbed::words::Words;
+use common::daemon::{state, wait_for};
+use common::vrrp::{
+    Family, TAKEOVER, V4, V6, carpd_vrrp, has_vip, partition, wait_carpd, wait_vip,
+};
 use common::{CMD_TIMEOUT, Lab, run_timeout};
 use nix::sys::signal::Signal;
 
-/// Master_Down_Interval at priority 100 and 1 s (3.6 s), with slack.
-const TAKEOVER: Duration = Duration::from_secs(6);
 /// FRR preempting after its link comes back: it restarts the virtual
 /// router in Backup and waits a whole Master_Down_Interval (3.2 s at
 /// priority 200) before it claims the VIP, after zebra has seen the link.
@@ -35,46 +35,9 @@ const ZEBRA: &str = "/usr/lib/frr/zebra";
 const VRRPD: &str = "/usr/lib/frr/vrrpd";
 const VTYSH: &str = "/usr/bin/vtysh";
 
-/// One address family's settings for a test.
-#[derive(Clone, Copy)]
-struct Family {
-    vrid: u8,
-    /// The VIP with its prefix.
-    vip: &'static str,
-    name: &'static str,
-    /// The key of this family in FRR's `show vrrp json`.
-    frr_key: &'static str,
-    /// The fifth byte of the virtual MAC (RFC 9568 7.3: 01 IPv4, 02 IPv6).
-    mac_family: u8,
-    /// FRR's configuration word for a virtual address.
-    frr_ip: &'static str,
-}
-
-const V4: Family = Family {
-    vrid: 5,
-    vip: "192.0.2.50/24",
-    name: "IPv4",
-    frr_key: "v4",
-    mac_family: 1,
-    frr_ip: "ip",
-};
-const V6: Family = Family {
-    vrid: 6,
-    vip: "2001:db8::50/64",
-    name: "IPv6",
-    frr_key: "v6",
-    mac_family: 2,
-    frr_ip: "ipv6",
-};
-
-impl Family {
-    fn addr(self) -> &'static str {
-        self.vip.split('/').next().expect("vip")
-    }
-
-    fn macvlan(self) -> String {
-        format!("vrrp{}-{}", self.frr_key, self.vrid)
-    }
+/// FRR's macvlan for the family's virtual router.
+fn macvlan(f: Family) -> String {
+    format!("vrrp{}-{}", f.frr_key, f.vrid)
 }
 
 /// zebra and vrrpd in a namespace, with their own sockets, pid files and
@@ -279,7 +242,7 @@ fn running(pid: u32) -> bool {
 /// mode (so eth0 still hears advertisements sent from the virtual MAC),
 /// the virtual MAC, a random link-local, the VIP.
 fn add_macvlan(lab: &Lab, ns: &str, f: Family, link_local: Option<&str>) {
-    let dev = f.macvlan();
+    let dev = macvlan(f);
     let (mode, ll) = match link_local {
         Some(a) => ("none", Some(format!("{a}/64"))),
         None => ("random", None),
@@ -308,7 +271,7 @@ fn add_macvlan(lab: &Lab, ns: &str, f: Family, link_local: Option<&str>) {
 
 /// The macvlan's protodown flag: set while FRR is not MASTER.
 fn protodown(lab: &Lab, ns: &str, f: Family) -> bool {
-    let out = lab.exec_ok(ns, &["ip", "-j", "-d", "link", "show", "dev", &f.macvlan()]);
+    let out = lab.exec_ok(ns, &["ip", "-j", "-d", "link", "show", "dev", &macvlan(f)]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
     v[0]["proto_down"].as_bool().unwrap_or(false)
 }
@@ -326,50 +289,10 @@ fn frr_lab(tag: &str, n: usize) -> Lab {
     lab
 }
 
-fn carpd_vrrp(lab: &Lab, i: usize, name: &str, f: Family, priority: u8) -> Carpd {
-    let words = Words::new("eth0", f.vrid)
-        .raw("carpver")
-        .raw("3")
-        .raw("vrrpprio")
-        .raw(&priority.to_string())
-        .raw("vrrpinterval")
-        .raw("100")
-        .addr(f.vip)
-        .build();
-    lab.carpd(i, name, &words)
-}
-
-fn has_vip(lab: &Lab, ns: &str, f: Family) -> bool {
-    lab.has_addr(ns, f.addr())
-}
-
-/// Wait until carpd `d` is in `want` for vrid `f`.
-fn wait_carpd(d: &Carpd, f: Family, want: &str, within: Duration, what: &str) -> Duration {
-    let (_, took) = wait_for(what, within, Duration::from_millis(20), || {
-        (state(d, f.vrid).as_deref() == Some(want)).then_some(())
-    });
-    took
-}
-
 /// Wait until FRR reports `want` ("Master", "Backup") for its router.
 fn wait_frr(frr: &Frr, want: &str, within: Duration, what: &str) -> Duration {
     let (_, took) = wait_for(what, within, Duration::from_millis(20), || {
         (frr.status().as_deref() == Some(want)).then_some(())
-    });
-    took
-}
-
-/// Wait until carpd's VIP is in namespace `ns` (`true`) or gone from it.
-fn wait_vip(
-    lab: &Lab,
-    ns: &str,
-    f: Family,
-    present: bool,
-    within: Duration,
-    what: &str,
-) -> Duration {
-    let (_, took) = wait_for(what, within, Duration::from_millis(20), || {
-        (has_vip(lab, ns, f) == present).then_some(())
     });
     took
 }
@@ -521,15 +444,6 @@ fn carpd_master_frr_backup(tag: &str, f: Family) {
         f.name
     );
     frr.assert_no_invalid();
-}
-
-/// nftables on the bridge: drop VRRP between the hosts, or stop dropping.
-fn partition(lab: &Lab, on: bool) {
-    if on {
-        lab.bridge_drop("carpt_vrrp", &["ip protocol 112", "ip6 nexthdr 112"]);
-    } else {
-        lab.bridge_undrop("carpt_vrrp");
-    }
 }
 
 /// Input: carpd and FRR at the same priority, both MASTER while VRRP is

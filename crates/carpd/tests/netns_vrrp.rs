@@ -10,38 +10,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Lab;
-use common::daemon::{Carpd, Pinger, state, wait_for, wall_now};
-use common::testbed::words::Words;
+use common::daemon::{Pinger, state, wall_now};
+use common::vrrp::{
+    Family, TAKEOVER, V4, V6, carpd_vrrp, has_vip, partition, wait_carpd, wait_vip,
+};
 use nix::sys::signal::Signal;
-
-/// Master_Down_Interval at priority 100 and 1 s (3.6 s), with slack.
-const TAKEOVER: Duration = Duration::from_secs(6);
-
-/// One address family's settings for a test.
-#[derive(Clone, Copy)]
-struct Family {
-    vrid: u8,
-    /// The VIP with its prefix.
-    vip: &'static str,
-    name: &'static str,
-}
-
-const V4: Family = Family {
-    vrid: 5,
-    vip: "192.0.2.50/24",
-    name: "IPv4",
-};
-const V6: Family = Family {
-    vrid: 6,
-    vip: "2001:db8::50/64",
-    name: "IPv6",
-};
-
-impl Family {
-    fn addr(self) -> &'static str {
-        self.vip.split('/').next().expect("vip")
-    }
-}
 
 /// A keepalived in a namespace; stopped (its children too) on drop.
 struct Keepalived {
@@ -97,46 +70,6 @@ impl Drop for Keepalived {
             .arg(self.conf.as_os_str())
             .status();
     }
-}
-
-fn carpd_vrrp(lab: &Lab, i: usize, name: &str, f: Family, priority: u8) -> Carpd {
-    let words = Words::new("eth0", f.vrid)
-        .raw("carpver")
-        .raw("3")
-        .raw("vrrpprio")
-        .raw(&priority.to_string())
-        .raw("vrrpinterval")
-        .raw("100")
-        .addr(f.vip)
-        .build();
-    lab.carpd(i, name, &words)
-}
-
-fn has_vip(lab: &Lab, ns: &str, f: Family) -> bool {
-    lab.has_addr(ns, f.addr())
-}
-
-/// Wait until carpd `d` is in `want` for vrid `f`.
-fn wait_carpd(d: &Carpd, f: Family, want: &str, within: Duration, what: &str) -> Duration {
-    let (_, took) = wait_for(what, within, Duration::from_millis(20), || {
-        (state(d, f.vrid).as_deref() == Some(want)).then_some(())
-    });
-    took
-}
-
-/// Wait until the VIP is in namespace `ns` (`true`) or gone from it.
-fn wait_vip(
-    lab: &Lab,
-    ns: &str,
-    f: Family,
-    present: bool,
-    within: Duration,
-    what: &str,
-) -> Duration {
-    let (_, took) = wait_for(what, within, Duration::from_millis(20), || {
-        (has_vip(lab, ns, f) == present).then_some(())
-    });
-    took
 }
 
 fn keepalived_available() -> bool {
@@ -307,15 +240,6 @@ fn planned_switchover_to_keepalived(tag: &str, f: Family) {
         f.name,
         seen.lost
     );
-}
-
-/// nftables on the bridge: drop VRRP between the hosts, or stop dropping.
-fn partition(lab: &Lab, on: bool) {
-    if on {
-        lab.bridge_drop("carpt_vrrp", &["ip protocol 112", "ip6 nexthdr 112"]);
-    } else {
-        lab.bridge_undrop("carpt_vrrp");
-    }
 }
 
 /// Input: carpd and keepalived at the same priority, both MASTER while

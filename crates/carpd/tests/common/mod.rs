@@ -13,6 +13,7 @@ pub mod balance;
 pub mod daemon;
 #[path = "../../testbed/mod.rs"]
 pub mod testbed;
+pub mod vrrp;
 
 use std::fs::File;
 use std::future::Future;
