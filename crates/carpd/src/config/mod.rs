@@ -368,6 +368,9 @@ pub struct DaemonConfig {
     pub http_token: Option<String>,
     /// Connection-state sync through conntrackd; off by default.
     pub sync: SyncSettings,
+    /// Run the guard process that hands over when the daemon dies (see
+    /// `crate::guard`); on by default.
+    pub guard: bool,
     /// Every vhost, in configuration order; at least one.
     pub vhosts: Vec<VhostSpec>,
     /// Where this configuration came from.
@@ -602,6 +605,7 @@ impl DaemonConfig {
             http,
             http_token,
             sync,
+            guard: file.guard.unwrap_or(true),
             vhosts,
             source,
         })
@@ -661,6 +665,7 @@ impl DaemonConfig {
             http: None,
             http_token: None,
             sync,
+            guard: true,
             vhosts,
             source,
         })
@@ -834,12 +839,15 @@ pub struct Overrides {
     pub sync_gate_timeout: Option<Duration>,
     /// `--user`: run as this user after set-up (not part of [`DaemonConfig`]).
     pub user: Option<String>,
+    /// `--no-guard` (can only turn the guard off).
+    pub no_guard: bool,
 }
 
 impl Overrides {
     /// Apply the flags to a configuration read from a file or the command line.
     pub fn apply(&self, config: &mut DaemonConfig) {
         config.preempt |= self.preempt;
+        config.guard &= !self.no_guard;
         config.log_level = self.log_level.unwrap_or(config.log_level);
         config.control = self.control.clone().or(config.control.take());
         config.state_dir = self.state_dir.clone().or(config.state_dir.take());

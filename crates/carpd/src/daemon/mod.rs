@@ -19,6 +19,7 @@ mod perform;
 mod realise;
 mod repair;
 mod sync;
+mod will;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -124,6 +125,8 @@ struct Daemon<O: Os> {
     gate_demoted: bool,
     /// Pre-master hooks report their outcome here.
     gate_hook_tx: mpsc::UnboundedSender<sync::GateHookDone>,
+    /// The last will handed to the guard.
+    will: will::WillState,
 }
 
 /// What became of the ARP requests and NS for balanced addresses.
@@ -229,6 +232,7 @@ async fn run_with<O: Os>(
         gate_rounds: 0,
         gate_demoted: false,
         gate_hook_tx,
+        will: will::WillState::default(),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -306,7 +310,11 @@ async fn run_with<O: Os>(
                 d.node.handle_timeout(now);
             }
             _ = sleep_until(d.next_repair()) => d.repair_due().await,
-            Some(event) = links.recv() => d.handle_link_event(event).await,
+            Some(event) = links.recv() => {
+                // Sources, indexes and macvlans may change with it.
+                d.will_changed();
+                d.handle_link_event(event).await
+            }
             Some((request, reply)) = ctl_rx.recv() => d.handle_envelope(request, reply).await,
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => d.start_reload(None),

@@ -1,6 +1,6 @@
 //! The only `unsafe` code in carpd: registering sockets with tokio,
-//! building an AF_PACKET address (neither has a safe constructor), and a
-//! child's pre-exec hook.
+//! building an AF_PACKET address (neither has a safe constructor), a
+//! child's pre-exec hook, and the guard's ignored signals.
 
 use std::io;
 use std::mem;
@@ -33,6 +33,18 @@ pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                 .map_err(io::Error::from)
         });
+    }
+}
+
+/// Ignore SIGTERM, SIGINT and SIGHUP (the guard: a signal meant for the
+/// daemon's process group or cgroup must not end it before the daemon's
+/// orderly stop does).
+pub(crate) fn ignore_stop_signals() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: SIG_IGN installs no handler, so no code runs in signal
+        // context; the process has one thread at this point.
+        let _ = unsafe { signal(s, SigHandler::SigIgn) };
     }
 }
 
