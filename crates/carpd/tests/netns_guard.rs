@@ -325,3 +325,51 @@ fn kill9_without_the_guard_waits_for_master_down() {
     assert!(seen.overlap.is_some(), "{seen:?}");
     assert!(lab.has_addr(&a.ns, VIP), "the VIP stays on a killed carpd");
 }
+
+/// `RssAnon` (its own memory; the binary's pages are shared) of `pid` in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Input: A (guard on) MASTER, B BACKUP; SIGTERM to A's guard, then to A's
+/// carpd, as systemd's `KillMode=control-group` signals every process of
+/// the unit. Output: the guard outlives its SIGTERM; carpd stops in order
+/// (exit 0, B takes over on the bow-out); the guard then exits without
+/// acting (no "died without stopping" line) and the will file is gone.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn sigterm_to_every_process_stops_in_order() {
+    let lab = Lab::new("gd4", 2);
+    let a = lab.carpd(0, "a", &words(0, true));
+    let b = lab.carpd(1, "b", &words(100, true));
+    assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 0, "A wins");
+    let state = lab.path("a-state");
+    let [guard] = guards(&state)[..] else {
+        panic!("one guard for A");
+    };
+    println!(
+        "guard pid {guard}: RssAnon {:?} KiB (carpd {:?} KiB)",
+        rss_kib(guard),
+        rss_kib(a.pid)
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(guard).unwrap());
+    nix::sys::signal::kill(pid, Signal::SIGTERM).expect("signal the guard");
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(guards(&state), [guard], "the guard died of SIGTERM");
+    let t0 = Instant::now();
+    lab.kill(&a, Signal::SIGTERM);
+    let took = wait_state_fast(&b, 1, "MASTER", t0, Duration::from_secs(5));
+    assert_eq!(lab.wait_exit(&a, Duration::from_secs(5)), Some(0));
+    println!("SIGTERM: B MASTER after {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !guards(&state).is_empty() {
+        assert!(Instant::now() < deadline, "the guard outlived a clean stop");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+    assert!(!log.contains("died without stopping"), "{log}");
+    assert!(wills(&state).is_empty(), "a clean stop leaves no will");
+    assert!(!lab.has_addr(&a.ns, VIP));
+}

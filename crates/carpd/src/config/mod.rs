@@ -17,6 +17,7 @@
 //! state_dir = "/var/lib/carpd"      # maintenance mode survives restarts here
 //! http = "127.0.0.1:8080"           # status page, JSON API, /metrics; off by default
 //! http_token = "long-random-text"   # allows changes over HTTP (Bearer); read-only without
+//! guard = true                      # hand over if carpd dies (kill -9); default true
 //!
 //! [[vhost]]
 //! carpdev = "eth0"

@@ -318,11 +318,11 @@ mod test {
         let old = config("");
         assert!(needs_restart(&old, &old).is_empty());
         let new = config(
-            "http = \"127.0.0.1:8080\"\nhttp_token = \"t\"\ncontrol = \"/run/x.sock\"\nstate_dir = \"/var/lib/x\"\n",
+            "http = \"127.0.0.1:8080\"\nhttp_token = \"t\"\ncontrol = \"/run/x.sock\"\nstate_dir = \"/var/lib/x\"\nguard = false\n",
         );
         assert_eq!(
             needs_restart(&old, &new),
-            ["http", "http_token", "control", "state_dir"]
+            ["http", "http_token", "control", "state_dir", "guard"]
         );
     }
 }
