@@ -315,7 +315,11 @@ async fn run_with<O: Os>(
                 d.will_changed();
                 d.handle_link_event(event).await
             }
-            Some((request, reply)) = ctl_rx.recv() => d.handle_envelope(request, reply).await,
+            Some((request, reply)) = ctl_rx.recv() => {
+                // A demotion or forced state may change the last will.
+                d.will_changed();
+                d.handle_envelope(request, reply).await
+            }
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => d.start_reload(None),
                 Some(Signal::Terminate) | None => break,

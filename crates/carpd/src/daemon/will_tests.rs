@@ -167,3 +167,36 @@ async fn a_vrrp_will_resigns_with_priority_0() {
     .await;
     result.unwrap();
 }
+
+/// Input: a MASTER advertising for 5 s, then an operator demotion.
+/// Output: no new will while only advertisements go out (the loop does not
+/// rebuild or resend it per advertisement); the demotion, which changes the
+/// bow-out's demote byte, hands on a new one.
+#[tokio::test(start_paused = true)]
+async fn only_a_change_hands_on_a_new_will() {
+    let fake = Fake::new();
+    let result = Harness::run(
+        &vhost(1, 0, "real", &["192.0.2.50/24"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let count = h.fake.0.borrow().wills.len();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(
+                h.fake.0.borrow().wills.len(),
+                count,
+                "a will per advertisement"
+            );
+            let before = last_will(&h.fake).adverts[0].bytes.clone();
+            let reply = h.request(Request::Demote { group: None, by: 3 }).await;
+            assert!(reply.ok, "{reply:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let after = last_will(&h.fake).adverts[0].bytes.clone();
+            assert_eq!((before[4], after[4]), (0, 3), "the demote byte");
+            h.signal(Signal::Terminate).await;
+        },
+    )
+    .await;
+    result.unwrap();
+}
