@@ -26,6 +26,8 @@ use nix::sys::signal::Signal;
 use rtnetlink::packet_route::address::AddressAttribute;
 
 const VIP: &str = "192.0.2.50";
+/// A's IPv6 VIP: its bow-out leaves as a frame from the link-local address.
+const VIP6: &str = "2001:db8::50";
 const PASS: &str = "guard-secret";
 /// A first election (master-down of the worst node, 4.2 s) with slack.
 const ELECTION: Duration = Duration::from_secs(8);
@@ -38,7 +40,8 @@ fn words(advskew: u8, guard: bool) -> Vec<String> {
         .advskew(advskew)
         .pass(PASS)
         .lladdr("virtual")
-        .addr(&format!("{VIP}/24"));
+        .addr(&format!("{VIP}/24"))
+        .addr(&format!("{VIP6}/64"));
     if guard { w } else { w.option("--no-guard") }.build()
 }
 
@@ -190,10 +193,27 @@ struct Pair {
     pinger: Pinger,
 }
 
+/// VRRPv3 words (interval 1 s), lladdr virtual.
+fn vrrp_words(priority: u8) -> Vec<String> {
+    Words::new("eth0", 1)
+        .raw("carpver")
+        .raw("3")
+        .raw("vrrpprio")
+        .raw(&priority.to_string())
+        .raw("vrrpinterval")
+        .raw("100")
+        .addr(&format!("{VIP}/24"))
+        .build()
+}
+
 fn pair(tag: &str, guard: bool) -> Pair {
+    pair_with(tag, words(0, guard), words(100, true))
+}
+
+fn pair_with(tag: &str, a_words: Vec<String>, b_words: Vec<String>) -> Pair {
     let lab = Lab::new(tag, 3);
-    let a = lab.carpd(0, "a", &words(0, guard));
-    let b = lab.carpd(1, "b", &words(100, true));
+    let a = lab.carpd(0, "a", &a_words);
+    let b = lab.carpd(1, "b", &b_words);
     assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 0, "A wins");
     let pinger = Pinger::start(lab.ns(2), VIP, Duration::from_millis(10)).expect("ping");
     thread::sleep(Duration::from_millis(500));
@@ -222,7 +242,8 @@ impl Pair {
 }
 
 /// Input: A (advskew 0, guard on) MASTER, B (advskew 100) BACKUP, advbase
-/// 1; the client pings the VIP every 10 ms; `kill -9` A's carpd. Output:
+/// 1, an IPv4 and an IPv6 VIP; the client pings the IPv4 VIP every 10 ms;
+/// `kill -9` A's carpd. Output:
 /// B is MASTER far sooner than its master-down (4.2 s); A's VIP went before
 /// B's came, never both seen at once; A has neither VIP nor macvlan, its
 /// guard has exited and its will file is gone.
@@ -239,6 +260,11 @@ fn kill9_hands_over_through_the_guard() {
     assert_eq!(seen.overlap, None, "both held {VIP}: {seen:?}");
     assert!(seen.a_gone.is_some() && seen.b_has.is_some(), "{seen:?}");
     assert!(!lab.has_addr(&a.ns, VIP), "A kept the VIP");
+    assert!(!lab.has_addr(&a.ns, VIP6), "A kept the IPv6 VIP");
+    assert!(
+        lab.has_addr(&lab.ns(1).to_owned(), VIP6),
+        "B lacks the IPv6 VIP"
+    );
     assert!(macvlans(&lab, &a.ns).is_empty(), "A kept its macvlan");
     assert!(guards(&state).is_empty(), "the guard did not exit");
     assert!(wills(&state).is_empty(), "the will file stayed");
@@ -249,7 +275,7 @@ fn kill9_hands_over_through_the_guard() {
         .collect::<Vec<_>>();
     println!("A's guard: {said:?}");
     assert!(
-        log.contains("guard: carpd (pid") && log.contains("sent 3 bow-out"),
+        log.contains("guard: carpd (pid") && log.contains("sent 6 bow-out"),
         "{log}"
     );
 }
@@ -372,4 +398,24 @@ fn sigterm_to_every_process_stops_in_order() {
     assert!(!log.contains("died without stopping"), "{log}");
     assert!(wills(&state).is_empty(), "a clean stop leaves no will");
     assert!(!lab.has_addr(&a.ns, VIP));
+}
+
+/// Input: VRRPv3 (`carpver 3`, interval 1 s): A priority 200 MASTER, B
+/// priority 100 BACKUP; `kill -9` A's carpd. Output: A's guard sends the
+/// priority-0 advertisement (RFC 9568 6.4.3), so B takes over after its
+/// Skew_Time (0.61 s) instead of Master_Down_Interval (3.6 s); never both
+/// seen holding the VIP.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn vrrp_kill9_resigns_through_the_guard() {
+    let p = pair_with("gd5", vrrp_words(200), vrrp_words(100));
+    let (lab, a, took, seen, outage) = p.crash(|_, _| {});
+    println!("VRRP guarded kill -9: B MASTER after {took:?}; {seen:?}; client {outage}");
+    assert!(
+        took < Duration::from_millis(2000),
+        "B took {took:?}: no priority 0 heard"
+    );
+    assert_eq!(seen.overlap, None, "both held {VIP}: {seen:?}");
+    assert!(!lab.has_addr(&a.ns, VIP), "A kept the VIP");
+    assert!(macvlans(&lab, &a.ns).is_empty(), "A kept its macvlan");
 }
