@@ -150,7 +150,28 @@ pub fn run(will_file: &Path, user: Option<&str>) -> ExitCode {
 
 /// `carpd stop-post`: execute the will of every daemon in `state_dir` that
 /// ended without stopping, in this boot and network namespace.
+///
+/// The directory must not be writable by group or others (as carpd requires
+/// of it), so only its owner, the daemon's user, can have put a will there.
 pub fn stop_post(state_dir: &Path) -> ExitCode {
+    match fs::symlink_metadata(state_dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return ExitCode::SUCCESS,
+        Ok(m) if m.is_dir() && m.mode() & 0o022 == 0 => {}
+        Ok(m) => {
+            carplog!(
+                Err,
+                "stop-post: refusing {}: not a directory, or writable by group or others \
+                 (mode {:04o})",
+                state_dir.display(),
+                m.mode() & 0o7777
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            carplog!(Err, "stop-post: cannot use {}: {e}", state_dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let entries = match fs::read_dir(state_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return ExitCode::SUCCESS,
@@ -190,6 +211,10 @@ pub fn stop_post(state_dir: &Path) -> ExitCode {
             }
         };
         if (will.boot_id.as_str(), will.netns) != (here.0.as_str(), here.1) {
+            continue;
+        }
+        if will.is_empty() {
+            remove_file(&path);
             continue;
         }
         if process_started(will.pid) == Some(will.started) {
@@ -538,6 +563,45 @@ mod test {
         let pid = child.id();
         child.wait().unwrap();
         assert_eq!(process_started(pid), None, "reaped");
+    }
+
+    #[test]
+    fn stop_post_runs_only_the_wills_of_dead_daemons_in_a_safe_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(stop_post(&dir.path().join("missing")), ExitCode::SUCCESS);
+        let state = dir.path().join("state");
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(stop_post(&state), ExitCode::FAILURE, "a writable directory");
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+        let me = std::process::id();
+        let mut child = Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let will = |pid, started, boot: &str| Will {
+            pid,
+            started,
+            boot_id: boot.into(),
+            netns: netns(),
+            ..Will::default()
+        };
+        let write = |name: &str, w: &Will| fs::write(state.join(name), w.to_file()).unwrap();
+        write(
+            "will-live.json",
+            &will(me, process_started(me).unwrap(), &boot_id()),
+        );
+        write("will-dead.json", &will(dead, 1, &boot_id()));
+        write("will-reboot.json", &will(dead, 1, "another-boot"));
+        fs::write(state.join("will-junk.json"), b"{ not json").unwrap();
+        fs::write(state.join("owned-x.json"), b"{ not json").unwrap();
+        assert_eq!(stop_post(&state), ExitCode::SUCCESS);
+        let mut left: Vec<String> = fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["owned-x.json", "will-live.json", "will-reboot.json"]);
     }
 
     #[test]
