@@ -261,10 +261,7 @@ fn kill9_hands_over_through_the_guard() {
     assert!(seen.a_gone.is_some() && seen.b_has.is_some(), "{seen:?}");
     assert!(!lab.has_addr(&a.ns, VIP), "A kept the VIP");
     assert!(!lab.has_addr(&a.ns, VIP6), "A kept the IPv6 VIP");
-    assert!(
-        lab.has_addr(&lab.ns(1).to_owned(), VIP6),
-        "B lacks the IPv6 VIP"
-    );
+    assert!(lab.has_addr(lab.ns(1), VIP6), "B lacks the IPv6 VIP");
     assert!(macvlans(&lab, &a.ns).is_empty(), "A kept its macvlan");
     assert!(guards(&state).is_empty(), "the guard did not exit");
     assert!(wills(&state).is_empty(), "the will file stayed");
