@@ -57,6 +57,8 @@ const ROUNDS: usize = 3;
 const ROUND_GAP: Duration = Duration::from_millis(5);
 /// The most the removals may take before the advertisements go anyway.
 const REMOVAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most a whole will may take: the guard always ends.
+const EXECUTE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The guard process and the daemon's end of its socket.
 #[derive(Debug)]
@@ -213,10 +215,6 @@ pub fn stop_post(state_dir: &Path) -> ExitCode {
         if (will.boot_id.as_str(), will.netns) != (here.0.as_str(), here.1) {
             continue;
         }
-        if will.is_empty() {
-            remove_file(&path);
-            continue;
-        }
         if process_started(will.pid) == Some(will.started) {
             carplog!(
                 Info,
@@ -224,6 +222,10 @@ pub fn stop_post(state_dir: &Path) -> ExitCode {
                 will.pid,
                 path.display()
             );
+            continue;
+        }
+        if will.is_empty() {
+            remove_file(&path);
             continue;
         }
         let outcome = block_on(execute(&will, std::time::Instant::now()));
@@ -503,7 +505,17 @@ fn block_on<F: std::future::Future<Output = Outcome>>(f: F) -> Outcome {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(f),
+        Ok(rt) => rt.block_on(async {
+            tokio::time::timeout(EXECUTE_TIMEOUT, f)
+                .await
+                .unwrap_or_else(|_| {
+                    carplog!(Err, "the last will did not finish in {EXECUTE_TIMEOUT:?}");
+                    Outcome {
+                        failures: 1,
+                        ..Outcome::default()
+                    }
+                })
+        }),
         Err(e) => {
             carplog!(Err, "cannot start a runtime: {e}");
             Outcome {

@@ -155,12 +155,13 @@ impl Message {
         if read_full(r, &mut body)? != len {
             return Err(FrameError::Truncated);
         }
-        match body[0] {
-            KIND_CLEAN => Ok(Some(Message::Clean)),
-            KIND_WILL => serde_json::from_slice(&body[1..])
+        match body.split_first() {
+            Some((&KIND_CLEAN, _)) => Ok(Some(Message::Clean)),
+            Some((&KIND_WILL, will)) => serde_json::from_slice(will)
                 .map(|w| Some(Message::Will(w)))
                 .map_err(|e| FrameError::Bad(e.to_string())),
-            k => Err(FrameError::Bad(format!("unknown kind {k:#04x}"))),
+            Some((k, _)) => Err(FrameError::Bad(format!("unknown kind {k:#04x}"))),
+            None => Err(FrameError::Length(0)),
         }
     }
 }
