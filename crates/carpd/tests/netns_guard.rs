@@ -416,3 +416,42 @@ fn vrrp_kill9_resigns_through_the_guard() {
     assert!(!lab.has_addr(&a.ns, VIP), "A kept the VIP");
     assert!(macvlans(&lab, &a.ns).is_empty(), "A kept its macvlan");
 }
+
+/// The real uid of `pid` (the first `Uid:` field).
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Input: A runs `--user nobody` (guard on), MASTER; `kill -9` A's carpd.
+/// Output: the guard runs as nobody too, and with only the two
+/// capabilities still removes the VIP and macvlan, hands over at once and
+/// removes the will file in the state directory handed to nobody.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn kill9_hands_over_when_carpd_runs_as_a_user() {
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("user nobody");
+    let mut a_words = vec!["--user".to_owned(), "nobody".to_owned()];
+    a_words.extend(words(0, true));
+    let p = pair_with("gd6", a_words, words(100, true));
+    let state = p.lab.path("a-state");
+    let [guard] = guards(&state)[..] else {
+        panic!("one guard for A");
+    };
+    assert_eq!(
+        uid_of(guard),
+        Some(nobody.uid.as_raw()),
+        "the guard kept root"
+    );
+    let (lab, a, took, seen, outage) = p.crash(|_, _| {});
+    println!("kill -9 as nobody: B MASTER after {took:?}; {seen:?}; client {outage}");
+    assert!(took < GUARDED, "B took {took:?}");
+    assert_eq!(seen.overlap, None, "both held {VIP}: {seen:?}");
+    assert!(!lab.has_addr(&a.ns, VIP), "A kept the VIP");
+    assert!(macvlans(&lab, &a.ns).is_empty(), "A kept its macvlan");
+    assert!(wills(&state).is_empty(), "the will file stayed");
+}
