@@ -12,9 +12,10 @@
 //! - the guard, a child process started before privileges are dropped
 //!   (`/proc/self/exe guard`, reading a socket on its stdin). It does nothing
 //!   but read wills. The end of the stream without a "clean" message means the
-//!   daemon died: it removes the addresses and macvlans first (so there is no
-//!   moment when both hosts hold an address), then sends each bow-out three
-//!   times 5 ms apart, deletes the will file and exits. It ignores SIGTERM,
+//!   daemon died: it removes the addresses first (so there is no moment when
+//!   both hosts hold one), then sends each bow-out three times 5 ms apart
+//!   while the macvlans are deleted (see [`execute`]), deletes the will file
+//!   and exits; every step is bounded in time. It ignores SIGTERM,
 //!   SIGINT and SIGHUP: a signal to the whole process group or cgroup reaches
 //!   the daemon too, whose orderly stop ends with the "clean" message.
 //! - a file in the state directory (`will-<hash>.json`, written by a thread
