@@ -24,7 +24,7 @@ pub(crate) const ADDRESS_RETRY: Duration = Duration::from_secs(1);
 
 /// The state a carp interface's nodes share, apart from the nodes themselves
 /// so that a node can be borrowed mutably beside it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Shared {
     pub(crate) id: CarpIfId,
     pub(crate) config: CarpIfConfig,
@@ -212,7 +212,7 @@ impl Shared {
 }
 
 /// A carp interface: its shared state and its nodes in vhid order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct CarpIf {
     pub(crate) shared: Shared,
     pub(crate) vhosts: Vec<Vhost>,

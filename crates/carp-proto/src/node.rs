@@ -59,7 +59,10 @@ impl Default for NodeConfig {
 }
 
 /// Every carp interface of a host.
-#[derive(Debug)]
+///
+/// `Clone` serves probes such as [`Node::bow_out_preview`]: a copy is worked
+/// on and thrown away, so the node itself never changes.
+#[derive(Debug, Clone)]
 pub struct Node {
     config: NodeConfig,
     ifaces: BTreeMap<CarpIfId, CarpIf>,
@@ -611,6 +614,22 @@ impl Node {
             }
         }
         self.out.demotions.clear();
+    }
+
+    /// Return the bow-out advertisements [`Node::begin_shutdown`] would send
+    /// now (one `Transmit` per MASTER vhost, family and destination), without
+    /// changing anything: a guard process keeps them to send should the
+    /// daemon die without stopping.
+    pub fn bow_out_preview(&self, now: Instant) -> Vec<Action> {
+        let mut probe = self.clone();
+        probe.out = Outbox::default();
+        probe.begin_shutdown(now);
+        probe
+            .out
+            .actions
+            .into_iter()
+            .filter(|a| matches!(a, Action::Transmit { .. }))
+            .collect()
     }
 
     // ===== outputs =====

@@ -385,6 +385,29 @@ fn bow_out_advert_uses_255_255() {
 }
 
 #[test]
+fn bow_out_preview_is_what_shutdown_sends_and_changes_nothing() {
+    let mut node = node_with(false, 0);
+    assert!(
+        node.bow_out_preview(at(10)).is_empty(),
+        "not MASTER: nothing to send"
+    );
+    make_master(&mut node);
+    let preview = node.bow_out_preview(at(9000));
+    assert_eq!(node.state(id(1)), Some(State::Master));
+    assert!(
+        node.poll_action().is_none(),
+        "the node's outbox is untouched"
+    );
+    node.begin_shutdown(at(9000));
+    let sent: Vec<Action> = drain(&mut node)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Transmit { .. }))
+        .collect();
+    assert_eq!(preview.len(), 1);
+    assert_eq!(preview, sent);
+}
+
+#[test]
 fn backup_takes_over_at_once_on_bow_out() {
     let mut node = node_with(false, 100);
     let bow = advert(&cfg(1, 0), 255, 255, 0, PEER_COOKIE);

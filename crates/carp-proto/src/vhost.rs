@@ -44,7 +44,7 @@ pub(crate) struct Context {
 }
 
 /// Where the core puts its outputs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Outbox {
     pub(crate) actions: VecDeque<Action>,
     /// Automatic demotion adjustments for the node to apply: (interface, +1/-1, why).
@@ -52,7 +52,7 @@ pub(crate) struct Outbox {
 }
 
 /// One node (vhid) of a carp interface.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Vhost {
     pub(crate) id: VhostId,
     /// Position in the interface's vhid order: bit `slot` of the load-share mask.

@@ -5,6 +5,7 @@
 //! - [`os`]: the [`os::Os`] trait the loop runs on, and [`os::Linux`]: raw CARP
 //!   sockets, rtnetlink, AF_PACKET, sysctls, the address record (the only `unsafe` code);
 //! - [`daemon`]: the event loop owning the protocol core, generic over [`os::Os`];
+//! - [`guard`]: the guard process and `carpd stop-post`, which hand over when the daemon dies;
 //! - [`control`]: the Unix control socket used by `carpctl`;
 //! - [`hooks`]: supervised up/down scripts;
 //! - [`http`]: the optional status page, JSON API and metrics;
@@ -19,6 +20,7 @@ pub mod assets;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod guard;
 pub mod hooks;
 pub mod http;
 pub mod log;

@@ -256,8 +256,13 @@ pub fn carpd_page(cmd: &clap::Command) -> String {
         ),
         (
             "SIGKILL",
-            "Cannot be caught: the addresses stay until the next start, which removes \
-             every address in the record before joining.",
+            "Cannot be caught. The guard process (guard = true, the default) sees the \
+             daemon die, removes its addresses, sends the bow-out advertisements a \
+             planned stop sends and deletes its macvlans, so the best BACKUP takes over \
+             at once. Without it (--no-guard, or the guard killed too) carpd stop-post \
+             does the same (systemd runs it as ExecStopPost=); otherwise the addresses \
+             stay until the next start, which removes every address in the record \
+             before joining.",
         ),
     ];
     for (name, what) in signals {

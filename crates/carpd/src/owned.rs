@@ -59,7 +59,7 @@ impl Owned {
         let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default();
-        let path = state_dir.join(file_name(netns, control));
+        let path = state_dir.join(record_name("owned", netns, control));
         // At most 1 MiB, and never through a symlink.
         let leftovers = crate::statedir::read_file(&path, 1 << 20)
             .ok()
@@ -170,9 +170,9 @@ fn is_macvlan_name(name: &str) -> bool {
     }
 }
 
-/// `owned-<hash>.json`, the hash (FNV-1a, 64 bits) taken over the network
-/// namespace inode and the control socket path.
-fn file_name(netns: u64, control: &Path) -> String {
+/// `<prefix>-<hash>.json`, the hash (FNV-1a, 64 bits) taken over the network
+/// namespace inode and the control socket path (also the guard's will file).
+pub(crate) fn record_name(prefix: &str, netns: u64, control: &Path) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let bytes = netns
         .to_le_bytes()
@@ -182,7 +182,7 @@ fn file_name(netns: u64, control: &Path) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("owned-{h:016x}.json")
+    format!("{prefix}-{h:016x}.json")
 }
 
 #[cfg(test)]

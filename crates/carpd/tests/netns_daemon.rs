@@ -162,9 +162,9 @@ fn failover_on_master_link_down() {
     assert_vip_only_on(&lab, VIP4, &a, &[&a, &b]);
 }
 
-/// Input: A (advskew 0) MASTER, B BACKUP, no preempt; kill -9 A, then take
-/// A's link down to simulate a dead host. Output: the crashed process left
-/// its VIP in A's namespace; B takes over within master-down + slack.
+/// Input: A (advskew 0, no guard) MASTER, B BACKUP, no preempt; kill -9 A,
+/// then take A's link down to simulate a dead host. Output: the crashed
+/// process left its VIP in A's namespace (netns_guard.rs shows the guard); B takes over within master-down + slack.
 /// Then A's link comes back and carpd restarts: start-up hygiene removes
 /// the stale VIP and A, now BACKUP (no preempt), does not hold it while B
 /// stays MASTER.
@@ -174,7 +174,8 @@ fn failover_on_kill9() {
     let lab = Lab::new("kill9", 2);
     let addrs = [v4(VIP4), v6(VIP6)];
     let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-    let mut a = lab.carpd(0, "a", &vhost(1, 0, &addrs));
+    let no_guard = std::iter::once("--no-guard".to_owned()).chain(vhost(1, 0, &addrs));
+    let mut a = lab.carpd(0, "a", &no_guard.collect::<Vec<_>>());
     let b = lab.carpd(1, "b", &vhost(1, 100, &addrs));
     assert_eq!(wait_single_master(&[&a, &b], 1, ELECTION), 0);
 

@@ -136,7 +136,7 @@ fn router_config(i: usize, sync: bool) -> String {
         String::new()
     };
     format!(
-        "preempt = true\n{sync}\n\
+        "preempt = true\nguard = false\n{sync}\n\
          [[vhost]]\ncarpdev = \"eth0\"\nvhid = 1\nadvskew = {skew}\npass = \"lan-secret\"\n\
          addresses = [\"192.0.2.1/24\"]\ngroups = [\"fw\"]\n\n\
          [[vhost]]\ncarpdev = \"eth1\"\nvhid = 2\nadvskew = {skew}\npass = \"wan-secret\"\n\

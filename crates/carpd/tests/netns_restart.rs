@@ -22,7 +22,12 @@ const TAKEOVER: Duration = Duration::from_secs(6);
 /// Flags and words for `vhids` on eth0 (advbase 1), state in the lab.
 fn words(lab: &Lab, name: &str, advskew: u8, vhids: &[(u8, &str)]) -> Vec<String> {
     let state = lab.path(&format!("{name}-state"));
-    let mut w = vec!["--state-dir".to_owned(), state.display().to_string()];
+    // No guard: these crashes must leave the addresses for the restart to find.
+    let mut w = vec![
+        "--no-guard".to_owned(),
+        "--state-dir".to_owned(),
+        state.display().to_string(),
+    ];
     w.extend(["carpdev".to_owned(), "eth0".to_owned()]);
     for (vhid, vip) in vhids {
         for s in [

@@ -22,6 +22,7 @@ pub(super) struct FileConfig {
     pub(super) conntrackd_config: Option<Spanned<PathBuf>>,
     pub(super) sync_gate: Option<Spanned<String>>,
     pub(super) sync_gate_timeout: Option<Spanned<String>>,
+    pub(super) guard: Option<bool>,
     #[serde(default)]
     pub(super) realtime: bool,
     pub(super) realtime_priority: Option<Spanned<i64>>,

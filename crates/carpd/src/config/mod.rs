@@ -18,6 +18,7 @@
 //! state_dir = "/var/lib/carpd"      # maintenance mode survives restarts here
 //! http = "127.0.0.1:8080"           # status page, JSON API, /metrics; off by default
 //! http_token = "long-random-text"   # allows changes over HTTP (Bearer); read-only without
+//! guard = true                      # hand over if carpd dies (kill -9); default true
 //!
 //! [[vhost]]
 //! carpdev = "eth0"
@@ -380,6 +381,9 @@ pub struct DaemonConfig {
     /// `realtime`: the `SCHED_FIFO` priority of the protocol loop, whose
     /// memory is then locked too; `None`: ordinary scheduling.
     pub realtime: Option<u8>,
+    /// Run the guard process that hands over when the daemon dies (see
+    /// `crate::guard`); on by default.
+    pub guard: bool,
     /// Every vhost, in configuration order; at least one.
     pub vhosts: Vec<VhostSpec>,
     /// Where this configuration came from.
@@ -626,6 +630,7 @@ impl DaemonConfig {
             http_token,
             sync,
             realtime,
+            guard: file.guard.unwrap_or(true),
             vhosts,
             source,
         })
@@ -686,6 +691,7 @@ impl DaemonConfig {
             http_token: None,
             sync,
             realtime: None,
+            guard: true,
             vhosts,
             source,
         })
@@ -863,12 +869,15 @@ pub struct Overrides {
     pub realtime_priority: Option<u8>,
     /// `--user`: run as this user after set-up (not part of [`DaemonConfig`]).
     pub user: Option<String>,
+    /// `--no-guard` (can only turn the guard off).
+    pub no_guard: bool,
 }
 
 impl Overrides {
     /// Apply the flags to a configuration read from a file or the command line.
     pub fn apply(&self, config: &mut DaemonConfig) {
         config.preempt |= self.preempt;
+        config.guard &= !self.no_guard;
         config.log_level = self.log_level.unwrap_or(config.log_level);
         config.control = self.control.clone().or(config.control.take());
         config.state_dir = self.state_dir.clone().or(config.state_dir.take());

@@ -295,6 +295,20 @@ pub const SETTINGS: &[Setting] = &[
         about: "How long a takeover waits for the state sync before the gate decides.",
     },
     Setting {
+        key: "guard",
+        scope: Scope::Global,
+        word: None,
+        flag: Some("--no-guard"),
+        arg: "",
+        kind: Kind::Boolean,
+        range: None,
+        default: Some("true"),
+        example: "false",
+        about: "Run a small guard process that, should carpd die without stopping (kill -9, \
+                a crash), removes its addresses and macvlans and sends the bow-out \
+                advertisements a planned stop sends. The flag turns it off.",
+    },
+    Setting {
         key: "carpdev",
         scope: Scope::Vhost,
         word: Some("carpdev"),

@@ -1012,3 +1012,28 @@ fn sync_errors_say_what_is_wrong() {
     let err = DaemonConfig::from_command_line(false, 2, None, &words("syncdev")).unwrap_err();
     assert!(err.to_string().contains("syncdev expects a value"), "{err}");
 }
+
+#[test]
+fn the_guard_is_on_unless_the_file_or_the_flag_turns_it_off() {
+    let body = vhost("addresses = [\"192.0.2.1\"]");
+    let on = DaemonConfig::from_toml_str(&body, Path::new("c.toml")).unwrap();
+    assert!(on.guard);
+    let text = format!("guard = false\n{body}");
+    assert!(
+        !DaemonConfig::from_toml_str(&text, Path::new("c.toml"))
+            .unwrap()
+            .guard
+    );
+    let words =
+        DaemonConfig::from_command_line(false, 2, None, &words("carpdev e vhid 9 192.0.2.1"));
+    let mut words = words.unwrap();
+    assert!(words.guard);
+    let flag = Overrides {
+        no_guard: true,
+        ..Overrides::default()
+    };
+    flag.apply(&mut words);
+    assert!(!words.guard, "--no-guard turns it off");
+    let err = DaemonConfig::from_toml_str(&format!("guard = 1\n{body}"), Path::new("c.toml"));
+    assert!(err.is_err(), "guard is a boolean");
+}

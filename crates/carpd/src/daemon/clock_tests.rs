@@ -114,11 +114,12 @@ fn no_other_clock_feeds_the_timers() {
         ("repair.rs", include_str!("repair.rs")),
         ("balance.rs", include_str!("balance.rs")),
         ("sync.rs", include_str!("sync.rs")),
+        ("will.rs", include_str!("will.rs")),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/daemon");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
-    // Every file but the tests (this one and the loop tests) is checked.
-    assert_eq!(on_disk, daemon.len() + 2, "a daemon source is not checked");
+    // Every file but the tests (this one, the loop tests and their will part) is checked.
+    assert_eq!(on_disk, daemon.len() + 3, "a daemon source is not checked");
     for (name, text) in daemon {
         for banned in ["SystemTime", "UNIX_EPOCH", "std::time::Instant", "Utc::now"] {
             assert!(!text.contains(banned), "daemon/{name} uses {banned}");

@@ -241,6 +241,7 @@ impl<O: Os> Daemon<O> {
         new.control = self.config.control.take();
         new.state_dir = self.config.state_dir.take();
         new.sync = self.config.sync.clone();
+        new.guard = self.config.guard;
         self.config = new;
         let mut msg = format!("reloaded: {kept} unchanged, {changed} changed, {added} added");
         if !pending.is_empty() {
@@ -256,6 +257,7 @@ impl<O: Os> Daemon<O> {
     /// Bow out, wait for successors (when `rx` is given), then release
     /// addresses and macvlans and let the hooks finish.
     pub(super) async fn shutdown(&mut self, rx: Option<&mut mpsc::Receiver<Datagram>>) {
+        self.freeze_will();
         let now = self.now();
         self.node.begin_shutdown(now);
         let mut rest = Vec::new();
@@ -304,6 +306,7 @@ impl<O: Os> Daemon<O> {
         for q in queues {
             q.finish().await;
         }
+        self.retire_will().await;
     }
 }
 
@@ -325,6 +328,9 @@ fn needs_restart(running: &DaemonConfig, new: &DaemonConfig) -> Vec<&'static str
     }
     if running.sync != new.sync {
         names.push("syncdev/conntrackd_config/sync_gate");
+    }
+    if running.guard != new.guard {
+        names.push("guard");
     }
     names
 }
@@ -369,11 +375,11 @@ mod test {
         let old = config("");
         assert!(needs_restart(&old, &old).is_empty());
         let new = config(
-            "http = \"127.0.0.1:8080\"\nhttp_token = \"t\"\ncontrol = \"/run/x.sock\"\nstate_dir = \"/var/lib/x\"\n",
+            "http = \"127.0.0.1:8080\"\nhttp_token = \"t\"\ncontrol = \"/run/x.sock\"\nstate_dir = \"/var/lib/x\"\nguard = false\n",
         );
         assert_eq!(
             needs_restart(&old, &new),
-            ["http", "http_token", "control", "state_dir"]
+            ["http", "http_token", "control", "state_dir", "guard"]
         );
     }
 }

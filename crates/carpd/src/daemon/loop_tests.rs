@@ -19,6 +19,7 @@ use super::{Signal, run_with};
 use crate::config::{DaemonConfig, Overrides};
 use crate::control::Envelope;
 use crate::control::types::{Reply, Request, VhostCause, VhostState, VhostView};
+use crate::guard::will::{Will, WillLink};
 use crate::log::{Level, capture};
 use crate::os::{
     Balanced, Datagram, Dropped, LinkEvent, LinkInfo, Os, OsError, PrivError, Solicitation,
@@ -95,6 +96,10 @@ struct World {
     solicitations: Option<mpsc::Sender<Solicitation>>,
     record: BTreeSet<OwnedAddress>,
     next_index: u32,
+    /// Every will handed on, in order (kept apart from `calls`).
+    wills: Vec<Will>,
+    /// `retire_will` was called.
+    retired: bool,
 }
 
 /// The fake OS; clones share one world, so the test keeps a handle.
@@ -433,6 +438,14 @@ impl Os for Fake {
     fn save_record(&mut self) -> Result<(), OsError> {
         self.call(Call::SaveRecord);
         Ok(())
+    }
+
+    fn set_will(&mut self, will: &Will) {
+        self.0.borrow_mut().wills.push(will.clone());
+    }
+
+    async fn retire_will(&mut self) {
+        self.0.borrow_mut().retired = true;
     }
 
     fn lookup_user(&self, _name: &str) -> Result<(), PrivError> {
@@ -2093,3 +2106,6 @@ async fn a_stale_conntrackd_lock_is_removed_and_the_caches_are_shown() {
     .await;
     result.unwrap();
 }
+
+#[path = "will_tests.rs"]
+mod will_tests;

@@ -19,6 +19,7 @@ mod perform;
 mod realise;
 mod repair;
 mod sync;
+mod will;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -128,6 +129,8 @@ struct Daemon<O: Os> {
     realtime: crate::os::realtime::Realtime,
     /// The `accept off` drop table as written (see `os::accept`).
     accept_filter: crate::os::accept::AcceptFilter,
+    /// The last will handed to the guard.
+    will: will::WillState,
 }
 
 /// What became of the ARP requests and NS for balanced addresses.
@@ -235,6 +238,7 @@ async fn run_with<O: Os>(
         gate_hook_tx,
         realtime: crate::os::realtime::Realtime::default(),
         accept_filter: crate::os::accept::AcceptFilter::for_daemon(&control_path),
+        will: will::WillState::default(),
     };
     // Before joining: a previous run that did not stop cleanly may have left
     // addresses behind, also ones no longer in the configuration.
@@ -319,8 +323,16 @@ async fn run_with<O: Os>(
                 d.node.handle_timeout(now);
             }
             _ = sleep_until(d.next_repair()) => d.repair_due().await,
-            Some(event) = links.recv() => d.handle_link_event(event).await,
-            Some((request, reply)) = ctl_rx.recv() => d.handle_envelope(request, reply).await,
+            Some(event) = links.recv() => {
+                // Sources, indexes and macvlans may change with it.
+                d.will_changed();
+                d.handle_link_event(event).await
+            }
+            Some((request, reply)) = ctl_rx.recv() => {
+                // A demotion or forced state may change the last will.
+                d.will_changed();
+                d.handle_envelope(request, reply).await
+            }
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => d.start_reload(None),
                 Some(Signal::Terminate) | None => break,

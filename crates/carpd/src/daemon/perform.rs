@@ -14,6 +14,7 @@ use super::events::{NO_SOURCE_V4, SOURCE_WARNING_EVERY};
 use super::{Daemon, vhost_of};
 use crate::carplog;
 use crate::control::types::Transition;
+use crate::guard::will::Via;
 use crate::hooks::{HookKind, HookRun};
 use crate::log::{self, Level, chain};
 use crate::os::Os;
@@ -25,6 +26,7 @@ impl<O: Os> Daemon<O> {
         while let Some(action) = self.node.poll_action() {
             self.perform(action).await;
         }
+        self.refresh_will();
         // Only now: a master hook runs once the addresses are live.
         for (owner, run) in std::mem::take(&mut self.deferred_hooks) {
             if let Some(r) = self.vhosts.get(&owner) {
@@ -34,6 +36,10 @@ impl<O: Os> Daemon<O> {
     }
 
     pub(super) async fn perform(&mut self, action: Action) {
+        // Every action but an advertisement may change the last will.
+        if !matches!(action, Action::Transmit { .. }) {
+            self.will_changed();
+        }
         match action {
             Action::Transmit {
                 id,
@@ -115,6 +121,9 @@ impl<O: Os> Daemon<O> {
         if let Err(e) = self.os.hold_addresses(&record) {
             carplog!(Warning, "{}", chain(&e));
         }
+        // The guard learns of the addresses (and of the MASTER, already
+        // recorded in the core) before they go live.
+        self.refresh_will();
         let requests = chosen
             .iter()
             .map(|va| self.os.add_address(index, va.addr, va.prefix_len));
@@ -195,10 +204,6 @@ impl<O: Os> Daemon<O> {
         let Some(dev) = self.carpdevs.get(&id.link) else {
             return false;
         };
-        let (has_socket, src) = match family {
-            Family::V4 => (dev.has4, dev.src4.map(IpAddr::V4)),
-            Family::V6 => (dev.has6, None),
-        };
         // Without an IPv4 address on the carpdev, OpenBSD `carp_send_ad`
         // (ifaof_ifpforaddr finds none) and FreeBSD `carp_send_ad_locked`
         // (carp_best_ifa finds none) set ip_src to 0 and still send: the
@@ -211,54 +216,24 @@ impl<O: Os> Daemon<O> {
                 carplog!(Warning, "{}: {}", dev.name, NO_SOURCE_V4);
             }
         }
-        // VRRPv3's checksum covers the pseudo-header: the core emitted it
-        // over the unspecified source, the one sent from is known here.
-        let vrrp_src = match family {
-            Family::V4 => dev.src4.map(IpAddr::V4),
-            Family::V6 => dev.src6.map(IpAddr::V6),
-        };
-        let mut vrrp = None;
-        if packet
-            .first()
-            .is_some_and(|b| b >> 4 == carp_proto::wire::vrrp::VERSION)
-        {
-            let from = vrrp_src.unwrap_or(match family {
-                Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            });
-            let mut bytes = packet.to_vec();
-            carp_proto::wire::vrrp::fill_checksum(&mut bytes, from, dst);
-            vrrp = Some(bytes);
-        }
-        let packet: &[u8] = vrrp.as_deref().unwrap_or(packet);
-        // The source the VRRP checksum was computed for must be the one sent.
-        let src = if vrrp.is_some() {
-            vrrp_src.or(src)
-        } else {
-            src
-        };
-        let result = if let Some(mac) = src_mac {
-            // Like the kernels: multicast advertisements leave from the virtual
-            // MAC, so every advertisement refreshes the switches' MAC tables.
-            let src = match dst {
-                IpAddr::V4(_) => IpAddr::V4(dev.src4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
-                IpAddr::V6(_) => {
-                    let Some(src) = dev.src6 else {
-                        carplog!(
-                            Warning,
-                            "{}: no link-local address to send from",
-                            self.label(id)
-                        );
-                        return false;
-                    };
-                    IpAddr::V6(src)
-                }
-            };
-            self.os.send_advert_frame(id.link, mac, src, dst, packet)
-        } else if has_socket {
-            self.os.send_advert(id.link, family, src, dst, packet).await
-        } else {
-            return false;
+        let result = match self.route(id, family, packet, dst, src_mac) {
+            Route::Send {
+                bytes,
+                via: Via::Frame { mac, src },
+            } => self.os.send_advert_frame(id.link, mac, src, dst, &bytes),
+            Route::Send {
+                bytes,
+                via: Via::Socket { src },
+            } => self.os.send_advert(id.link, family, src, dst, &bytes).await,
+            Route::NoLinkLocal => {
+                carplog!(
+                    Warning,
+                    "{}: no link-local address to send from",
+                    self.label(id)
+                );
+                return false;
+            }
+            Route::Unsendable => return false,
         };
         match result {
             Ok(()) => true,
@@ -271,6 +246,67 @@ impl<O: Os> Daemon<O> {
                 );
                 false
             }
+        }
+    }
+
+    /// How an advertisement leaves, with its final bytes: also what the
+    /// guard's will keeps (`will.rs`), so a dead daemon's bow-out is the
+    /// same as a living one's.
+    pub(super) fn route(
+        &self,
+        id: VhostId,
+        family: Family,
+        packet: &[u8],
+        dst: IpAddr,
+        src_mac: Option<[u8; 6]>,
+    ) -> Route {
+        let Some(dev) = self.carpdevs.get(&id.link) else {
+            return Route::Unsendable;
+        };
+        let (has_socket, src) = match family {
+            Family::V4 => (dev.has4, dev.src4.map(IpAddr::V4)),
+            Family::V6 => (dev.has6, None),
+        };
+        // VRRPv3's checksum covers the pseudo-header: the core emitted it
+        // over the unspecified source, the one sent from is known here.
+        let vrrp_src = match family {
+            Family::V4 => dev.src4.map(IpAddr::V4),
+            Family::V6 => dev.src6.map(IpAddr::V6),
+        };
+        let mut bytes = packet.to_vec();
+        let vrrp = packet
+            .first()
+            .is_some_and(|b| b >> 4 == carp_proto::wire::vrrp::VERSION);
+        if vrrp {
+            let from = vrrp_src.unwrap_or(match family {
+                Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+            carp_proto::wire::vrrp::fill_checksum(&mut bytes, from, dst);
+        }
+        // The source the VRRP checksum was computed for must be the one sent.
+        let src = if vrrp { vrrp_src.or(src) } else { src };
+        if let Some(mac) = src_mac {
+            // Like the kernels: multicast advertisements leave from the virtual
+            // MAC, so every advertisement refreshes the switches' MAC tables.
+            let src = match dst {
+                IpAddr::V4(_) => IpAddr::V4(dev.src4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                IpAddr::V6(_) => match dev.src6 {
+                    Some(src) => IpAddr::V6(src),
+                    None => return Route::NoLinkLocal,
+                },
+            };
+            Route::Send {
+                bytes,
+                via: Via::Frame { mac, src },
+            }
+        } else if has_socket {
+            Route::Send {
+                bytes,
+                via: Via::Socket { src },
+            }
+        } else {
+            Route::Unsendable
         }
     }
 
@@ -374,6 +410,16 @@ impl<O: Os> Daemon<O> {
         self.deferred_hooks
             .extend(runs.into_iter().map(|run| (owner, run)));
     }
+}
+
+/// Where [`Daemon::route`] sends an advertisement.
+pub(super) enum Route {
+    /// These bytes, this way.
+    Send { bytes: Vec<u8>, via: Via },
+    /// A frame from the virtual MAC needs a link-local source.
+    NoLinkLocal,
+    /// No carpdev or no socket of the family.
+    Unsendable,
 }
 
 fn owned_address(ifname: &str, a: &AddrSpec) -> OwnedAddress {

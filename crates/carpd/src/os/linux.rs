@@ -27,6 +27,8 @@ use super::raw::CarpSocket;
 use super::solicit::{self, SolicitationSocket};
 use super::{Balanced, Datagram, Os, OsError, Solicitation};
 use crate::carplog;
+use crate::guard::WillSink;
+use crate::guard::will::Will;
 use crate::log::chain;
 use crate::owned::{Owned, OwnedAddress};
 
@@ -43,6 +45,7 @@ pub struct Linux {
     solicitations: BTreeMap<LinkId, AbortHandle>,
     balance: Datapaths,
     record: Option<Owned>,
+    will: Option<WillSink>,
 }
 
 impl Linux {
@@ -55,7 +58,13 @@ impl Linux {
             solicitations: BTreeMap::new(),
             balance: Datapaths::default(),
             record: None,
+            will: None,
         })
+    }
+
+    /// Send the daemon's wills to `sink` (without one they go nowhere).
+    pub fn set_will_sink(&mut self, sink: WillSink) {
+        self.will = Some(sink);
     }
 
     fn l2(&self, link: LinkId) -> Result<&L2Sender, OsError> {
@@ -337,7 +346,24 @@ impl Os for Linux {
         bpf: bool,
     ) -> Result<Dropped, PrivError> {
         let user = user.map(privs::lookup_user).transpose()?;
-        privs::drop_privileges(user.as_ref(), state_dir, bpf)
+        let dropped = privs::drop_privileges(user.as_ref(), state_dir, bpf)?;
+        // Only now may the will file's thread start.
+        if let Some(w) = &mut self.will {
+            w.start_file_writer();
+        }
+        Ok(dropped)
+    }
+
+    fn set_will(&mut self, will: &Will) {
+        if let Some(w) = &mut self.will {
+            w.set(will);
+        }
+    }
+
+    async fn retire_will(&mut self) {
+        if let Some(w) = &mut self.will {
+            w.retire().await;
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use carp_proto::{Balancing, CarpIfId, Family, LinkId};
 use tokio::sync::mpsc;
 
+use crate::guard::will::Will;
 use crate::owned::OwnedAddress;
 
 pub mod accept;
@@ -49,7 +50,7 @@ pub use linux::Linux;
 pub use netlink::{LinkEvent, LinkInfo};
 pub use privs::{Dropped, PrivError};
 pub use solicit::Solicitation;
-pub(crate) use sys::die_with_parent;
+pub(crate) use sys::{die_with_parent, ignore_stop_signals};
 
 /// A carp interface's part of the balancing datapath (spec section 7).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +224,12 @@ pub trait Os {
     /// Run the daemon loop's thread under `SCHED_FIFO` at `priority` with
     /// memory locked, or ordinary with `None` (see [`realtime`]).
     fn set_realtime(&mut self, priority: Option<u8>) -> realtime::Realtime;
+    /// Hand the last will on to the guard and the will file (see
+    /// [`crate::guard`]); called whenever it changes. Never blocks.
+    fn set_will(&mut self, will: &Will);
+    /// The daemon stopped in order: the guard exits without acting, the
+    /// will file goes.
+    async fn retire_will(&mut self);
 
     /// Check that user `name` exists (before set-up, to fail early).
     fn lookup_user(&self, name: &str) -> Result<(), PrivError>;

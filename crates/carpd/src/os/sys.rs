@@ -1,7 +1,8 @@
 //! The only `unsafe` code in carpd: registering sockets with tokio,
 //! building an AF_PACKET address (neither has a safe constructor), a
-//! child's pre-exec hook, and the scheduling and memory-locking calls of
-//! `realtime` (no safe wrapper takes `SCHED_RESET_ON_FORK` or `MCL_ONFAULT`).
+//! child's pre-exec hook, the guard's ignored signals, and the scheduling
+//! and memory-locking calls of `realtime` (no safe wrapper takes
+//! `SCHED_RESET_ON_FORK` or `MCL_ONFAULT`).
 
 use std::io;
 use std::mem;
@@ -88,6 +89,18 @@ pub(crate) fn lock_memory(lock: Lock) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Ignore SIGTERM, SIGINT and SIGHUP (the guard: a signal meant for the
+/// daemon's process group or cgroup must not end it before the daemon's
+/// orderly stop does).
+pub(crate) fn ignore_stop_signals() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: SIG_IGN installs no handler, so no code runs in signal
+        // context; the process has one thread at this point.
+        let _ = unsafe { signal(s, SigHandler::SigIgn) };
     }
 }
 

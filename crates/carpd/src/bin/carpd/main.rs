@@ -71,6 +71,8 @@ enum Command {
             help = reference::flag_help("realtime_priority")
         )]
         realtime_priority: Option<u8>,
+        #[arg(long, help = reference::flag_help("guard"))]
+        no_guard: bool,
         /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW
         /// (every other capability is dropped with or without it).
         #[arg(long, value_name = "USER")]
@@ -87,6 +89,25 @@ enum Command {
     /// Run one vhid from a ucarp(8) command line (drop-in; see docs/operations.md
     /// for the differences).
     Ucarp(carpd::ucarp::UcarpArgs),
+    /// After carpd ended without stopping (kill -9, a crash), remove the
+    /// addresses and macvlans it left and send its bow-out advertisements, as
+    /// its guard would have: for systemd's ExecStopPost=.
+    StopPost {
+        /// The state directory carpd ran with.
+        #[arg(long, value_name = "PATH", default_value = carpd::config::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// The guard process carpd starts for itself (see docs/operations.md).
+    #[command(hide = true)]
+    Guard {
+        /// The will file to remove once done.
+        #[arg(long, value_name = "FILE")]
+        will: PathBuf,
+        #[arg(long, value_name = "N", default_value_t = carpd::config::DEFAULT_LOG_LEVEL)]
+        log_level: u8,
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+    },
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     Assets {
@@ -112,6 +133,7 @@ fn main() -> ExitCode {
             sync_gate_timeout,
             realtime,
             realtime_priority,
+            no_guard,
             user,
             config,
             words,
@@ -131,6 +153,7 @@ fn main() -> ExitCode {
                 realtime,
                 realtime_priority,
                 user,
+                no_guard,
             };
             let config = match config {
                 Some(path) => DaemonConfig::load(&path),
@@ -176,6 +199,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::StopPost { state_dir } => {
+            // Failures are errors (3): shown at the default level too.
+            carpd::log::set_threshold(4);
+            carpd::guard::stop_post(&state_dir)
+        }
+        Command::Guard {
+            will,
+            log_level,
+            user,
+        } => {
+            carpd::log::set_threshold(log_level.max(4));
+            carpd::guard::run(&will, user.as_deref())
+        }
         Command::Lab(args) => match lab::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -203,6 +239,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn run(config: DaemonConfig, overrides: Overrides) -> ExitCode {
     raise_nofile_limit();
+    let will_path = carpd::guard::will_path(&config);
+    // Before any thread and before privileges are dropped: the guard keeps
+    // CAP_NET_ADMIN and CAP_NET_RAW.
+    let guard = config.guard.then(|| {
+        carpd::guard::spawn(&will_path, overrides.user.as_deref(), config.log_level)
+            .inspect_err(|e| eprintln!("<3>carpd: cannot start the guard: {e}"))
+            .ok()
+    });
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -219,13 +263,14 @@ fn run(config: DaemonConfig, overrides: Overrides) -> ExitCode {
             eprintln!("carpd: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        let os = match Linux::connect().await {
+        let mut os = match Linux::connect().await {
             Ok(os) => os,
             Err(e) => {
                 eprintln!("<3>carpd: cannot open rtnetlink: {}", error_chain(&e));
                 return ExitCode::FAILURE;
             }
         };
+        os.set_will_sink(carpd::guard::WillSink::new(guard.flatten(), will_path));
         let result = daemon::run(os, config, overrides, rx).await;
         // The queued log lines first, so a fatal error is the last line.
         carpd::log::flush(std::time::Duration::from_secs(1));
