@@ -33,6 +33,7 @@ use crate::owned::OwnedAddress;
 
 pub mod balance;
 pub mod balance_glue;
+pub mod bpf;
 pub mod l2;
 pub mod linux;
 pub mod netlink;
