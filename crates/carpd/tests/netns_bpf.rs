@@ -124,47 +124,56 @@ fn junk_v6() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// Send the junk round-robin from `ns` at about `rate` packets/s for
-/// `secs`; return how many IPv4 and IPv6 packets went out.
-fn flood(ns: &str, ifindex: u32, me: Ipv4Addr, rate: u64, secs: f64) -> (u64, u64) {
-    let v4 = junk_v4(me);
-    let v6 = junk_v6();
-    let h = spawn_in_netns(ns, move || {
-        let s4 = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(libc::IPPROTO_RAW)),
-        )
-        .expect("raw socket");
-        s4.bind_device(Some(b"eth0")).expect("bind eth0");
-        let s6 = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(112))).expect("raw6");
-        s6.set_multicast_hops_v6(255).expect("hops");
-        s6.set_multicast_if_v6(ifindex).expect("multicast if");
-        let dst4 = SockAddr::from(SocketAddrV4::new(GROUP, 0));
-        let group6 = "ff02::12".parse().expect("ff02::12");
-        let dst6 = SockAddr::from(SocketAddrV6::new(group6, 0, 0, ifindex));
-        let (start, end) = (Instant::now(), Duration::from_secs_f64(secs));
-        let (mut n4, mut n6, mut i) = (0u64, 0u64, 0usize);
-        while start.elapsed() < end {
-            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-            if n4 + n6 >= due {
-                thread::sleep(Duration::from_micros(200));
-                continue;
-            }
-            for _ in 0..(due - n4 - n6).min(1000) {
-                i += 1;
-                // One packet in eight is IPv6.
-                if i % 8 == 0 {
-                    if s6.send_to(&v6[i / 8 % v6.len()].1, &dst6).is_ok() {
-                        n6 += 1;
+/// `secs`, split over `threads` senders; return how many IPv4 and IPv6
+/// packets went out.
+fn flood(ns: &str, ifindex: u32, me: Ipv4Addr, rate: u64, secs: f64, threads: u64) -> (u64, u64) {
+    let senders: Vec<_> = (0..threads)
+        .map(|t| {
+            let (v4, v6) = (junk_v4(me), junk_v6());
+            let rate = rate / threads;
+            spawn_in_netns(ns, move || {
+                let s4 = Socket::new(
+                    Domain::IPV4,
+                    Type::RAW,
+                    Some(Protocol::from(libc::IPPROTO_RAW)),
+                )
+                .expect("raw socket");
+                s4.bind_device(Some(b"eth0")).expect("bind eth0");
+                let s6 =
+                    Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(112))).expect("raw6");
+                s6.set_multicast_hops_v6(255).expect("hops");
+                s6.set_multicast_if_v6(ifindex).expect("multicast if");
+                let dst4 = SockAddr::from(SocketAddrV4::new(GROUP, 0));
+                let group6 = "ff02::12".parse().expect("ff02::12");
+                let dst6 = SockAddr::from(SocketAddrV6::new(group6, 0, 0, ifindex));
+                let (start, end) = (Instant::now(), Duration::from_secs_f64(secs));
+                let (mut n4, mut n6, mut i) = (0u64, 0u64, t as usize);
+                while start.elapsed() < end {
+                    let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                    if n4 + n6 >= due {
+                        thread::sleep(Duration::from_micros(200));
+                        continue;
                     }
-                } else if s4.send_to(&v4[i % v4.len()].1, &dst4).is_ok() {
-                    n4 += 1;
+                    for _ in 0..(due - n4 - n6).min(1000) {
+                        i += 1;
+                        // One packet in eight is IPv6.
+                        if i % 8 == 0 {
+                            if s6.send_to(&v6[i / 8 % v6.len()].1, &dst6).is_ok() {
+                                n6 += 1;
+                            }
+                        } else if s4.send_to(&v4[i % v4.len()].1, &dst4).is_ok() {
+                            n4 += 1;
+                        }
+                    }
                 }
-            }
-        }
-        (n4, n6)
-    });
-    h.join().expect("sender thread")
+                (n4, n6)
+            })
+        })
+        .collect();
+    senders
+        .into_iter()
+        .map(|h| h.join().expect("sender thread"))
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
 }
 
 /// A counter from /proc/net/snmp (`Ip: InReceives`) or /proc/net/snmp6
@@ -269,7 +278,7 @@ fn junk_dies_in_the_kernel_and_every_vhid_hears_its_master() {
     let (before, t0) = (stats(&b), Instant::now());
     let secs = 3.0;
     let attacker = lab.host(2);
-    let (n4, n6) = flood(&attacker.ns, attacker.ifindex, attacker.v4, 20_000, secs);
+    let (n4, n6) = flood(&attacker.ns, attacker.ifindex, attacker.v4, 20_000, secs, 1);
     thread::sleep(Duration::from_millis(300));
     let (after, elapsed) = (stats(&b), t0.elapsed());
     let (got4, got6) = (snmp(&lab, &nb, false) - in4, snmp(&lab, &nb, true) - in6);
@@ -334,4 +343,111 @@ fn junk_dies_in_the_kernel_and_every_vhid_hears_its_master() {
         thread::sleep(Duration::from_millis(200));
     }
     backup_of(&a, &b, &[1, 2, VRID, 4], &master, "after the reload");
+}
+
+/// utime + stime of `pid` in clock ticks (/proc/PID/stat fields 14 and 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// A measurement, not a check (issue 15): A and B as in the test above, the
+/// attacker floods the same junk at `CARPD_BPF_RATE` packets/s (default
+/// 50,000) for `CARPD_BPF_SECS` (default 10) from `CARPD_BPF_SENDERS`
+/// threads (default 1). Prints each daemon's CPU use, what carpd read, and
+/// whether any vhid changed state (a false failover). Runs only with
+/// `CARPD_BPF_FLOOD=1`; `CARPD_BPF_CARPD=<path>` runs both daemons from
+/// another `carpd` (such as a build of a commit without the filter):
+///
+/// ```sh
+/// CARPD_BPF_FLOOD=1 cargo test -p carpd --test netns_bpf flood -- --include-ignored --nocapture
+/// ```
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn flood_cpu_measurement() {
+    let env = |k: &str| std::env::var(k).ok();
+    if env("CARPD_BPF_FLOOD").as_deref() != Some("1") {
+        println!("flood measurement skipped: set CARPD_BPF_FLOOD=1");
+        return;
+    }
+    let num = |k: &str, d: f64| env(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (rate, secs) = (num("CARPD_BPF_RATE", 50_000.0), num("CARPD_BPF_SECS", 10.0));
+    let threads = num("CARPD_BPF_SENDERS", 1.0).max(1.0) as u64;
+    let bin = env("CARPD_BPF_CARPD").unwrap_or_else(|| common::daemon::CARPD.to_owned());
+    let lab = Lab::new("bf2", 3);
+    let (fa, fb) = (lab.path("a.toml"), lab.path("b.toml"));
+    write(&fa, true, &[1, 2]);
+    write(&fb, false, &[1, 2]);
+    let start = |i, name, file: &Path| {
+        let args = vec![
+            "--config".to_owned(),
+            file.to_str().expect("utf-8").to_owned(),
+        ];
+        let mut d = Carpd::new(&lab, i, name, Path::new(&bin), args);
+        lab.start(&mut d);
+        d
+    };
+    let a = start(0, "a", &fa);
+    let b = start(1, "b", &fb);
+    let master = Master::of(&lab);
+    let vhids = [1, 2, VRID];
+    wait_for(
+        "B BACKUP of every vhid, with A as master",
+        ELECTION,
+        Duration::from_millis(100),
+        || {
+            vhids
+                .iter()
+                .all(|&v| {
+                    state(&a, v).as_deref() == Some("MASTER")
+                        && master.is(view(&b, v).last_master.as_deref())
+                })
+                .then_some(())
+        },
+    );
+    let hz: f64 = common::run_ok(&["getconf", "CLK_TCK"])
+        .trim()
+        .parse()
+        .expect("CLK_TCK");
+    let before = [(stats(&a), cpu_ticks(a.pid)), (stats(&b), cpu_ticks(b.pid))];
+    let t0 = Instant::now();
+    let attacker = lab.host(2);
+    let (n4, n6) = flood(
+        &attacker.ns,
+        attacker.ifindex,
+        attacker.v4,
+        rate as u64,
+        secs,
+        threads,
+    );
+    let sent_secs = t0.elapsed().as_secs_f64();
+    thread::sleep(Duration::from_millis(300));
+    println!(
+        "carpd {bin}\njunk: {} packets in {sent_secs:.1} s ({:.0}/s asked {rate:.0}/s, {threads} sender(s))",
+        n4 + n6,
+        (n4 + n6) as f64 / sent_secs
+    );
+    let mut flapped = false;
+    for (d, (s0, c0)) in [&a, &b].into_iter().zip(before) {
+        let (s1, c1) = (stats(d), cpu_ticks(d.pid));
+        flapped |= s1.transitions != s0.transitions;
+        let cpu = (c1 - c0) as f64 / hz;
+        println!(
+            "{}: CPU {cpu:.2} s = {:.1} % of a core; carpd received {} (accepted {}, dropped {}); \
+             transitions {}",
+            d.name,
+            100.0 * cpu / sent_secs,
+            s1.received() - s0.received(),
+            s1.accepted - s0.accepted,
+            s1.dropped() - s0.dropped(),
+            s1.transitions - s0.transitions
+        );
+    }
+    let failover = flapped
+        || vhids.iter().any(|&v| {
+            state(&a, v).as_deref() != Some("MASTER") || state(&b, v).as_deref() != Some("BACKUP")
+        });
+    println!("false failover: {}", if failover { "YES" } else { "no" });
 }

@@ -193,14 +193,6 @@ impl CarpSocket {
             .map_err(|e| OsError::socket("attach the BPF filter", &self.ifname, e))
     }
 
-    /// Remove the filter: every protocol-112 packet reaches carpd again.
-    pub fn clear_filter(&self) -> Result<(), OsError> {
-        self.fd
-            .get_ref()
-            .detach_filter()
-            .map_err(|e| OsError::socket("detach the BPF filter", &self.ifname, e))
-    }
-
     /// Receive up to [`RECV_BATCH`] datagrams with one `recvmmsg` once the
     /// socket is readable, appending each one's metadata and CARP payload to
     /// `out` (the same rules as [`CarpSocket::recv`] with a [`RECV_SLOT`]
@@ -410,6 +402,9 @@ fn set_rcvbuf(sock: &Socket, ifname: &str) {
         && let Err(e) = sock.set_recv_buffer_size(RCVBUF)
     {
         crate::carplog!(Warning, "{ifname}: cannot set the receive buffer: {e}");
+    }
+    if let Ok(n) = sock.recv_buffer_size() {
+        crate::carplog!(Debug, "{ifname}: CARP socket receive buffer {n} bytes");
     }
 }
 
