@@ -300,7 +300,7 @@ impl CarpSocket {
                     Some(&mut cmsg),
                     MsgFlags::empty(),
                 )?;
-                Ok(meta_v6(&msg)?)
+                meta_v6(&msg)
             })
             .await
             .map_err(|e| OsError::socket("receive", &self.ifname, e))
