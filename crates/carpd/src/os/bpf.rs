@@ -31,7 +31,11 @@
 //! the jumps to the per-protocol sections use `ja` (32-bit offset).
 
 use carp_proto::Family;
-use libc::sock_filter;
+use libc::{
+    BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JGT,
+    BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH, BPF_MEM, BPF_MSH, BPF_RET, BPF_RSH, BPF_ST,
+    BPF_SUB, BPF_W, BPF_X, sock_filter,
+};
 
 /// Return value that keeps the whole packet (the kernel trims to it).
 const ACCEPT: u32 = u32::MAX;
@@ -100,14 +104,9 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> sock_filter {
     }
 }
 
-use libc::{
-    BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JGT,
-    BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH, BPF_MEM, BPF_MSH, BPF_RET, BPF_RSH, BPF_ST,
-    BPF_SUB, BPF_W, BPF_X,
-};
-
-/// Scratch memory slots.
+/// Scratch memory slot of the payload length.
 const M_LEN: u32 = 0;
+/// Scratch memory slot of the payload's first (version/type) byte.
 const M_FIRST: u32 = 1;
 
 /// A = byte at `k` (absolute).
