@@ -113,6 +113,100 @@ fn raw_multicast_and_unicast_between_hosts() {
     }
 }
 
+/// Input: B's sockets filter for CARP vhid 1 (`set_filter`); A sends per
+/// family 40 CARP-shaped payloads for vhid 1 and, between them, 40 for
+/// vhid 2, all to the group, before B reads. Output: B's `recv_batch`
+/// returns exactly the 40 of vhid 1 per family, in order, each with A's
+/// source, the group, TTL 255 and B's ifindex, at most 32 per call and more
+/// than one in some call (one `recvmmsg` drained several).
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn raw_filter_and_batch_receive() {
+    use carpd::os::bpf::{Accept, Proto, TtlRule};
+    use carpd::os::raw::RECV_BATCH;
+    const N: u8 = 40;
+    let carp = |vhid: u8, seq: u8| {
+        let mut p = payload(seq);
+        p[0] = 0x21;
+        p[1] = vhid;
+        p
+    };
+    let lab = Lab::new("rawbpf", 2);
+    let (a, b) = (lab.host(0).clone(), lab.host(1).clone());
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (sent_tx, sent_rx) = mpsc::channel::<()>();
+    let bb = b.clone();
+    let receiver = spawn_in_netns(&b.ns, move || {
+        block_on(T, async move {
+            let v4 = CarpSocket::open_v4(&bb.ifname, bb.ifindex).unwrap();
+            let v6 = CarpSocket::open_v6(&bb.ifname, bb.ifindex).unwrap();
+            let accept = [Accept {
+                vhid: 1,
+                proto: Proto::Carp,
+                ttl: TtlRule::Multicast,
+            }];
+            v4.set_filter(&accept).unwrap();
+            v6.set_filter(&accept).unwrap();
+            ready_tx.send(()).unwrap();
+            sent_rx.recv_timeout(READY).expect("sender done");
+            let mut per_family = Vec::new();
+            for sock in [&v4, &v6] {
+                let (mut got, mut largest) = (Vec::new(), 0);
+                while got.len() < usize::from(N) {
+                    let n = sock.recv_batch(&mut got).await.unwrap();
+                    assert!((1..=RECV_BATCH).contains(&n), "{n} in one batch");
+                    largest = largest.max(n);
+                }
+                // Nothing else may be queued: vhid 2 was filtered out.
+                let more =
+                    tokio::time::timeout(Duration::from_millis(300), sock.recv_batch(&mut got));
+                assert!(more.await.is_err(), "more than {N}: {:?}", got.last());
+                per_family.push((got, largest));
+            }
+            per_family
+        })
+    });
+    ready_rx.recv_timeout(READY).expect("receiver ready");
+    let aa = a.clone();
+    block_on_in(&a.ns, T, move || async move {
+        let v4 = CarpSocket::open_v4(&aa.ifname, aa.ifindex).unwrap();
+        let v6 = CarpSocket::open_v6(&aa.ifname, aa.ifindex).unwrap();
+        for seq in 0..N {
+            for vhid in [2, 1] {
+                v4.send(Some(aa.v4.into()), CARP_GROUP_V4.into(), &carp(vhid, seq))
+                    .await
+                    .unwrap();
+                v6.send(
+                    Some(aa.link_local.into()),
+                    CARP_GROUP_V6.into(),
+                    &carp(vhid, seq),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    });
+    sent_tx.send(()).unwrap();
+    let got = receiver.join().expect("receiver thread");
+    for ((datagrams, largest), (src, dst)) in got.into_iter().zip([
+        (IpAddr::from(a.v4), IpAddr::from(CARP_GROUP_V4)),
+        (a.link_local.into(), CARP_GROUP_V6.into()),
+    ]) {
+        assert!(largest > 1, "{dst}: one datagram per recvmmsg");
+        for (seq, (r, data)) in datagrams.iter().enumerate() {
+            let want = Received {
+                src,
+                dst,
+                ttl: 255,
+                ifindex: b.ifindex,
+                len: 36,
+            };
+            assert_eq!(*r, want);
+            assert_eq!(data[..], carp(1, seq as u8)[..], "{dst} #{seq}");
+        }
+    }
+}
+
 /// Input: a send whose source family does not match the socket.
 /// Output: an error, not a panic or a packet.
 #[test]

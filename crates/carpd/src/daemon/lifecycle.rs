@@ -209,6 +209,7 @@ impl<O: Os> Daemon<O> {
                     if let Some(r) = self.vhosts.get_mut(&id) {
                         r.spec = spec;
                     }
+                    self.refilter(id.link);
                     changed += 1;
                 }
                 None => {
@@ -220,6 +221,7 @@ impl<O: Os> Daemon<O> {
                     if let Some(index) = self.vhosts.remove(&id).and_then(|r| r.macvlan) {
                         self.delete_macvlan(index).await;
                     }
+                    self.refilter(id.link);
                 }
             }
         }

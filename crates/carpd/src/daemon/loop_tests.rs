@@ -21,6 +21,7 @@ use crate::control::Envelope;
 use crate::control::types::{Reply, Request, VhostCause, VhostState, VhostView};
 use crate::guard::will::{Will, WillLink};
 use crate::log::{Level, capture};
+use crate::os::bpf::{Accept, Proto, TtlRule};
 use crate::os::{
     Balanced, Datagram, Dropped, LinkEvent, LinkInfo, Os, OsError, PrivError, Solicitation,
 };
@@ -47,6 +48,8 @@ enum Call {
     EnsureMacvlan(u32, String),
     DeleteLink(u32),
     OpenSocket(LinkId, Family),
+    /// The CARP sockets' kernel filter of a carpdev.
+    Filter(LinkId, Vec<Accept>),
     /// Through a CARP socket.
     Advert(Family, IpAddr, Vec<u8>),
     /// As a frame from the virtual MAC.
@@ -289,6 +292,11 @@ impl Os for Fake {
         let mut w = self.0.borrow_mut();
         w.sockets.retain(|(l, f, _)| (*l, *f) != (link, family));
         w.sockets.push((link, family, to));
+        Ok(())
+    }
+
+    fn filter_carp_sockets(&mut self, link: LinkId, accept: &[Accept]) -> Result<(), OsError> {
+        self.call(Call::Filter(link, accept.to_vec()));
         Ok(())
     }
 
@@ -927,6 +935,51 @@ async fn reload_keeps_an_unchanged_vhost_untouched() {
     result.unwrap();
 }
 
+/// Input: vhid 1 on eth0; a reload adds vhid 2 with `ttl_check = false`
+/// and VRRPv3 vrid 3; another removes vhid 1. Output: eth0's socket filter
+/// follows each step: vhid 1; then vhids 1 and 2 (TTL not checked) and
+/// vrid 3; then vhid 2 and vrid 3. Without it the kernel would drop the
+/// new vhids' advertisements and they would all become MASTER.
+#[tokio::test(start_paused = true)]
+async fn reload_rebuilds_the_socket_filter() {
+    let fake = Fake::new();
+    let two = format!(
+        "{}ttl_check = false\n",
+        vhost(2, 0, "real", &["192.0.2.60/24"])
+    );
+    let vrrp =
+        "[[vhost]]\ncarpdev = \"eth0\"\nvhid = 3\ncarpver = 3\naddresses = [\"192.0.2.70/24\"]\n";
+    let accept = |vhid, proto, ttl| Accept { vhid, proto, ttl };
+    let last_filter = |calls: &[Call]| {
+        calls.iter().rev().find_map(|c| match c {
+            Call::Filter(LinkId(ETH0), a) => Some(a.clone()),
+            _ => None,
+        })
+    };
+    let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
+    let result = Harness::run(&one.clone(), fake, |h| async move {
+        h.until_master(1).await;
+        let carp1 = accept(1, Proto::Carp, TtlRule::Multicast);
+        assert_eq!(last_filter(&h.fake.calls()), Some(vec![carp1]));
+        h.write_config(&format!("{one}{two}{vrrp}"));
+        h.signal(Signal::Reload).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let carp2 = accept(2, Proto::Carp, TtlRule::Any);
+        let vrrp3 = accept(3, Proto::Vrrp, TtlRule::Multicast);
+        assert_eq!(
+            last_filter(&h.fake.calls()),
+            Some(vec![carp1, carp2, vrrp3])
+        );
+        h.write_config(&format!("{two}{vrrp}"));
+        h.signal(Signal::Reload).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(last_filter(&h.fake.calls()), Some(vec![carp2, vrrp3]));
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
 /// Input: a MASTER with 192.0.2.50/24; a reload adds 198.51.100.51/24.
 /// Output: the new address is added with its own prefix (the actions carry
 /// it), the old one stays, and the vhost stays MASTER. Before the carp
@@ -1403,7 +1456,7 @@ async fn macvlan_set_down_faults_and_is_set_up_again() {
 async fn reload_is_read_off_the_loop_and_failures_are_logged() {
     let fake = Fake::new();
     let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
-    let result = Harness::run(&one, fake, |h| async move {
+    let result = Harness::run(&one.clone(), fake, |h| async move {
         h.until_master(1).await;
         let sent = h.view(1).await.stats.opackets;
         let path = h.config_path();
@@ -1460,7 +1513,7 @@ async fn reload_is_read_off_the_loop_and_failures_are_logged() {
 async fn demote_out_of_range_is_refused_not_clamped() {
     let fake = Fake::new();
     let one = vhost(1, 0, "real", &["192.0.2.50/24"]);
-    let result = Harness::run(&one, fake, |h| async move {
+    let result = Harness::run(&one.clone(), fake, |h| async move {
         let demote = |by| Request::Demote { group: None, by };
         let reply = h.request(demote(300)).await;
         assert!(!reply.ok, "{reply:?}");

@@ -5,13 +5,14 @@ use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, bail};
-use carp_proto::{Balancing, CarpIfId, Family, LinkId, VhostId};
+use carp_proto::{Balancing, CarpIfId, Family, Flavour, LinkId, VhostId};
 
 use super::{Carpdev, Daemon, Realised, vhost_of};
 use crate::carplog;
 use crate::config::{Lladdr, VhostSpec};
 use crate::hooks::HookQueue;
 use crate::log::chain;
+use crate::os::bpf::{Accept, Proto, TtlRule};
 use crate::os::l2::virtual_mac;
 use crate::os::{Balanced, Os};
 use crate::owned::OwnedAddress;
@@ -240,8 +241,40 @@ impl<O: Os> Daemon<O> {
                 repaired_at: None,
             },
         );
-
+        self.refilter(link);
         Ok(())
+    }
+
+    /// Point carpdev `link`'s socket filter at the vhids now configured on
+    /// it, each with its protocol and TTL rule (see [`crate::os::bpf`]).
+    pub(super) fn refilter(&mut self, link: LinkId) {
+        let mut accept: Vec<Accept> = self
+            .vhosts
+            .iter()
+            .filter(|(id, _)| id.link == link)
+            .flat_map(|(_, r)| {
+                let c = r.spec.carp_if_config();
+                let proto = match c.flavour {
+                    Flavour::Carp => Proto::Carp,
+                    Flavour::Vrrp => Proto::Vrrp,
+                };
+                let ttl = TtlRule::of(c.ttl_check);
+                c.nodes.into_iter().map(move |n| Accept {
+                    vhid: n.vhid.get(),
+                    proto,
+                    ttl,
+                })
+            })
+            .collect();
+        accept.sort();
+        accept.dedup();
+        if let Err(e) = self.os.filter_carp_sockets(link, &accept) {
+            carplog!(
+                Warning,
+                "{}; carpd reads every protocol-112 packet",
+                chain(&e)
+            );
+        }
     }
 
     /// Attach the balancing datapath for `spec` on carpdev `link` (interface

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::balance_glue::Datapaths;
+use super::bpf::Accept;
 use super::l2::{
     ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, L2Sender, carp_advert_frame_v4, carp_advert_frame_v6,
     multicast_mac,
@@ -41,6 +42,8 @@ const LINK_EVENT_QUEUE: usize = 256;
 pub struct Linux {
     netlink: Netlink,
     sockets: BTreeMap<(LinkId, Family), (Arc<CarpSocket>, AbortHandle)>,
+    /// Each carpdev's filter, kept for the sockets opened later.
+    filters: BTreeMap<LinkId, Vec<Accept>>,
     l2: BTreeMap<LinkId, L2Sender>,
     solicitations: BTreeMap<LinkId, AbortHandle>,
     balance: Datapaths,
@@ -54,6 +57,7 @@ impl Linux {
         Ok(Linux {
             netlink: Netlink::connect().await?,
             sockets: BTreeMap::new(),
+            filters: BTreeMap::new(),
             l2: BTreeMap::new(),
             solicitations: BTreeMap::new(),
             balance: Datapaths::default(),
@@ -143,6 +147,15 @@ impl Os for Linux {
             Family::V4 => CarpSocket::open_v4(ifname, index)?,
             Family::V6 => CarpSocket::open_v6(ifname, index)?,
         });
+        if let Some(accept) = self.filters.get(&link)
+            && let Err(e) = sock.set_filter(accept)
+        {
+            carplog!(
+                Warning,
+                "{}; carpd reads every protocol-112 packet",
+                chain(&e)
+            );
+        }
         let reader = spawn_reader(link, sock.clone(), to);
         if let Some((_, old)) = self.sockets.insert((link, family), (sock, reader)) {
             old.abort();
@@ -164,6 +177,20 @@ impl Os for Linux {
             });
         };
         sock.0.send(src, dst, packet).await
+    }
+
+    fn filter_carp_sockets(&mut self, link: LinkId, accept: &[Accept]) -> Result<(), OsError> {
+        if self.filters.get(&link).is_some_and(|a| a == accept) {
+            return Ok(());
+        }
+        self.filters.insert(link, accept.to_vec());
+        let mut result = Ok(());
+        for family in [Family::V4, Family::V6] {
+            if let Some((sock, _)) = self.sockets.get(&(link, family)) {
+                result = result.and(sock.set_filter(accept));
+            }
+        }
+        result
     }
 
     fn open_l2(&mut self, link: LinkId, index: u32) -> Result<(), OsError> {
@@ -402,21 +429,23 @@ fn spawn_solicitation_reader(
 
 fn spawn_reader(link: LinkId, sock: Arc<CarpSocket>, tx: mpsc::Sender<Datagram>) -> AbortHandle {
     let task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
+        let mut batch = Vec::with_capacity(super::raw::RECV_BATCH);
         loop {
-            match sock.recv(&mut buf).await {
-                Ok(r) => {
-                    let d = Datagram {
-                        link,
-                        src: r.src,
-                        dst: r.dst,
-                        ttl: r.ttl,
-                        ifindex: r.ifindex,
-                        bytes: buf[..r.len.min(buf.len())].to_vec(),
-                    };
-                    // Waiting here lets the kernel's socket buffer absorb bursts.
-                    if tx.send(d).await.is_err() {
-                        return;
+            match sock.recv_batch(&mut batch).await {
+                Ok(_) => {
+                    for (r, bytes) in batch.drain(..) {
+                        let d = Datagram {
+                            link,
+                            src: r.src,
+                            dst: r.dst,
+                            ttl: r.ttl,
+                            ifindex: r.ifindex,
+                            bytes,
+                        };
+                        // Waiting here lets the kernel's socket buffer absorb bursts.
+                        if tx.send(d).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 Err(e) => {

@@ -6,6 +6,8 @@
 //!
 //! - [`raw`]: one protocol-112 socket per (carpdev, address family), for
 //!   sending and receiving advertisements with TTL, destination and ifindex.
+//! - [`bpf`]: the classic BPF filter on those sockets that drops, in the
+//!   kernel, what is not an advertisement for a configured vhid.
 //! - [`netlink`]: link lookups, VIP add/remove, the virtual-MAC macvlan and a
 //!   link/address event monitor.
 //! - [`l2`]: gratuitous ARP and unsolicited neighbour advertisements built
@@ -37,6 +39,7 @@ use crate::owned::OwnedAddress;
 pub mod accept;
 pub mod balance;
 pub mod balance_glue;
+pub mod bpf;
 pub mod l2;
 pub mod linux;
 pub mod netlink;
@@ -126,6 +129,15 @@ pub trait Os {
         family: Family,
         to: mpsc::Sender<Datagram>,
     ) -> Result<(), OsError>;
+    /// Let only advertisements for `accept` (the vhids configured on carpdev
+    /// `link`) through its CARP sockets, now and when they are reopened;
+    /// everything else is dropped in the kernel, uncounted (see [`bpf`]).
+    /// A failure leaves a socket's previous filter (or none) in place. The
+    /// default does nothing: fakes see every datagram they inject.
+    fn filter_carp_sockets(&mut self, link: LinkId, accept: &[bpf::Accept]) -> Result<(), OsError> {
+        let _ = (link, accept);
+        Ok(())
+    }
     /// Send the CARP header `packet` from `src` (`None`: the kernel's choice)
     /// to `dst` through the socket of `family` on `link`.
     async fn send_advert(

@@ -12,19 +12,24 @@
 //! Receive buffers carry the CARP payload only. IPv4 raw sockets deliver the
 //! IP header, which is parsed here (variable IHL, never assumed to be 20);
 //! IPv6 raw sockets never do, so hop limit and destination come from cmsgs.
+//!
+//! Each socket carries a classic BPF filter ([`super::bpf`]) for the vhids
+//! configured on its carpdev, a large receive buffer, and is read in batches
+//! (`recvmmsg`), so that a junk flood costs the kernel, not carpd.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
-    setsockopt, sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, RecvMsg, SockaddrIn, SockaddrIn6,
+    recvmmsg, recvmsg, sendmsg, setsockopt, sockopt,
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use super::bpf::{self, Accept};
 use super::{OsError, sys};
 
 /// IP protocol number of CARP (shared with VRRP).
@@ -40,6 +45,14 @@ pub const CARP_TTL: u8 = 255;
 const IPTOS_LOWDELAY: u32 = 0x10;
 /// Large enough for any sane advert plus an IPv4 header with options.
 const RECV_V4_BUF: usize = 2048;
+/// Each datagram's slot in a batch: payloads longer than this are truncated,
+/// as by the single-datagram [`CarpSocket::recv`] with a buffer this size.
+pub const RECV_SLOT: usize = 2048;
+/// Datagrams read by one `recvmmsg`.
+pub const RECV_BATCH: usize = 32;
+/// The receive buffer asked for (the kernel doubles it for bookkeeping): a
+/// burst of adverts queues while the loop is busy instead of being dropped.
+const RCVBUF: usize = 1 << 20;
 
 /// Metadata of one received advertisement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +158,7 @@ impl CarpSocket {
         ifname: &str,
         ifindex: u32,
     ) -> Result<CarpSocket, OsError> {
+        set_rcvbuf(&sock, ifname);
         let fd =
             sys::async_fd(sock).map_err(|e| OsError::socket("register with tokio", ifname, e))?;
         Ok(CarpSocket {
@@ -165,6 +179,84 @@ impl CarpSocket {
         self.ifindex
     }
 
+    /// Let only advertisements for `accept` through (see [`bpf`]); an
+    /// attached filter is replaced atomically.
+    pub fn set_filter(&self, accept: &[Accept]) -> Result<(), OsError> {
+        let family = match self.family {
+            Family::V4 => carp_proto::Family::V4,
+            Family::V6 => carp_proto::Family::V6,
+        };
+        let prog = bpf::to_socket2(&bpf::program(family, accept));
+        self.fd
+            .get_ref()
+            .attach_filter(&prog)
+            .map_err(|e| OsError::socket("attach the BPF filter", &self.ifname, e))
+    }
+
+    /// Receive up to [`RECV_BATCH`] datagrams with one `recvmmsg` once the
+    /// socket is readable, appending each one's metadata and CARP payload to
+    /// `out` (the same rules as [`CarpSocket::recv`] with a [`RECV_SLOT`]
+    /// buffer). Returns how many were appended (at least one).
+    ///
+    /// Cancel-safe: dropping the future loses no datagram.
+    pub async fn recv_batch(&self, out: &mut Vec<(Received, Vec<u8>)>) -> Result<usize, OsError> {
+        let mut scratch = vec![0u8; RECV_BATCH * RECV_SLOT.max(RECV_V4_BUF)];
+        let before = out.len();
+        self.fd
+            .async_io(Interest::READABLE, |s| {
+                let fd = s.as_raw_fd();
+                let mut iovs: Vec<[IoSliceMut<'_>; 1]> = scratch
+                    .chunks_mut(RECV_SLOT.max(RECV_V4_BUF))
+                    .map(|c| [IoSliceMut::new(c)])
+                    .collect();
+                match self.family {
+                    Family::V4 => {
+                        let cmsg = nix::cmsg_space!(libc::in_pktinfo, libc::c_int);
+                        let mut headers =
+                            MultiHeaders::<SockaddrIn>::preallocate(RECV_BATCH, Some(cmsg));
+                        let msgs = recvmmsg(
+                            fd,
+                            &mut headers,
+                            iovs.iter_mut(),
+                            MsgFlags::MSG_DONTWAIT,
+                            None,
+                        )?;
+                        for msg in msgs {
+                            out.push(received_v4(&msg, RECV_SLOT)?);
+                        }
+                    }
+                    Family::V6 => {
+                        let cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
+                        let mut headers =
+                            MultiHeaders::<SockaddrIn6>::preallocate(RECV_BATCH, Some(cmsg));
+                        let msgs = recvmmsg(
+                            fd,
+                            &mut headers,
+                            iovs.iter_mut(),
+                            MsgFlags::MSG_DONTWAIT,
+                            None,
+                        )?;
+                        for msg in msgs {
+                            let r = meta_v6(&msg)?;
+                            let mut payload = filled(&msg);
+                            payload.truncate(r.len.min(RECV_SLOT));
+                            out.push((
+                                Received {
+                                    len: payload.len(),
+                                    ..r
+                                },
+                                payload,
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| OsError::socket("receive", &self.ifname, e))?;
+        Ok(out.len() - before)
+    }
+
     /// Receive one datagram, writing its CARP payload to the start of `buf`.
     ///
     /// Cancel-safe: dropping the future loses no datagram. The caller still
@@ -179,7 +271,7 @@ impl CarpSocket {
     async fn recv_v4(&self, buf: &mut [u8]) -> Result<Received, OsError> {
         let mut dgram = [0u8; RECV_V4_BUF];
         let mut cmsg = nix::cmsg_space!(libc::in_pktinfo, libc::c_int);
-        let (n, ifindex, from) = self
+        let (r, payload) = self
             .fd
             .async_io(Interest::READABLE, |s| {
                 let mut iov = [IoSliceMut::new(&mut dgram)];
@@ -189,45 +281,17 @@ impl CarpSocket {
                     Some(&mut cmsg),
                     MsgFlags::empty(),
                 )?;
-                let mut ifindex = 0;
-                for c in msg.cmsgs()? {
-                    if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
-                        ifindex = u32::try_from(pi.ipi_ifindex).unwrap_or(0);
-                    }
-                }
-                Ok((msg.bytes, ifindex, msg.address.map(|a| a.ip())))
+                received_v4(&msg, buf.len())
             })
             .await
             .map_err(|e| OsError::socket("receive", &self.ifname, e))?;
-        // `n` never exceeds the iovec, but do not trust that with a slice index.
-        let dgram = dgram.get(..n).unwrap_or(&[]);
-        Ok(match parse_ipv4_header(dgram) {
-            Some(h) => {
-                let payload = dgram.get(h.header_len..h.total_len).unwrap_or(&[]);
-                let len = payload.len().min(buf.len());
-                buf[..len].copy_from_slice(&payload[..len]);
-                Received {
-                    src: h.src.into(),
-                    dst: h.dst.into(),
-                    ttl: h.ttl,
-                    ifindex,
-                    len,
-                }
-            }
-            None => Received {
-                src: from.unwrap_or(Ipv4Addr::UNSPECIFIED).into(),
-                dst: Ipv4Addr::UNSPECIFIED.into(),
-                ttl: 0,
-                ifindex,
-                len: 0,
-            },
-        })
+        buf[..r.len].copy_from_slice(&payload);
+        Ok(r)
     }
 
     async fn recv_v6(&self, buf: &mut [u8]) -> Result<Received, OsError> {
         let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
-        let (n, ifindex, dst, hlim, from) = self
-            .fd
+        self.fd
             .async_io(Interest::READABLE, |s| {
                 let mut iov = [IoSliceMut::new(&mut *buf)];
                 let msg = recvmsg::<SockaddrIn6>(
@@ -236,28 +300,10 @@ impl CarpSocket {
                     Some(&mut cmsg),
                     MsgFlags::empty(),
                 )?;
-                let (mut ifindex, mut dst, mut hlim) = (0, Ipv6Addr::UNSPECIFIED, 0);
-                for c in msg.cmsgs()? {
-                    match c {
-                        ControlMessageOwned::Ipv6PacketInfo(pi) => {
-                            ifindex = pi.ipi6_ifindex;
-                            dst = Ipv6Addr::from(pi.ipi6_addr.s6_addr);
-                        }
-                        ControlMessageOwned::Ipv6HopLimit(h) => hlim = u8::try_from(h).unwrap_or(0),
-                        _ => {}
-                    }
-                }
-                Ok((msg.bytes, ifindex, dst, hlim, msg.address.map(|a| a.ip())))
+                meta_v6(&msg)
             })
             .await
-            .map_err(|e| OsError::socket("receive", &self.ifname, e))?;
-        Ok(Received {
-            src: from.unwrap_or(Ipv6Addr::UNSPECIFIED).into(),
-            dst: dst.into(),
-            ttl: hlim,
-            ifindex,
-            len: n.min(buf.len()),
-        })
+            .map_err(|e| OsError::socket("receive", &self.ifname, e))
     }
 
     /// Send `payload` (the CARP header) to `dst` out of this interface.
@@ -347,6 +393,87 @@ impl CarpSocket {
         }
         Ok(())
     }
+}
+
+/// Ask for [`RCVBUF`]: `SO_RCVBUFFORCE` passes `net.core.rmem_max` with
+/// CAP_NET_ADMIN; without it `SO_RCVBUF` gets what the limit allows.
+fn set_rcvbuf(sock: &Socket, ifname: &str) {
+    if setsockopt(sock, sockopt::RcvBufForce, &RCVBUF).is_err()
+        && let Err(e) = sock.set_recv_buffer_size(RCVBUF)
+    {
+        crate::carplog!(Warning, "{ifname}: cannot set the receive buffer: {e}");
+    }
+    if let Ok(n) = sock.recv_buffer_size() {
+        crate::carplog!(Debug, "{ifname}: CARP socket receive buffer {n} bytes");
+    }
+}
+
+/// The first (only) iovec of a received message, as filled.
+fn filled<'a, S>(msg: &RecvMsg<'_, 'a, S>) -> Vec<u8> {
+    msg.iovs().next().map(|s| s.to_vec()).unwrap_or_default()
+}
+
+/// An IPv4 message (IP header included) as metadata and at most `max` bytes
+/// of CARP payload; a malformed header gives length 0.
+fn received_v4(msg: &RecvMsg<'_, '_, SockaddrIn>, max: usize) -> io::Result<(Received, Vec<u8>)> {
+    let mut ifindex = 0;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
+            ifindex = u32::try_from(pi.ipi_ifindex).unwrap_or(0);
+        }
+    }
+    // `bytes` never exceeds the iovec, but do not trust that with a slice index.
+    let dgram = filled(msg);
+    let dgram = dgram.get(..msg.bytes).unwrap_or(&dgram);
+    Ok(match parse_ipv4_header(dgram) {
+        Some(h) => {
+            let payload = dgram.get(h.header_len..h.total_len).unwrap_or(&[]);
+            let payload = &payload[..payload.len().min(max)];
+            let r = Received {
+                src: h.src.into(),
+                dst: h.dst.into(),
+                ttl: h.ttl,
+                ifindex,
+                len: payload.len(),
+            };
+            (r, payload.to_vec())
+        }
+        None => {
+            let from = msg.address.map(|a| a.ip());
+            let r = Received {
+                src: from.unwrap_or(Ipv4Addr::UNSPECIFIED).into(),
+                dst: Ipv4Addr::UNSPECIFIED.into(),
+                ttl: 0,
+                ifindex,
+                len: 0,
+            };
+            (r, Vec::new())
+        }
+    })
+}
+
+/// The metadata of an IPv6 message (payload only): destination, ifindex and
+/// hop limit from the cmsgs.
+fn meta_v6(msg: &RecvMsg<'_, '_, SockaddrIn6>) -> io::Result<Received> {
+    let (mut ifindex, mut dst, mut hlim) = (0, Ipv6Addr::UNSPECIFIED, 0);
+    for c in msg.cmsgs()? {
+        match c {
+            ControlMessageOwned::Ipv6PacketInfo(pi) => {
+                ifindex = pi.ipi6_ifindex;
+                dst = Ipv6Addr::from(pi.ipi6_addr.s6_addr);
+            }
+            ControlMessageOwned::Ipv6HopLimit(h) => hlim = u8::try_from(h).unwrap_or(0),
+            _ => {}
+        }
+    }
+    let from = msg.address.map(|a| a.ip());
+    Ok(Received {
+        src: from.unwrap_or(Ipv6Addr::UNSPECIFIED).into(),
+        dst: dst.into(),
+        ttl: hlim,
+        ifindex,
+        len: msg.bytes,
+    })
 }
 
 /// The fields of a received IPv4 header that carpd needs.
