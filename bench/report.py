@@ -118,6 +118,7 @@ def main():
             loaded = r.get("loaded_outage_s")
             body.append([r["impl"], r["settings"], f"{r['bound_s'] * 1000:.1f}", cell(r, "takeover_s"),
                          cell(r, "outage_s"),
+                         f"n/a: {r['soak_error']}" if "soak_error" in r else
                          f"{r.get('false_failovers', 'n/a')} / {r.get('master_lost_role', 'n/a')} in {r.get('soak_s', '?')} s",
                          "n/a" if r.get("soak_client_max_gap_s") is None else f"{r['soak_client_max_gap_s'] * 1000:.0f}",
                          "n/a" if r.get("loaded_takeover_s") is None else f"{r['loaded_takeover_s'] * 1000:.0f}",
