@@ -31,6 +31,12 @@ NAMESPACES = []
 PROCS = []
 CARPD = os.environ.get("CARPD", "carpd")
 CARPCTL = os.environ.get("CARPCTL", "carpctl")
+# The packet generator (bench/plot's carpd-bench-flood): junk protocol 112 floods and UDP streams.
+FLOOD = os.environ.get("CARPB_FLOOD") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                       "plot/target/release/carpd-bench-flood")
+SOAK_FLOOD_PPS = 50000
+# Above the CPU hogs, or eight of them on two CPUs hold the generator well below its rate.
+FLOOD_NICE = ["nice", "-n", "-10"]
 PASS = "bench-secret"
 VIP = "198.51.100.50"
 PING_INTERVAL = 0.01
@@ -227,8 +233,9 @@ INIT_RE = re.compile(r"-> INIT|Entering FAULT STATE")
 class Proc:
     """A daemon in a namespace; its output lines are time-stamped as they arrive."""
 
-    def __init__(self, name, cmd, logfile=None, stamp=True):
+    def __init__(self, name, cmd, logfile=None, stamp=True, only=None):
         self.name = name
+        self.only = re.compile(only) if only else None  # lines of other vhosts do not count as events
         self.events = []  # (time, "MASTER"|"BACKUP"|"INIT", line)
         self.lines = []
         self.path = logfile or os.path.join(WORK, f"{name}.log")
@@ -253,6 +260,8 @@ class Proc:
             out.write(f"{t:.6f} {line}\n")
             out.flush()
             self.lines.append((t, line))
+            if self.only and not self.only.search(line):
+                continue
             if MASTER_RE.search(line):
                 self.events.append((t, "MASTER", line))
             elif BACKUP_RE.search(line):
@@ -320,6 +329,24 @@ def keepalived_prio(advskew):
     return max(1, min(254, 256 - advskew))
 
 
+_HELP = []
+
+
+def carpd_has(word):
+    """Whether `carpd run --help` mentions word: options of later branches are detected, not assumed."""
+    if not _HELP:
+        _HELP.append(run([CARPD, "run", "--help"], check=False).stdout)
+    return word in _HELP[0]
+
+
+class NotAvailable:
+    """A row this build or peer cannot do; the report shows it as n/a with the reason."""
+
+    def __init__(self, name, why):
+        self.name = name
+        self.why = why
+
+
 class Impl:
     name = "?"
 
@@ -334,10 +361,14 @@ class Impl:
 class Carpd(Impl):
     name = "carpd"
 
-    def __init__(self, master_down="openbsd", lladdr="virtual", name=None):
+    def __init__(self, master_down=None, lladdr="virtual", name=None, flags=(), vrrp=False):
+        # master_down None: the daemon's default (auto: FreeBSD's 3 x advbase + advskew/256 for
+        # advbase >= 1, OpenBSD's for advbase 0).
         self.master_down = master_down
         self.lladdr = lladdr
-        if master_down != "openbsd":
+        self.flags = list(flags)
+        self.vrrp = vrrp  # carpver 3 vrrpprio P vrrpinterval CS, priority from advskew as for keepalived
+        if master_down:
             self.name = f"carpd-{master_down}"
         if name:
             self.name = name
@@ -346,20 +377,29 @@ class Carpd(Impl):
         return os.path.join(WORK, f"{lan.name}-{node}.sock")
 
     def start(self, lan, node, vhid=1, advbase=1, advskew=0, preempt=False, initial_master=False,
-              addresses=None, extra=None, config=None, **_):
+              addresses=None, extra=None, config=None, only=None, **_):
         ns = lan.ns(node)
         state = os.path.join(WORK, f"state-{lan.name}-{node}")
         os.makedirs(state, exist_ok=True)
-        cmd = [CARPD, "run", "--log-level", "4", "--control", self.control(lan, node), "--state-dir", state]
+        cmd = [CARPD, "run", "--log-level", "4", "--control", self.control(lan, node), "--state-dir", state,
+               *self.flags]
         if preempt:
             cmd.append("--preempt")
         if config:
             cmd += ["--config", config]
         else:
             addresses = addresses or [f"{VIP}/24"]
-            cmd += ["carpdev", "eth0", "vhid", str(vhid), "advbase", str(advbase), "advskew", str(advskew),
-                    "pass", PASS, "lladdr", self.lladdr, "master-down", self.master_down, *addresses]
-        p = Proc(f"{lan.name}-{node}-carpd", nsx(ns, cmd), stamp=config is None or extra == "stamp")
+            cmd += ["carpdev", "eth0", "vhid", str(vhid)]
+            if self.vrrp:
+                cmd += ["carpver", "3", "vrrpprio", str(keepalived_prio(advskew)),
+                        "vrrpinterval", str(max(1, round(advbase * 100)))]
+            else:
+                cmd += ["advbase", str(advbase), "advskew", str(advskew), "pass", PASS]
+            cmd += ["lladdr", self.lladdr]
+            if self.master_down:
+                cmd += ["master-down", self.master_down]
+            cmd += addresses
+        p = Proc(f"{lan.name}-{node}-{self.name}", nsx(ns, cmd), stamp=config is None or extra == "stamp", only=only)
         if not wait_until(lambda: os.path.exists(self.control(lan, node)), 10):
             raise RuntimeError(f"carpd on {node} did not open its control socket; see {p.path}")
         if initial_master:
@@ -385,8 +425,11 @@ class Carpd(Impl):
 class Keepalived(Impl):
     name = "keepalived"
 
-    def __init__(self, version=2):
+    def __init__(self, version=2, name=None, extra_global=""):
         self.version = version
+        self.extra_global = extra_global
+        if name:
+            self.name = name
 
     def conf(self, lan, node, instances, preempt, initial_master, extra_global=""):
         lines = ["global_defs {", f"  router_id {lan.name}-{node}", f"  vrrp_version {self.version}",
@@ -416,12 +459,13 @@ class Keepalived(Impl):
         return path
 
     def start(self, lan, node, vhid=1, advbase=1, advskew=0, preempt=False, initial_master=False,
-              addresses=None, extra=None, instances=None, advert_int=None, stamp=True, excluded=None, **_):
+              addresses=None, extra=None, instances=None, advert_int=None, stamp=True, excluded=None, prio=None,
+              only=None, **_):
         if instances is None:
-            instances = [{"iface": 0, "vhid": vhid, "prio": keepalived_prio(advskew),
+            instances = [{"iface": 0, "vhid": vhid, "prio": prio or keepalived_prio(advskew),
                           "advert_int": advert_int if advert_int is not None else advbase,
                           "vips": addresses or [f"{VIP}/24"], "excluded": excluded}]
-        conf = self.conf(lan, node, instances, preempt, initial_master)
+        conf = self.conf(lan, node, instances, preempt, initial_master, self.extra_global)
         base = os.path.join(WORK, f"ka-{lan.name}-{node}")
         for suffix in (".pid", ".vrrp.pid", ".chk.pid", ".bfd.pid"):
             # A killed keepalived leaves its pid files, and a new one refuses to start.
@@ -429,7 +473,7 @@ class Keepalived(Impl):
                 os.unlink(base + suffix)
         cmd = ["keepalived", "-n", "-l", "-D", "-G", "-P", "-f", conf, "-p", base + ".pid",
                "-r", base + ".vrrp.pid", "-c", base + ".chk.pid", "-b", base + ".bfd.pid"]
-        return Proc(f"{lan.name}-{node}-keepalived", nsx(lan.ns(node), cmd), stamp=stamp)
+        return Proc(f"{lan.name}-{node}-{self.name}", nsx(lan.ns(node), cmd), stamp=stamp, only=only)
 
 
 class Ucarp(Impl):
@@ -538,7 +582,9 @@ def bound(impl, advbase, advskew, prio=None, version=2, advert_int=None):
         ai = advert_int if advert_int is not None else advbase
         skew = (256 - prio) / 256 * (ai if version == 3 else 1)
         return 3 * ai + skew
-    if isinstance(impl, Carpd) and impl.master_down == "openbsd":
+    if isinstance(impl, Carpd) and impl.vrrp:
+        return bound(Keepalived(3), advbase, advskew, keepalived_prio(advskew), 3, advbase)
+    if isinstance(impl, Carpd) and (impl.master_down == "openbsd" or (impl.master_down is None and advbase == 0)):
         return 3 * max(advbase + advskew / 256, 1 / 256)
     return 3 * advbase + advskew / 256
 
@@ -575,6 +621,9 @@ def crash_rep(impl, lan, mode, advbase, skew_b, skew_a=0, **kw):
         seq0, t0 = pinger.mark(), time.time()
         if mode == "linkdown":
             ip("-n", lan.ns("a"), "link", "set", "eth0", "down")
+        elif mode == "kill9main":
+            # The daemon's main process alone: helpers it left (carpd's guard, keepalived's VRRP child) live on.
+            pa.send(signal.SIGKILL)
         else:
             pa.stop(signal.SIGKILL)
         limit = 3 * advbase + 10
@@ -621,7 +670,8 @@ def scenario_crash(impls, reps):
         for mode in ("linkdown", "kill9"):
             for skew_b in (0, 100):
                 for impl in impls:
-                    if isinstance(impl, Carpd) and impl.master_down != "openbsd" and skew_b == 0:
+                    # At advskew 0 both formulas give 3 x advbase: the openbsd column is the default's twin.
+                    if isinstance(impl, Carpd) and impl.master_down == "openbsd" and skew_b == 0:
                         continue
                     agg = repeat(lambda: crash_rep(impl, lan, mode, 1, skew_b), reps, f"crash {mode} {impl.name} skew {skew_b}")
                     row = {"impl": impl.name, "mode": mode, "advbase": 1, "advskew_backup": skew_b,
@@ -713,11 +763,31 @@ def scenario_preempt(impls, reps):
 
 
 SUB = {  # implementation -> (start keyword arguments, advskew a, advskew b)
-    "carpd": ({"advbase": 0}, 10, 20),
-    "carpd-fast": ({"advbase": 0}, 1, 3),
-    "ucarp": ({"advbase": 0}, 10, 20),
-    "keepalived": ({"advbase": 0, "advert_int": 0.01}, 10, 20),
+    # carpd: advbase 0, advskew 0 / 1: intervals 1/256 s (the floor) and 2/256 s.
+    "carpd": ({"advbase": 0}, 0, 1),
+    "carpd-realtime": ({"advbase": 0}, 0, 1),
+    # ucarp -b 0 -k 0 would advertise with no interval at all: the nearest it can do.
+    "ucarp": ({"advbase": 0}, 1, 2),
+    # keepalived 10 ms adverts, priorities 254 / 253 (advskew 0 and 1 would both clamp to 254).
+    "keepalived": ({"advbase": 0, "advert_int": 0.01}, 2, 3),
+    "keepalived-realtime": ({"advbase": 0, "advert_int": 0.01}, 2, 3),
 }
+SUB_EXTRA = 100  # other vhosts at advbase 1 on the same daemon(s)
+KA_RT = "  vrrp_rt_priority 10\n  vrrp_no_swap"  # carpd --realtime's default SCHED_FIFO priority is 10
+
+
+def sub_impls(impls):
+    out = []
+    for i in impls:
+        if isinstance(i, Carpd):
+            out.append(Carpd(name="carpd"))
+            out.append(Carpd(name="carpd-realtime", flags=["--realtime"]) if carpd_has("--realtime")
+                       else NotAvailable("carpd-realtime", "carpd run has no --realtime"))
+        elif isinstance(i, Keepalived):
+            out += [Keepalived(3), Keepalived(3, name="keepalived-realtime", extra_global=KA_RT)]
+        else:
+            out.append(i)
+    return out
 
 
 def sub_bound(impl):
@@ -727,75 +797,395 @@ def sub_bound(impl):
     return bound(impl, kw["advbase"], sb)
 
 
-def sub_crash_rep(impl, lan):
+def sub_settings(impl):
     kw, sa, sb = SUB[impl.name]
-    pa, pb = start_pair(impl, lan, kw["advbase"], sa, sb, **{k: v for k, v in kw.items() if k != "advbase"})
+    if isinstance(impl, Keepalived):
+        rt = ", vrrp_rt_priority 10, vrrp_no_swap" if impl.extra_global else ""
+        return f"VRRPv3 advert_int {kw['advert_int']}, priority {keepalived_prio(sa)}/{keepalived_prio(sb)}{rt}"
+    rt = ", --realtime" if isinstance(impl, Carpd) and impl.flags else ""
+    return f"advbase {kw['advbase']}, advskew {sa}/{sb}{rt}"
+
+
+def sub_start(impl, lan, node, master):
+    """The sub-second vhost (vhid 1) plus SUB_EXTRA vhosts at advbase 1 on the same daemon.
+
+    Returns (the process whose events are vhid 1's, every process of the node)."""
+    kw, sa, sb = SUB[impl.name]
+    skew = sa if master else sb
+    extra = [(v, f"198.19.0.{v}/32") for v in range(2, 2 + SUB_EXTRA)]
+    if isinstance(impl, Carpd):
+        path = os.path.join(WORK, f"sub-{lan.name}-{node}.toml")
+        with open(path, "w") as f:
+            f.write("log_level = 4\n")
+            f.write(f'[[vhost]]\ncarpdev = "eth0"\nvhid = 1\nadvbase = {kw["advbase"]}\nadvskew = {skew}\n'
+                    f'pass = "{PASS}"\naddresses = ["{VIP}/24"]\n')
+            for v, a in extra:
+                f.write(f'[[vhost]]\ncarpdev = "eth0"\nvhid = {v}\nadvbase = 1\nadvskew = {0 if master else 100}\n'
+                        f'pass = "{PASS}"\naddresses = ["{a}"]\n')
+        p = impl.start(lan, node, config=path, extra="stamp", only=r"vhid 1@eth0:", initial_master=master)
+        return p, [p]
+    if isinstance(impl, Keepalived):
+        inst = [{"iface": 0, "vhid": 1, "prio": keepalived_prio(skew), "advert_int": kw["advert_int"],
+                 "vips": [f"{VIP}/24"]}]
+        inst += [{"iface": 0, "vhid": v, "prio": keepalived_prio(0 if master else 100), "advert_int": 1,
+                  "vips": [a]} for v, a in extra]
+        p = impl.start(lan, node, instances=inst, initial_master=master, only=r"VI_0_1\)")
+        return p, [p]
+    p = impl.start(lan, node, advbase=kw["advbase"], advskew=skew)
+    procs = [p]
+    logf = os.path.join(WORK, f"sub-{lan.name}-{node}-ucarp-extra.log")
+    for v, a in extra:
+        cmd = ["env", "UCARP_PREFIX=32", *impl.cmd(lan, node, 0, v, 1, 0 if master else 100, False, a.split("/")[0])]
+        procs.append(Proc(f"ucarp-{lan.name}-{node}-{v}", nsx(lan.ns(node), cmd), logfile=logf, stamp=False))
+    return p, procs
+
+
+def sub_pair(impl, lan):
+    for n in ("a", "b"):
+        lan.reset_node(n)
+    procs = []
+    try:
+        pa, pa_all = sub_start(impl, lan, "a", True)
+        procs += pa_all
+        if not wait_until(lambda: pa.state() == "MASTER", 15):
+            raise RuntimeError(f"{impl.name}: node a never became MASTER; see {pa.path}")
+        pb, pb_all = sub_start(impl, lan, "b", False)
+        procs += pb_all
+        wait_until(lambda: pb.state() == "BACKUP", 5)
+        # The other vhosts: a must hold them before the measurement starts.
+        wait_until(lambda: vip_count(lan, "a") >= SUB_EXTRA, 15, 0.2)
+        time.sleep(0.5)
+        if pb.state() == "MASTER" or pa.state() != "MASTER":
+            raise RuntimeError(f"{impl.name}: unexpected roles a={pa.state()} b={pb.state()}")
+        return pa, pb, procs
+    except BaseException:
+        for p in procs:
+            p.stop()
+        raise
+
+
+def linkdown_measure(lan, pb, pinger, phase):
+    time.sleep(random.uniform(0, phase))
+    seq0, t0 = pinger.mark(), time.time()
+    ip("-n", lan.ns("a"), "link", "set", "eth0", "down")
+    tm = wait_until(lambda: pb.first_after(t0, "MASTER"), 10)
+    wait_until(lambda: pinger.healthy_since(t0 + 0.02), 10)
+    time.sleep(0.3)
+    outage, lost = pinger.outage_since(seq0)
+    return {"takeover_s": None if tm is None else tm - t0, "outage_s": outage, "lost": lost}
+
+
+def sub_crash_rep(impl, lan):
+    kw, sa, _ = SUB[impl.name]
+    pa, pb, procs = sub_pair(impl, lan)
     pinger = start_pinger(lan)
     try:
-        time.sleep(random.uniform(0, kw.get("advert_int", sa / 256)))
-        seq0, t0 = pinger.mark(), time.time()
-        ip("-n", lan.ns("a"), "link", "set", "eth0", "down")
-        tm = wait_until(lambda: pb.first_after(t0, "MASTER"), 10)
-        wait_until(lambda: pinger.healthy_since(t0 + 0.02), 10)
-        time.sleep(0.3)
-        outage, lost = pinger.outage_since(seq0)
-        return {"takeover_s": None if tm is None else tm - t0, "outage_s": outage, "lost": lost}
+        return linkdown_measure(lan, pb, pinger, kw.get("advert_int", max(sa, 1) / 256))
     finally:
         pinger.stop()
-        pa.stop()
-        pb.stop()
+        for p in procs:
+            p.stop()
+
+
+def load_start(lan, seconds):
+    """The soak's load: 8 CPU hogs and memory churn over both nodes, a 50,000/s junk flood on the LAN."""
+    procs = []
+    for n in ("a", "b"):
+        procs.append(Proc(f"stress-cpu-{lan.name}-{n}", nsx(lan.ns(n), ["stress-ng", "--cpu", "4", "--timeout",
+                                                                         f"{seconds}s"]), stamp=False))
+        procs.append(Proc(f"stress-vm-{lan.name}-{n}", nsx(lan.ns(n), ["stress-ng", "--vm", "1", "--vm-bytes", "512M",
+                                                                        "--timeout", f"{seconds}s"]), stamp=False))
+    flood = Proc(f"flood-{lan.name}", nsx(lan.ns("f"), [*FLOOD_NICE, FLOOD, "junk", "224.0.0.18",
+                                                         str(SOAK_FLOOD_PPS), str(seconds)]))
+    return procs, flood
+
+
+def flood_result(flood, timeout=15):
+    """The flood generator's closing JSON line."""
+    try:
+        flood.p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        flood.stop()
+    time.sleep(0.1)
+    for _, line in reversed(flood.lines):
+        if line.startswith("{"):
+            return json.loads(line)
+    return None
+
+
+def ms(v):
+    return "n/a" if v is None else f"{v * 1000:.0f} ms"
 
 
 def scenario_subsecond(impls, reps, soak_s):
     rows = []
-    lans = {impl.name: Lan(f"sub{i}", ["a", "b"]) for i, impl in enumerate(impls)}
-    try:
-        for impl in impls:
-            agg = repeat(lambda: sub_crash_rep(impl, lans[impl.name]), reps, f"sub-second {impl.name}")
-            kw, sa, sb = SUB[impl.name]
-            row = {"impl": impl.name, "settings": sub_settings(impl), "bound_s": round(sub_bound(impl), 4), **agg}
+    for i, impl in enumerate(impls):
+        if isinstance(impl, NotAvailable):
+            rows.append({"impl": impl.name, "na": impl.why})
+            continue
+        lan = Lan(f"sub{i}", ["a", "b", "f"])
+        ip("-n", lan.ns("f"), "route", "add", "224.0.0.0/4", "dev", "eth0")
+        try:
+            agg = repeat(lambda: sub_crash_rep(impl, lan), reps, f"sub-second {impl.name}")
+            row = {"impl": impl.name, "settings": sub_settings(impl), "bound_s": round(sub_bound(impl), 4),
+                   "extra_vhosts": SUB_EXTRA, **agg}
             rows.append(row)
-            log(f"sub-second crash {impl.name:10} ({row['settings']}): takeover {fmt(agg, 'takeover_s')}, "
-                f"client outage {fmt(agg)} (bound {row['bound_s'] * 1000:.0f} ms)")
-        # Soak: every pair at once on its own LAN, both "nodes" loaded by stress-ng --cpu 2.
-        pairs = {}
-        for impl in impls:
-            kw, sa, sb = SUB[impl.name]
-            pairs[impl.name] = start_pair(impl, lans[impl.name], kw["advbase"], sa, sb,
-                                          **{k: v for k, v in kw.items() if k != "advbase"})
-        first = lans[impls[0].name]
-        stress = [Proc(f"stress-{n}", nsx(first.ns(n), ["stress-ng", "--cpu", "2", "--timeout", f"{soak_s + 5}s"]),
-                       stamp=False) for n in ("a", "b")]
-        t0 = time.time()
-        log(f"sub-second soak: {soak_s} s with 2 x stress-ng --cpu 2 on {os.cpu_count()} CPUs")
-        load = []
-        while time.time() < t0 + soak_s:
-            time.sleep(min(5, t0 + soak_s - time.time()) if t0 + soak_s > time.time() else 0)
-            load.append(os.getloadavg()[0])
-        for p in stress:
-            p.stop()
-        for impl in impls:
-            pa, pb = pairs[impl.name]
-            row = next(r for r in rows if r["impl"] == impl.name)
-            row["soak_s"] = soak_s
-            row["false_failovers"] = pb.count("MASTER", t0)
-            row["master_lost_role"] = pa.count("BACKUP", t0) + pa.count("INIT", t0)
-            row["soak_load1_max"] = round(max(load), 2) if load else None
-            log(f"sub-second soak {impl.name:10}: {row['false_failovers']} false failovers "
-                f"(backup -> MASTER) in {soak_s} s under load")
-            pa.stop()
-            pb.stop()
-    finally:
-        for lan in lans.values():
+            log(f"sub-second crash {impl.name:19} ({row['settings']}): takeover {fmt(agg, 'takeover_s')}, "
+                f"client outage {fmt(agg)} (bound {row['bound_s'] * 1000:.1f} ms)")
+            # Soak: this pair alone on the machine's load, then one crash under the same load.
+            try:
+                pa, pb, procs = sub_pair(impl, lan)
+            except RuntimeError as e:
+                # ucarp at -b 0 may never settle into MASTER/BACKUP: the row keeps its crash figures.
+                log(f"sub-second soak {impl.name}: could not run: {e}")
+                row["soak_error"] = str(e)
+                continue
+            pinger = start_pinger(lan)
+            load, flood = load_start(lan, soak_s + 15)
+            try:
+                time.sleep(1)
+                t0 = time.time()
+                log(f"sub-second soak {impl.name}: {soak_s} s, 2 x stress-ng --cpu 4, 2 x stress-ng --vm 1 "
+                    f"--vm-bytes 512M, junk flood {SOAK_FLOOD_PPS}/s, {SUB_EXTRA} other vhosts")
+                seq0 = pinger.mark()
+                load1 = []
+                while time.time() < t0 + soak_s:
+                    time.sleep(max(0.0, min(5, t0 + soak_s - time.time())))
+                    load1.append(os.getloadavg()[0])
+                row["soak_s"] = soak_s
+                row["false_failovers"] = pb.count("MASTER", t0)
+                row["master_lost_role"] = pa.count("BACKUP", t0) + pa.count("INIT", t0)
+                row["soak_client_max_gap_s"] = round(pinger.outage_since(seq0)[0], 4)
+                row["soak_load1_max"] = round(max(load1), 2) if load1 else None
+                if pb.state() != "MASTER" and pa.state() == "MASTER":
+                    loaded = linkdown_measure(lan, pb, pinger, SUB[impl.name][0].get("advert_int", 1 / 256))
+                    row.update({f"loaded_{k}": v for k, v in loaded.items()})
+                fl = flood_result(flood, soak_s + 30)
+                row["soak_flood_pps"] = round(fl["sent"] / fl["seconds"]) if fl else None
+                log(f"sub-second soak {impl.name:19}: {row['false_failovers']} false failovers, master lost its "
+                    f"role {row['master_lost_role']} times, longest client gap {row['soak_client_max_gap_s'] * 1000:.0f}"
+                    f" ms; crash under load: takeover {ms(row.get('loaded_takeover_s'))}, outage "
+                    f"{ms(row.get('loaded_outage_s'))}; flood {row['soak_flood_pps']}/s")
+            finally:
+                for p in load + [flood]:
+                    p.stop()
+                pinger.stop()
+                for p in procs:
+                    p.stop()
+        finally:
             lan.destroy()
     return rows
 
 
-def sub_settings(impl):
-    kw, sa, sb = SUB[impl.name]
-    if isinstance(impl, Keepalived):
-        return f"VRRPv3 advert_int {kw['advert_int']}, priority {keepalived_prio(sa)}/{keepalived_prio(sb)}"
-    return f"advbase {kw['advbase']}, advskew {sa}/{sb}"
+# ---------------------------------------------------------------- junk flood
+
+
+def carpd_stats(impl, lan, node):
+    r = run([CARPCTL, "--control", impl.control(lan, node), "stats", "--json"], check=False)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return {}
+
+
+def flood_rep(impl, lan, rate, seconds, threads):
+    pa, pb = start_pair(impl, lan, 1, 0, 100)
+    try:
+        pids_a, pids_b = pa.all_pids(), pb.all_pids()
+        time.sleep(0.5)
+        st0 = (carpd_stats(impl, lan, "a"), carpd_stats(impl, lan, "b")) if isinstance(impl, Carpd) else None
+        c0a, c0b = sum(map(proc_cpu, pids_a)), sum(map(proc_cpu, pids_b))
+        t0 = time.time()
+        flood = Proc(f"flood-{lan.name}-{impl.name}-{rate}", nsx(lan.ns("f"), [*FLOOD_NICE, FLOOD, "junk", "224.0.0.18", str(rate),
+                                                                             str(seconds), str(threads)]))
+        fl = flood_result(flood, seconds + 30)
+        t1 = time.time()
+        c1a, c1b = sum(map(proc_cpu, pids_a)), sum(map(proc_cpu, pids_b))
+        time.sleep(3.5)  # a backup that lost adverts in the flood's last second shows it now
+        res = {
+            "sent_pps": None if not fl else fl["sent"] / fl["seconds"],
+            "cpu_pct_master": (c1a - c0a) / (t1 - t0) * 100,
+            "cpu_pct_backup": (c1b - c0b) / (t1 - t0) * 100,
+            "false_failovers_backup": pb.count("MASTER", t0),
+            "false_failovers_master": pa.count("BACKUP", t0) + pa.count("INIT", t0),
+        }
+        if fl and fl["sent"]:
+            res["cpu_ns_per_junk_backup"] = (c1b - c0b) / fl["sent"] * 1e9
+        if st0:
+            sa, sb = carpd_stats(impl, lan, "a"), carpd_stats(impl, lan, "b")
+            sent = sa.get("opackets", 0) - st0[0].get("opackets", 0)
+            got = sb.get("accepted", 0) - st0[1].get("accepted", 0)
+            # Over the flood plus the 3.5 s after it, so both counts cover the same adverts.
+            res["adverts_sent_master"] = sent
+            res["adverts_missed_backup"] = max(0, sent - got)
+        return res
+    finally:
+        pa.stop()
+        pb.stop()
+
+
+def scenario_flood(impls, reps, quick):
+    lan = Lan("flood", ["a", "b", "f"])
+    ip("-n", lan.ns("f"), "route", "add", "224.0.0.0/4", "dev", "eth0")
+    rows = []
+    try:
+        for label, rate, seconds, threads in (("50k", 50000, 5 if quick else 30, 1), ("max", 1000000, 10, 4)):
+            for impl in impls:
+                agg = repeat(lambda: flood_rep(impl, lan, rate, seconds, threads), 1 if quick else max(1, reps // 2),
+                             f"flood {label} {impl.name}")
+                row = {"impl": impl.name, "flood": label, "target_pps": rate, "seconds": seconds, **agg}
+                rows.append(row)
+                log(f"flood {label:3} {impl.name:10}: sent {fmt(agg, 'sent_pps', 1, '/s')}, CPU master "
+                    f"{fmt(agg, 'cpu_pct_master', 1, '%')} backup {fmt(agg, 'cpu_pct_backup', 1, '%')}, false "
+                    f"failovers {fmt(agg, 'false_failovers_backup', 1, '')} (backup) "
+                    f"{fmt(agg, 'false_failovers_master', 1, '')} (master), adverts missed "
+                    f"{fmt(agg, 'adverts_missed_backup', 1, '')}")
+    finally:
+        lan.destroy()
+    return rows
+
+
+# ---------------------------------------------------------------- daemon crash
+
+
+def dkill_impls(impls):
+    out = []
+    for i in impls:
+        if isinstance(i, Carpd):
+            guard = carpd_has("guard")
+            out.append(Carpd(name="carpd" if guard else "carpd (no guard in this build)"))
+            out.append(Carpd(name="carpd --no-guard", flags=["--no-guard"]) if carpd_has("--no-guard")
+                       else NotAvailable("carpd --no-guard", "carpd run has no --no-guard"))
+        else:
+            out.append(i)
+    return out
+
+
+def scenario_daemonkill(impls, reps):
+    lan = Lan("dkill", ["a", "b"])
+    rows = []
+    try:
+        for impl in impls:
+            if isinstance(impl, NotAvailable):
+                rows.append({"impl": impl.name, "na": impl.why})
+                continue
+            agg = repeat(lambda: crash_rep(impl, lan, "kill9main", 1, 100), reps, f"daemon kill {impl.name}")
+            rows.append({"impl": impl.name, "advskew_backup": 100, "bound_s": round(bound(impl, 1, 100,
+                                                                                           keepalived_prio(100)), 3),
+                         **agg})
+            log(f"daemon kill -9 {impl.name:30}: takeover {fmt(agg, 'takeover_s')}, client outage {fmt(agg)}")
+    finally:
+        lan.destroy()
+    return rows
+
+
+# ---------------------------------------------------------------- VRRPv3
+
+
+def scenario_vrrp3(impls, reps):
+    lan = Lan("vrrp3", ["a", "b"])
+    rows = []
+    peers = []
+    for i in impls:
+        if isinstance(i, Carpd):
+            peers.append(Carpd(name="carpd", vrrp=True))
+        elif isinstance(i, Keepalived):
+            peers.append(Keepalived(3))
+        else:
+            rows.append({"impl": i.name, "na": "no VRRP"})
+    try:
+        for skew_b in (0, 100):
+            for impl in peers:
+                agg = repeat(lambda: crash_rep(impl, lan, "linkdown", 1, skew_b), reps, f"vrrp3 {impl.name} {skew_b}")
+                row = {"impl": impl.name, "prio_master": keepalived_prio(0), "prio_backup": keepalived_prio(skew_b),
+                       "interval_cs": 100, "bound_s": round(bound(impl, 1, skew_b, keepalived_prio(skew_b), 3, 1), 3),
+                       "advskew_backup": skew_b, **agg}
+                rows.append(row)
+                log(f"VRRPv3 crash {impl.name:10} priority 254/{keepalived_prio(skew_b)}: takeover "
+                    f"{fmt(agg, 'takeover_s')}, client outage {fmt(agg)} (bound {row['bound_s'] * 1000:.0f} ms)")
+    finally:
+        lan.destroy()
+    return rows
+
+
+# ---------------------------------------------------------------- balancing datapath
+
+
+def snmp(ns, group, field):
+    out = run(nsx(ns, ["cat", "/proc/net/snmp"])).stdout.splitlines()
+    for head, vals in zip(out, out[1:]):
+        if head.startswith(group + ":") and vals.startswith(group + ":") and field in head.split():
+            return int(vals.split()[head.split().index(field)])
+    return 0
+
+
+def rx_packets(ns, dev="eth0"):
+    out = run(nsx(ns, ["cat", f"/sys/class/net/{dev}/statistics/rx_packets"])).stdout
+    return int(out.strip() or 0)
+
+
+def balance_rep(lan, balanced, seconds):
+    impl = Carpd()
+    for n in ("a", "b"):
+        lan.reset_node(n)
+    # The other mode's virtual MAC would stay in the client's cache (unicast 00:00:5e:00:01:01 vs the
+    # balanced leader's multicast 01:00:5e:00:01:01).
+    ip("-n", lan.ns("client"), "neigh", "flush", "all", check=False)
+    procs = []
+    try:
+        for node, nodes in (("a", "1:0,2:100"), ("b", "1:100,2:0")):
+            ns = lan.ns(node)
+            state = os.path.join(WORK, f"state-{lan.name}-{node}")
+            os.makedirs(state, exist_ok=True)
+            cmd = [CARPD, "run", "--log-level", "4", "--control", impl.control(lan, node), "--state-dir", state]
+            if balanced:
+                cmd += ["--preempt", "carpdev", "eth0", "carpnodes", nodes, "balancing", "ip"]
+            else:
+                cmd += ["carpdev", "eth0", "vhid", "1", "advskew", "0" if node == "a" else "100"]
+            cmd += ["pass", PASS, f"{VIP}/24"]
+            p = Proc(f"{lan.name}-{node}-{'ip' if balanced else 'none'}", nsx(ns, cmd))
+            procs.append(p)
+            if not wait_until(lambda: os.path.exists(impl.control(lan, node)), 10):
+                raise RuntimeError(f"carpd on {node} did not start; see {p.path}")
+            if node == "a":
+                impl.make_master(lan, "a", p)
+        # Every node settles (the backup of each takes 3 x advbase to learn its master is there).
+        time.sleep(4)
+        ping = run(nsx(lan.ns("client"), ["ping", "-c", "10", "-i", "0.2", "-w", "6", VIP]), check=False)
+        if ping.returncode != 0:
+            neigh = ip("-n", lan.ns("client"), "neigh", "show", check=False).stdout.strip()
+            raise RuntimeError(f"the client cannot reach {VIP} ({'ip balancing' if balanced else 'no balancing'}; "
+                               f"its neighbours: {neigh})")
+        before = {n: (snmp(lan.ns(n), "Ip", "InReceives"), rx_packets(lan.ns(n))) for n in ("a", "b")}
+        fl = run(nsx(lan.ns("client"), [FLOOD, "udp", VIP, "0", str(seconds), "1"]), timeout=seconds + 30).stdout
+        fl = json.loads(fl.strip().splitlines()[-1])
+        after = {n: (snmp(lan.ns(n), "Ip", "InReceives"), rx_packets(lan.ns(n))) for n in ("a", "b")}
+        delivered = sum(after[n][0] - before[n][0] for n in ("a", "b"))
+        frames = sum(after[n][1] - before[n][1] for n in ("a", "b"))
+        return {"sent_pps": fl["sent"] / fl["seconds"], "delivered_pps": delivered / fl["seconds"],
+                "frames_in_pps": frames / fl["seconds"], "delivered_share": delivered / max(1, fl["sent"])}
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def scenario_balance(impls, reps, quick):
+    if not any(isinstance(i, Carpd) for i in impls):
+        return []
+    lan = Lan("bal", ["a", "b"])
+    rows = []
+    try:
+        for balanced in (False, True):
+            agg = repeat(lambda: balance_rep(lan, balanced, 3 if quick else 10), reps, f"balance {balanced}")
+            rows.append({"impl": "carpd", "balancing": "ip" if balanced else "none", **agg})
+            log(f"balancing {'ip' if balanced else 'none':4}: client sends {fmt(agg, 'sent_pps', 1, '/s')}, "
+                f"VIP hosts deliver {fmt(agg, 'delivered_pps', 1, '/s')}, frames in {fmt(agg, 'frames_in_pps', 1, '/s')}")
+        for i in impls:
+            if not isinstance(i, Carpd):
+                rows.append({"impl": i.name, "na": "no load balancing"})
+    finally:
+        lan.destroy()
+    return rows
 
 
 # ---------------------------------------------------------------- scale
@@ -845,7 +1235,7 @@ def scale_start(impl, lan, node, n, skew):
             f.write("log_level = 2\n")
             for iface, vhid in vh:
                 f.write(f'[[vhost]]\ncarpdev = "eth{iface}"\nvhid = {vhid}\nadvbase = 1\nadvskew = {skew}\n'
-                        f'pass = "{PASS}"\naddresses = ["198.19.{iface}.{vhid}/32"]\nlladdr = "real"\n')
+                        f'pass = "{PASS}"\naddresses = ["198.19.{iface}.{vhid}/32"]\nlladdr = "{impl.lladdr}"\n')
         return [impl.start(lan, node, config=path)]
     if isinstance(impl, Keepalived):
         inst = [{"iface": i, "vhid": v, "prio": keepalived_prio(skew), "advert_int": 1,
@@ -1149,9 +1539,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer repetitions, short windows")
     ap.add_argument("--reps", type=int, help="repetitions of the failover-type scenarios")
-    ap.add_argument("--only", default="crash,switchover,preempt,subsecond,scale,many,packet",
+    ap.add_argument("--only", default="crash,switchover,preempt,subsecond,flood,daemonkill,vrrp3,balance,scale,many,"
+                                      "packet",
                     help="comma-separated scenarios")
-    ap.add_argument("--soak", type=int, help="seconds of the loaded sub-second soak (default 300, quick 30)")
+    ap.add_argument("--soak", type=int, help="seconds of each loaded sub-second soak (default 300, quick 20)")
     ap.add_argument("--scale-sizes", default="1,100,255,1000")
     ap.add_argument("--scale-window", type=float, help="seconds of each scale measurement (default 20, quick 8)")
     ap.add_argument("--impls", default="carpd,keepalived,ucarp")
@@ -1162,14 +1553,16 @@ def main():
     if os.geteuid() != 0:
         sys.exit("the benchmarks create network namespaces and need root")
     reps = a.reps or (2 if a.quick else 4)
-    soak = a.soak or (30 if a.quick else 300)
+    soak = a.soak or (20 if a.quick else 300)
     window = a.scale_window or (8 if a.quick else 20)
     only = a.only.split(",")
     impls = []
     for name in a.impls.split(","):
         impls.append({"carpd": Carpd(), "keepalived": Keepalived(2), "ucarp": Ucarp()}[name])
     results = {"machine": machine(), "quick": a.quick, "reps": reps,
-               "settings": {"ping_interval_s": PING_INTERVAL, "soak_s": soak, "scale_window_s": window}, "scenarios": {}}
+               "settings": {"ping_interval_s": PING_INTERVAL, "soak_s": soak, "scale_window_s": window,
+                     "soak_flood_pps": SOAK_FLOOD_PPS, "sub_extra_vhosts": SUB_EXTRA,
+                     "carpd_run_help_has": {w: carpd_has(w) for w in ("--realtime", "guard", "--no-guard")}}, "scenarios": {}}
     log(f"carpd benchmarks: {', '.join(only)}; {reps} repetitions; work dir {WORK}")
     started = time.time()
 
@@ -1181,14 +1574,20 @@ def main():
             json.dump(results, f, indent=1)
 
     failed = []
+    has_carpd = any(isinstance(i, Carpd) for i in impls)
+    # carpd twice in the scale rows: lladdr real (the macvlan-less case) and virtual (the default).
+    scale_impls = [x for i in impls for x in ([Carpd(lladdr="real"), Carpd(lladdr="virtual", name="carpd-virtual")]
+                                               if isinstance(i, Carpd) else [i])]
     plan = [
-        ("crash", lambda: scenario_crash(impls + ([Carpd("freebsd")] if any(i.name == "carpd" for i in impls) else []), reps)),
+        ("crash", lambda: scenario_crash(impls + ([Carpd("openbsd")] if has_carpd else []), reps)),
         ("switchover", lambda: scenario_switchover(impls, reps)),
         ("preempt", lambda: scenario_preempt(impls, reps)),
-        ("subsecond", lambda: scenario_subsecond(
-            [i if not isinstance(i, Keepalived) else Keepalived(3) for i in impls]
-            + ([Carpd(name="carpd-fast")] if any(i.name == "carpd" for i in impls) else []), reps, soak)),
-        ("scale", lambda: scenario_scale(impls, [int(x) for x in a.scale_sizes.split(",")], window)),
+        ("subsecond", lambda: scenario_subsecond(sub_impls(impls), reps, soak)),
+        ("flood", lambda: scenario_flood(impls, reps, a.quick)),
+        ("daemonkill", lambda: scenario_daemonkill(dkill_impls(impls), reps)),
+        ("vrrp3", lambda: scenario_vrrp3(impls, reps)),
+        ("balance", lambda: scenario_balance(impls, reps, a.quick)),
+        ("scale", lambda: scenario_scale(scale_impls, [int(x) for x in a.scale_sizes.split(",")], window)),
         ("many", lambda: scenario_many(impls, max(1, reps // 2) if not a.quick else 1, 1000, 1000)),
         ("packet", lambda: scenario_packet(a.quick)),
     ]

@@ -62,14 +62,16 @@ def main():
                                 ("kill9", "takeover_s", "takeover, kill -9")):
             for skew in (0, 100):
                 c = find(rows, impl="carpd", mode=mode, advskew_backup=skew)
-                cf = find(rows, impl="carpd-freebsd", mode=mode, advskew_backup=skew)
+                cf = find(rows, impl="carpd-openbsd", mode=mode, advskew_backup=skew)
                 k = find(rows, impl="keepalived", mode=mode, advskew_backup=skew)
                 u = find(rows, impl="ucarp", mode=mode, advskew_backup=skew)
                 bounds = "/".join(f"{r['bound_s'] * 1000:.0f}" for r in (c, k, u) if r)
                 body.append([f"{what}, backup advskew {skew}", cell(c, key), cell(cf, key) if cf else "-",
                              cell(k, key), cell(u, key), bounds, ratio(med(c, key), med(k, key)),
                              ratio(med(c, key), med(u, key))])
-        print(table(["ms", "carpd", "carpd master-down freebsd", "keepalived", "ucarp",
+        print("carpd runs its default master-down (auto: FreeBSD's 3 × advbase + advskew/256 at advbase ≥ 1); "
+              "the `master-down openbsd` column is the former default, 3 × (advbase + advskew/256).\n")
+        print(table(["ms", "carpd", "carpd master-down openbsd", "keepalived", "ucarp",
                      "bound carpd/ka/ucarp", "carpd/keepalived", "carpd/ucarp"], body))
         body = []
         for skew in (0, 100):
@@ -101,14 +103,110 @@ def main():
               f"carpd/ucarp {ratio(med(c, 'outage_s'), med(u, 'outage_s'))}.\n")
     if "subsecond" in sc and "rows" in sc["subsecond"]:
         rows = sc["subsecond"]["rows"]
+        st = res.get("settings", {})
         print("### 4. Sub-second mode\n")
-        c, k = find(rows, impl="carpd"), find(rows, impl="keepalived")
-        body = [[r["impl"], r["settings"], f"{r['bound_s'] * 1000:.0f}", cell(r, "takeover_s"), cell(r, "outage_s"),
-                 f"{r.get('false_failovers', 'n/a')} in {r.get('soak_s', '?')} s"] for r in rows]
+        print(f"Each pair alone with {st.get('sub_extra_vhosts', '?')} other vhosts at advbase 1 on the same "
+              f"daemon(s). Crash: link down of the master, unloaded. Soak of {st.get('soak_s', '?')} s each under "
+              f"2 × `stress-ng --cpu 4`, 2 × `stress-ng --vm 1 --vm-bytes 512M` and a "
+              f"{st.get('soak_flood_pps', '?')}/s junk protocol-112 flood on the LAN, then one crash under the "
+              f"same load.\n")
+        body = []
+        for r in rows:
+            if "na" in r:
+                body.append([r["impl"], "n/a: " + r["na"]] + [""] * 8)
+                continue
+            loaded = r.get("loaded_outage_s")
+            body.append([r["impl"], r["settings"], f"{r['bound_s'] * 1000:.1f}", cell(r, "takeover_s"),
+                         cell(r, "outage_s"),
+                         f"n/a: {r['soak_error']}" if "soak_error" in r else
+                         f"{r.get('false_failovers', 'n/a')} / {r.get('master_lost_role', 'n/a')} in {r.get('soak_s', '?')} s",
+                         "n/a" if r.get("soak_client_max_gap_s") is None else f"{r['soak_client_max_gap_s'] * 1000:.0f}",
+                         "n/a" if r.get("loaded_takeover_s") is None else f"{r['loaded_takeover_s'] * 1000:.0f}",
+                         "n/a" if loaded is None else f"{loaded * 1000:.0f}", r.get("soak_flood_pps", "n/a")])
         print(table(["", "settings", "bound ms", "takeover ms", "client outage ms",
-                     "false failovers under stress-ng"], body))
-        print(f"Outage ratio carpd/keepalived {ratio(med(c, 'outage_s'), med(k, 'outage_s'))}; "
-              f"peak 1-min load during the soak {rows[0].get('soak_load1_max')}.\n")
+                     "false failovers backup→MASTER / master lost role (soak)", "longest client gap in soak ms",
+                     "takeover under load ms", "outage under load ms", "flood sent/s"], body))
+        k = find(rows, impl="keepalived-realtime")
+        body = []
+        for name in ("carpd", "carpd-realtime"):
+            c = find(rows, impl=name)
+            if c and "na" not in c:
+                body.append([name, ratio(med(c, "outage_s"), med(find(rows, impl="keepalived"), "outage_s")),
+                             ratio(med(c, "outage_s"), med(k, "outage_s")),
+                             ratio(med(c, "outage_s"), med(find(rows, impl="ucarp"), "outage_s")),
+                             ratio(c.get("false_failovers"), (k or {}).get("false_failovers"))])
+        print("Ratios (carpd's median over the peer's):\n")
+        print(table(["", "outage / keepalived", "outage / keepalived-realtime", "outage / ucarp",
+                     "soak false failovers / keepalived-realtime"], body))
+    if "flood" in sc and "rows" in sc["flood"]:
+        rows = sc["flood"]["rows"]
+        print("### Junk flood (protocol 112 to 224.0.0.18; advbase 1, backup advskew 100)\n")
+        body = []
+        for r in rows:
+            body.append([f"{r['impl']}, {r['flood']} (target {r['target_pps']}/s, {r['seconds']} s)",
+                         cell(r, "sent_pps", 1), cell(r, "cpu_pct_master", 1, 1), cell(r, "cpu_pct_backup", 1, 1),
+                         cell(r, "cpu_ns_per_junk_backup", 1), cell(r, "false_failovers_backup", 1),
+                         cell(r, "false_failovers_master", 1), cell(r, "adverts_missed_backup", 1)])
+        print(table(["", "junk sent/s", "CPU % master daemon", "CPU % backup daemon", "backup CPU ns per junk packet",
+                     "false failovers (backup→MASTER)", "master lost role", "genuine adverts missed (carpd stats)"],
+                    body))
+        body = []
+        for label in ("50k", "max"):
+            c = find(rows, impl="carpd", flood=label)
+            cols = [label]
+            for p in PEERS:
+                q = find(rows, impl=p, flood=label)
+                cols.append(ratio(med(c, "cpu_pct_backup"), med(q, "cpu_pct_backup")))
+            body.append(cols)
+        print("Backup CPU ratio carpd/peer:\n")
+        print(table(["flood", "carpd/keepalived", "carpd/ucarp"], body))
+    if "daemonkill" in sc and "rows" in sc["daemonkill"]:
+        rows = sc["daemonkill"]["rows"]
+        print("### Crash of the daemon (kill -9 of the MASTER's main process only; backup advskew 100)\n")
+        body = []
+        k, u = find(rows, impl="keepalived"), find(rows, impl="ucarp")
+        for r in rows:
+            if "na" in r:
+                body.append([r["impl"], "n/a: " + r["na"], "", "", "", ""])
+                continue
+            c = r["impl"].startswith("carpd")
+            body.append([r["impl"], cell(r, "takeover_s"), cell(r, "outage_s"), cell(r, "lost", 1),
+                         ratio(med(r, "takeover_s"), med(k, "takeover_s")) if c else "",
+                         ratio(med(r, "takeover_s"), med(u, "takeover_s")) if c else ""])
+        print(table(["", "kill to peer MASTER ms", "client outage ms", "lost probes", "takeover carpd/keepalived",
+                     "takeover carpd/ucarp"], body))
+    if "vrrp3" in sc and "rows" in sc["vrrp3"]:
+        rows = sc["vrrp3"]["rows"]
+        print("### VRRPv3 crash failover (link down; interval 100 cs, master priority 254)\n")
+        body = []
+        for skew in (0, 100):
+            c = find(rows, impl="carpd", advskew_backup=skew)
+            k = find(rows, impl="keepalived", advskew_backup=skew)
+            if not c and not k:
+                continue
+            prio = (c or k)["prio_backup"]
+            body.append([f"backup priority {prio}", cell(c, "outage_s"), cell(k, "outage_s"), cell(c, "takeover_s"),
+                         cell(k, "takeover_s"), "/".join(f"{r['bound_s'] * 1000:.0f}" for r in (c, k) if r),
+                         ratio(med(c, "outage_s"), med(k, "outage_s"))])
+        print(table(["ms", "carpd outage (carpver 3)", "keepalived outage (vrrp_version 3)", "carpd takeover",
+                     "keepalived takeover", "bound carpd/ka", "outage carpd/keepalived"], body))
+        na = [r for r in rows if "na" in r]
+        if na:
+            print("; ".join(f"{r['impl']}: n/a ({r['na']})" for r in na) + ".\n")
+    if "balance" in sc and "rows" in sc["balance"]:
+        rows = sc["balance"]["rows"]
+        print("### IP balancing datapath (carpd `carpnodes 1:0,2:100` / `1:100,2:0 balancing ip` vs one vhost)\n")
+        body = []
+        for r in rows:
+            if "na" in r:
+                continue
+            body.append([r["balancing"], cell(r, "sent_pps", 1), cell(r, "delivered_pps", 1),
+                         cell(r, "frames_in_pps", 1), cell(r, "delivered_share", 100)])
+        print(table(["balancing", "client UDP sent/s (one flow, as fast as it goes)", "delivered to IP on a+b /s",
+                     "frames into a+b /s", "% of sent delivered"], body))
+        n, b = find(rows, balancing="none"), find(rows, balancing="ip")
+        print(f"Ratio delivered ip/none: {ratio(med(b, 'delivered_pps'), med(n, 'delivered_pps'))}; "
+              f"keepalived and ucarp: n/a (no load balancing).\n")
     if "scale" in sc and "rows" in sc["scale"]:
         rows = sc["scale"]["rows"]
         print("### 5. Scale (idle, advbase 1; master advskew 0, backup advskew 100)\n")
@@ -128,16 +226,20 @@ def main():
                      "start to all MASTER s"], body))
         body = []
         for n in sorted({r["vhosts"] for r in rows}):
-            c = find(rows, impl="carpd", vhosts=n)
-            cols = [n]
-            for p in PEERS:
-                q = find(rows, impl=p, vhosts=n)
-                ok = c and q and "error" not in c and "error" not in q
-                cols.append(ratio(c["cpu_s_per_min_master"], q["cpu_s_per_min_master"]) if ok else "n/a")
-                cols.append(ratio(c["pss_kib_master"], q["pss_kib_master"]) if ok else "n/a")
-            body.append(cols)
+            for cname in ("carpd", "carpd-virtual"):
+                c = find(rows, impl=cname, vhosts=n)
+                if not c:
+                    continue
+                cols = [n, "lladdr virtual" if cname == "carpd-virtual" else "lladdr real"]
+                for p in PEERS:
+                    q = find(rows, impl=p, vhosts=n)
+                    ok = c and q and "error" not in c and "error" not in q
+                    cols.append(ratio(c["cpu_s_per_min_master"], q["cpu_s_per_min_master"]) if ok else "n/a")
+                    cols.append(ratio(c["pss_kib_master"], q["pss_kib_master"]) if ok else "n/a")
+                body.append(cols)
         print("Ratios carpd/peer on the master node (CPU, Pss):\n")
-        print(table(["vhosts", "CPU carpd/keepalived", "Pss carpd/keepalived", "CPU carpd/ucarp", "Pss carpd/ucarp"], body))
+        print(table(["vhosts", "carpd", "CPU carpd/keepalived", "Pss carpd/keepalived", "CPU carpd/ucarp",
+                     "Pss carpd/ucarp"], body))
     if "many" in sc and "rows" in sc["many"]:
         rows = sc["many"]["rows"]
         print("### 6. One vhid with 1000 IPv4 + 1000 IPv6 addresses (takeover after link down)\n")

@@ -63,13 +63,14 @@ else
     export CARGO_TARGET_DIR=/tmp/carpb-target
     REV="$(git rev-parse --short HEAD)"
 fi
-echo "== building carpd (release, $REV) and the chart tool"
+echo "== building carpd (release, $REV), the chart tool and the flood generator"
 (cd "$SRC" && cargo build --release -q -p carpd)
 (cd bench/plot && CARGO_TARGET_DIR=target cargo build --release -q)
 
 # A private copy of the binaries: other builds do not change them mid-run.
 BIN=$(mktemp -d "/tmp/$TAG-bin.XXXX")
 cp "$CARGO_TARGET_DIR/release/carpd" "$CARGO_TARGET_DIR/release/carpctl" "$BIN/"
+cp bench/plot/target/release/carpd-bench-flood "$BIN/"
 
 
 if [ "$WAIT_IDLE" = 1 ]; then
@@ -84,8 +85,9 @@ fi
 
 STAMP="$(date -u +%Y-%m-%d)-$(hostname -s)"
 OUT="bench/results/$STAMP.json"
-CARPD="$BIN/carpd" CARPCTL="$BIN/carpctl" CARPB_TAG="$TAG" CARPB_SRC="$SRC" CARPB_REV="$REV" \
-    timeout --foreground -s INT 3600 python3 bench/harness.py --out "$OUT" "${ARGS[@]}" && rc=0 || rc=$?
+# The full run takes about 75 minutes (five 5-minute soaks among it); two hours is the hard stop.
+CARPD="$BIN/carpd" CARPCTL="$BIN/carpctl" CARPB_FLOOD="$BIN/carpd-bench-flood" CARPB_TAG="$TAG" CARPB_SRC="$SRC" \
+    CARPB_REV="$REV" timeout --foreground -s INT 7200 python3 bench/harness.py --out "$OUT" "${ARGS[@]}" && rc=0 || rc=$?
 
 if [ -f "$OUT" ]; then
     python3 bench/report.py "$OUT" > "bench/results/$STAMP.md"

@@ -30,7 +30,7 @@ fn stat(v: &Value, key: &str, scale: f64) -> Option<Stat> {
 
 fn colour(impl_name: &str) -> RGBColor {
     match impl_name {
-        n if n.starts_with("carpd") && (n.contains("freebsd") || n.contains("fast")) => RGBColor(120, 170, 230),
+        n if n.starts_with("carpd") && ["freebsd", "fast", "openbsd", "realtime", "virtual", "guard"].iter().any(|v| n.contains(v)) => RGBColor(120, 170, 230),
         n if n.starts_with("carpd") => RGBColor(31, 100, 180),
         n if n.starts_with("keepalived") => RGBColor(230, 120, 30),
         n if n.starts_with("ucarp") => RGBColor(60, 160, 60),
@@ -420,6 +420,26 @@ fn main() -> Res<()> {
         "all_reachable_after_decision_s",
         &|v| s(v, "impl"),
         false,
+    )?;
+    simple(
+        &results,
+        out,
+        "daemonkill",
+        "daemonkill.svg",
+        "kill -9 of the MASTER's daemon: kill to peer MASTER",
+        "takeover_s",
+        &|v| s(v, "impl"),
+        false,
+    )?;
+    simple(
+        &results,
+        out,
+        "vrrp3",
+        "vrrp3.svg",
+        "VRRPv3 crash failover (link down): client outage",
+        "outage_s",
+        &|v| format!("{} backup priority {}", s(v, "impl"), s(v, "prio_backup")),
+        true,
     )?;
     scale(&results, out)?;
     packet(&results, out)?;
