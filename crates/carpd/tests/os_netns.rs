@@ -229,6 +229,22 @@ fn raw_send_family_mismatch_is_error() {
     });
 }
 
+/// Input: the CARP sockets of both families, opened with CAP_NET_ADMIN.
+/// Output: advertisements are queued at `TC_PRIO_CONTROL` (the first band
+/// of the egress qdisc), not the default priority 0.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn raw_sockets_queue_adverts_first() {
+    let lab = Lab::new("rawprio", 1);
+    let a = lab.host(0).clone();
+    block_on_in(&a.ns, T, move || async move {
+        let v4 = CarpSocket::open_v4(&a.ifname, a.ifindex).unwrap();
+        let v6 = CarpSocket::open_v6(&a.ifname, a.ifindex).unwrap();
+        assert_eq!(v4.priority().unwrap(), carpd::os::raw::ADVERT_PRIORITY);
+        assert_eq!(v6.priority().unwrap(), carpd::os::raw::ADVERT_PRIORITY);
+    });
+}
+
 /// Input: add and delete an IPv4 /24 and an IPv6 /64, each twice.
 /// Output: both calls succeed each time; the IPv6 address is nodad and
 /// never tentative; the addresses come and go in the dump and in `ip`.

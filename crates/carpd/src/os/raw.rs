@@ -159,6 +159,7 @@ impl CarpSocket {
         ifindex: u32,
     ) -> Result<CarpSocket, OsError> {
         set_rcvbuf(&sock, ifname);
+        set_advert_priority(&sock);
         let fd =
             sys::async_fd(sock).map_err(|e| OsError::socket("register with tokio", ifname, e))?;
         Ok(CarpSocket {
@@ -167,6 +168,11 @@ impl CarpSocket {
             ifname: ifname.to_owned(),
             ifindex,
         })
+    }
+
+    /// Return the socket priority its advertisements are queued with.
+    pub fn priority(&self) -> io::Result<i32> {
+        nix::sys::socket::getsockopt(self.fd.get_ref(), sockopt::Priority).map_err(io::Error::from)
     }
 
     /// Return the interface name the socket is bound to.
@@ -397,6 +403,20 @@ impl CarpSocket {
 
 /// Ask for [`RCVBUF`]: `SO_RCVBUFFORCE` passes `net.core.rmem_max` with
 /// CAP_NET_ADMIN; without it `SO_RCVBUF` gets what the limit allows.
+/// `TC_PRIO_CONTROL`, the socket priority of advertisements: the first band
+/// of `pfifo_fast` and `prio` qdiscs, so a busy egress queue (a flood, bulk
+/// traffic through a router) does not hold an advertisement back into a
+/// false failover. Setting it needs CAP_NET_ADMIN; without it,
+/// `TC_PRIO_INTERACTIVE` (6) maps to the same first band.
+pub const ADVERT_PRIORITY: i32 = 7;
+
+/// Give `sock` [`ADVERT_PRIORITY`] (or 6 without CAP_NET_ADMIN).
+pub(crate) fn set_advert_priority<S: std::os::fd::AsFd>(sock: &S) {
+    if setsockopt(sock, sockopt::Priority, &ADVERT_PRIORITY).is_err() {
+        let _ = setsockopt(sock, sockopt::Priority, &(ADVERT_PRIORITY - 1));
+    }
+}
+
 fn set_rcvbuf(sock: &Socket, ifname: &str) {
     if setsockopt(sock, sockopt::RcvBufForce, &RCVBUF).is_err()
         && let Err(e) = sock.set_recv_buffer_size(RCVBUF)
