@@ -584,3 +584,69 @@ fn raw_sockets_survive_link_flap() {
         (255, 36, IpAddr::from(a.link_local))
     );
 }
+
+/// Input: 1,000 IPv4 and 1,000 IPv6 addresses added in one batch (twice,
+/// with one bad prefix length among them), then removed in one batch
+/// (twice). Output: one result per address in order, only the bad one an
+/// error (EINVAL); all 2,000 in the dump, IPv6 never tentative; none after
+/// the removal, and removing them again is success.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn netlink_address_batches() {
+    let lab = Lab::new("adnlbat", 1);
+    let a = lab.host(0).clone();
+    let mut addrs: Vec<(IpAddr, u8)> = (0..1000u32)
+        .map(|i| {
+            (
+                Ipv4Addr::new(198, 18, 4 + (i / 250) as u8, 1 + (i % 250) as u8).into(),
+                32,
+            )
+        })
+        .chain((1..=1000u16).map(|i| (Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i).into(), 128)))
+        .collect();
+    let bad = 700;
+    addrs.insert(bad, (Ipv4Addr::new(198, 18, 9, 1).into(), 33));
+    let aa = a.clone();
+    let all = addrs.clone();
+    block_on_in(&a.ns, T, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        for _ in 0..2 {
+            let results = nl.add_addresses(aa.ifindex, &all).await;
+            assert_eq!(results.len(), all.len());
+            for (i, r) in results.iter().enumerate() {
+                if i == bad {
+                    let e = r.as_ref().expect_err("prefix 33 refused");
+                    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e:?}");
+                } else {
+                    assert!(r.is_ok(), "{:?}: {r:?}", all[i]);
+                }
+            }
+        }
+        let have = nl.addresses(aa.ifindex).await.unwrap();
+        for (i, x) in all.iter().enumerate() {
+            assert_eq!(have.contains(x), i != bad, "{x:?}");
+        }
+    });
+    let listed = lab.addrs(&a.ns, "eth0");
+    let ours =
+        |x: &&common::Addr| x.local.starts_with("198.18.") || x.local.starts_with("2001:db8:1:");
+    assert_eq!(listed.iter().filter(ours).count(), 2000);
+    assert!(
+        listed
+            .iter()
+            .filter(ours)
+            .all(|x| !x.tentative && (x.family == "inet" || x.nodad)),
+        "IPv6 added with nodad"
+    );
+    let aa = a.clone();
+    block_on_in(&a.ns, T, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        addrs.remove(bad);
+        for _ in 0..2 {
+            let results = nl.del_addresses(aa.ifindex, &addrs).await;
+            assert_eq!(results.len(), addrs.len());
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+        }
+    });
+    assert_eq!(lab.addrs(&a.ns, "eth0").iter().filter(ours).count(), 0);
+}

@@ -94,6 +94,12 @@ struct World {
     fail_add: BTreeMap<IpAddr, i32>,
     /// Advertisement sends fail with this errno.
     fail_send: Option<i32>,
+    /// Announcement frames fail with this errno.
+    fail_announce: Option<i32>,
+    /// The size of each address batch (add or remove), in order.
+    batches: Vec<usize>,
+    /// How many announcement bursts were sent.
+    bursts: usize,
     sockets: Vec<(LinkId, Family, mpsc::Sender<Datagram>)>,
     events: Option<mpsc::Sender<LinkEvent>>,
     solicitations: Option<mpsc::Sender<Solicitation>>,
@@ -255,6 +261,24 @@ impl Os for Fake {
         Ok(())
     }
 
+    async fn add_addresses(&self, index: u32, addrs: &[(IpAddr, u8)]) -> Vec<Result<(), OsError>> {
+        self.0.borrow_mut().batches.push(addrs.len());
+        let mut results = Vec::new();
+        for &(a, p) in addrs {
+            results.push(self.add_address(index, a, p).await);
+        }
+        results
+    }
+
+    async fn del_addresses(&self, index: u32, addrs: &[(IpAddr, u8)]) -> Vec<Result<(), OsError>> {
+        self.0.borrow_mut().batches.push(addrs.len());
+        let mut results = Vec::new();
+        for &(a, p) in addrs {
+            results.push(self.del_address(index, a, p).await);
+        }
+        results
+    }
+
     async fn ensure_macvlan(&self, parent: u32, name: &str, mac: [u8; 6]) -> Result<u32, OsError> {
         self.call(Call::EnsureMacvlan(parent, name.into()));
         let mut w = self.0.borrow_mut();
@@ -341,25 +365,39 @@ impl Os for Fake {
         Ok(())
     }
 
-    fn send_gratuitous_arp(
+    fn announce(
         &self,
         _link: LinkId,
         mac: [u8; 6],
-        ip: Ipv4Addr,
-    ) -> Result<(), OsError> {
-        self.call(Call::Garp(mac, ip));
-        Ok(())
-    }
-
-    fn send_unsolicited_na(
-        &self,
-        _link: LinkId,
-        mac: [u8; 6],
-        ip: Ipv6Addr,
+        ipv4: &[Ipv4Addr],
+        ipv6: &[Ipv6Addr],
         _router: bool,
-    ) -> Result<(), OsError> {
-        self.call(Call::Na(mac, ip));
-        Ok(())
+    ) -> Vec<(IpAddr, OsError)> {
+        self.0.borrow_mut().bursts += 1;
+        for &ip in ipv4 {
+            self.call(Call::Garp(mac, ip));
+        }
+        for &ip in ipv6 {
+            self.call(Call::Na(mac, ip));
+        }
+        let fail = self.0.borrow().fail_announce;
+        fail.into_iter()
+            .flat_map(|errno| {
+                ipv4.iter()
+                    .map(|&a| IpAddr::V4(a))
+                    .chain(ipv6.iter().map(|&a| IpAddr::V6(a)))
+                    .map(move |a| {
+                        (
+                            a,
+                            OsError::socket(
+                                "send frame",
+                                "eth0",
+                                std::io::Error::from_raw_os_error(errno),
+                            ),
+                        )
+                    })
+            })
+            .collect()
     }
 
     fn open_solicitations(
@@ -715,6 +753,151 @@ async fn failed_address_add_steps_down_with_demotion_and_retries() {
         assert!(tries >= 2, "the failed add is tried again");
         h.signal(Signal::Terminate).await;
     })
+    .await;
+    result.unwrap();
+}
+
+/// `n4` IPv4 (198.18.x.y/32) and `n6` IPv6 (2001:db8:1::x/128) addresses.
+fn many(n4: usize, n6: usize) -> Vec<String> {
+    (0..n4)
+        .map(|i| format!("198.18.{}.{}/32", 4 + i / 250, 1 + i % 250))
+        .chain((0..n6).map(|i| format!("2001:db8:1::{:x}/128", i + 1)))
+        .collect()
+}
+
+/// Input: one vhost with 1,000 IPv4 and 1,000 IPv6 addresses that takes
+/// over. Output: the addresses are recorded in one write, added in one
+/// batch in configuration order and announced in one burst, all before the
+/// first advertisement; SIGTERM removes them in one batch.
+#[tokio::test(start_paused = true)]
+async fn many_addresses_one_batch_then_one_burst_then_advertise() {
+    let fake = Fake::new();
+    let addrs = many(1000, 1000);
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let result = Harness::run(&vhost(1, 0, "real", &refs), fake.clone(), |h| async move {
+        h.until_master(1).await;
+        let calls = h.fake.calls();
+        let hold = position(&calls, |c| matches!(c, Call::Hold(a) if a.len() == 2000));
+        let adds: Vec<usize> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Call::AddAddress(ETH0, a, _) if !a.is_unspecified() && *a != ip("192.0.2.1")))
+            .map(|(i, _)| i)
+            .collect();
+        let added: Vec<String> = adds
+            .iter()
+            .map(|&i| match &calls[i] {
+                Call::AddAddress(_, a, p) => format!("{a}/{p}"),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(added, addrs, "every address, in order");
+        let announced: Vec<usize> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Call::Garp(..) | Call::Na(..)))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(announced.len(), 2000);
+        let advert = position(&calls, |c| matches!(c, Call::Advert(Family::V4, _, p) if p[1] == 1));
+        assert!(hold < adds[0], "recorded before added");
+        assert!(adds[1999] < announced[0], "all added before any announced");
+        assert!(announced[1999] < advert, "all announced before advertised");
+        {
+            let w = h.fake.0.borrow();
+            assert!(w.batches.contains(&2000), "one batch of 2000: {:?}", w.batches);
+            assert_eq!(w.bursts, 1, "one announcement burst");
+        }
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+    let calls = fake.calls();
+    let dels = calls
+        .iter()
+        .filter(|c| matches!(c, Call::DelAddress(ETH0, a, _) if a.to_string().starts_with("198.18.") || a.to_string().starts_with("2001:db8:1:")))
+        .count();
+    assert!(dels >= 2000, "all removed at shutdown: {dels}");
+    assert_eq!(
+        fake.0.borrow().batches.last(),
+        Some(&2000),
+        "removed in one batch"
+    );
+}
+
+/// Input: a takeover with 600 addresses of which one in the middle cannot
+/// be added. Output: the others are all added in the same batch, the error
+/// names that address alone, and the vhost steps down as for one address.
+#[tokio::test(start_paused = true)]
+async fn one_failed_address_of_a_batch_is_reported_alone() {
+    let fake = Fake::new();
+    let addrs = many(300, 300);
+    let bad: IpAddr = ip("198.18.5.1");
+    fake.fail_add(bad, libc::EPERM);
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let result = Harness::run(&vhost(1, 0, "real", &refs), fake, |h| async move {
+        until_faulted(&h).await;
+        let errs: Vec<String> = capture::lines()
+            .into_iter()
+            .filter(|(l, line)| {
+                *l == Level::Err && line.contains("cannot add") && !line.contains("its addresses")
+            })
+            .map(|(_, line)| line)
+            .collect();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0]
+                .contains("cannot add 198.18.5.1/32: netlink add address: Operation not permitted"),
+            "{errs:#?}"
+        );
+        let calls = h.fake.calls();
+        let added = calls
+            .iter()
+            .filter(|c| matches!(c, Call::AddAddress(ETH0, ..)))
+            .count();
+        assert_eq!(added, 600, "the ones after the failure were still tried");
+        let view = h.view(1).await;
+        assert_eq!(
+            (view.state, view.cause),
+            (VhostState::Init, VhostCause::AddressFault)
+        );
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
+/// Input: a takeover whose announcement frames cannot be sent. Output: one
+/// warning per address naming it; the vhost stays MASTER.
+#[tokio::test(start_paused = true)]
+async fn failed_announcements_are_logged_per_address() {
+    let fake = Fake::new();
+    fake.0.borrow_mut().fail_announce = Some(libc::ENOBUFS);
+    let result = Harness::run(
+        &vhost(1, 0, "real", &["192.0.2.50/24", "2001:db8::50/64"]),
+        fake,
+        |h| async move {
+            h.until_master(1).await;
+            assert!(
+                logged(
+                    Level::Warning,
+                    "vhid 1@eth0: gratuitous ARP for 192.0.2.50: "
+                ),
+                "{:#?}",
+                capture::lines()
+            );
+            assert!(
+                logged(
+                    Level::Warning,
+                    "vhid 1@eth0: neighbour advertisement for 2001:db8::50: "
+                ),
+                "{:#?}",
+                capture::lines()
+            );
+            assert_eq!(h.view(1).await.state, VhostState::Master);
+            h.signal(Signal::Terminate).await;
+        },
+    )
     .await;
     result.unwrap();
 }

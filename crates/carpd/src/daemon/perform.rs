@@ -100,7 +100,8 @@ impl<O: Os> Daemon<O> {
     }
 
     /// Record, then add, `addresses` on the interface holding `iface`'s
-    /// addresses; the requests go out together. Return true if all succeeded.
+    /// addresses; the requests go out in batches, each address keeping its own
+    /// result. Return true if all succeeded.
     async fn add_addresses(&mut self, iface: CarpIfId, addresses: &[AddrSpec]) -> bool {
         let id = vhost_of(iface);
         let Some(r) = self.vhosts.get(&id) else {
@@ -124,10 +125,9 @@ impl<O: Os> Daemon<O> {
         // The guard learns of the addresses (and of the MASTER, already
         // recorded in the core) before they go live.
         self.refresh_will();
-        let requests = chosen
-            .iter()
-            .map(|va| self.os.add_address(index, va.addr, va.prefix_len));
-        let results = futures::future::join_all(requests).await;
+        let requests: Vec<(IpAddr, u8)> =
+            chosen.iter().map(|va| (va.addr, va.prefix_len)).collect();
+        let results = self.os.add_addresses(index, &requests).await;
         let mut ok = true;
         for (va, result) in chosen.iter().zip(results) {
             if let Err(e) = result {
@@ -163,10 +163,9 @@ impl<O: Os> Daemon<O> {
         if r.macvlan.is_some() && !live {
             self.macvlan_forwarding(&ifname, false);
         }
-        let requests = chosen
-            .iter()
-            .map(|va| self.os.del_address(index, va.addr, va.prefix_len));
-        let results = futures::future::join_all(requests).await;
+        let requests: Vec<(IpAddr, u8)> =
+            chosen.iter().map(|va| (va.addr, va.prefix_len)).collect();
+        let results = self.os.del_addresses(index, &requests).await;
         let mut gone = Vec::new();
         for (va, result) in chosen.iter().zip(results) {
             // Gone (or never there): forget it; otherwise the next start retries.
@@ -315,32 +314,23 @@ impl<O: Os> Daemon<O> {
             return;
         };
         let mac = mac.unwrap_or(dev.mac);
-        for ip in ipv4 {
-            if let Err(e) = self.os.send_gratuitous_arp(id.link, mac, *ip) {
-                carplog!(
-                    Warning,
-                    "{}: gratuitous ARP for {ip}: {}",
-                    self.label(id),
-                    chain(&e)
-                );
-            }
-        }
-        if ipv6.is_empty() {
-            return;
-        }
-        let router = self
-            .os
-            .read_sysctl("net/ipv6/conf/all/forwarding")
-            .is_some_and(|v| v == "1");
-        for ip in ipv6 {
-            if let Err(e) = self.os.send_unsolicited_na(id.link, mac, *ip, router) {
-                carplog!(
-                    Warning,
-                    "{}: neighbour advertisement for {ip}: {}",
-                    self.label(id),
-                    chain(&e)
-                );
-            }
+        let router = !ipv6.is_empty()
+            && self
+                .os
+                .read_sysctl("net/ipv6/conf/all/forwarding")
+                .is_some_and(|v| v == "1");
+        for (ip, e) in self.os.announce(id.link, mac, ipv4, ipv6, router) {
+            let what = if ip.is_ipv4() {
+                "gratuitous ARP"
+            } else {
+                "neighbour advertisement"
+            };
+            carplog!(
+                Warning,
+                "{}: {what} for {ip}: {}",
+                self.label(id),
+                chain(&e)
+            );
         }
     }
 

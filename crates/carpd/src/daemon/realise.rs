@@ -200,15 +200,13 @@ impl<O: Os> Daemon<O> {
         };
         // Start-up hygiene: a previous run killed with -9 may have left VIPs behind,
         // and a node that is not MASTER must not hold them.
-        let removals = spec
+        let removals: Vec<(IpAddr, u8)> = spec
             .addresses
             .iter()
-            .map(|va| self.os.del_address(addr_index, va.addr, va.prefix_len));
-        for (va, result) in spec
-            .addresses
-            .iter()
-            .zip(futures::future::join_all(removals).await)
-        {
+            .map(|va| (va.addr, va.prefix_len))
+            .collect();
+        let results = self.os.del_addresses(addr_index, &removals).await;
+        for (va, result) in spec.addresses.iter().zip(results) {
             if let Err(e) = result {
                 carplog!(
                     Debug,

@@ -10,8 +10,8 @@
 //! [`L2Sender`] is send-only: its AF_PACKET socket uses protocol 0, so the
 //! kernel never queues received frames on it.
 
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use etherparse::icmpv6::NeighborAdvertisementHeader;
@@ -19,7 +19,7 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, Icmpv6Type, IpDscp,
     IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder,
 };
-use nix::sys::socket::{MsgFlags, sendto};
+use nix::sys::socket::{LinkAddr, MsgFlags, MultiHeaders, sendmmsg, sendto};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{OsError, sys};
@@ -32,6 +32,9 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 /// The Ethernet address of the all-nodes group ff02::1.
 pub const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+
+/// Frames per `sendmmsg` call (the kernel takes at most UIO_MAXIOV, 1024).
+const BURST: usize = 256;
 
 /// ff02::1, the all-nodes group unsolicited NAs are sent to.
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -217,6 +220,98 @@ impl L2Sender {
             return Err(err(io::Error::new(io::ErrorKind::WriteZero, "short write")));
         }
         Ok(())
+    }
+
+    /// Send every frame of `frames` (all of `ethertype`, to `dst_mac`) with
+    /// as few `sendmmsg` calls as the kernel lets us: one for the lot
+    /// unless one is refused. Return the index and error of each frame not
+    /// sent; the others went out in order.
+    pub fn send_burst(
+        &self,
+        frames: &[Vec<u8>],
+        ethertype: u16,
+        dst_mac: [u8; 6],
+    ) -> Vec<(usize, OsError)> {
+        let err = |e| OsError::socket("send frame", &format!("ifindex {}", self.ifindex), e);
+        let addr = match sys::link_addr(self.ifindex, ethertype, dst_mac) {
+            Ok(a) => a,
+            Err(e) => {
+                return (0..frames.len())
+                    .map(|i| (i, err(io::Error::from(e.kind()))))
+                    .collect();
+            }
+        };
+        let mut failed = Vec::new();
+        let mut at = 0;
+        for chunk in frames.chunks(BURST) {
+            let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|f| [IoSlice::new(f)]).collect();
+            let addrs = vec![Some(addr); chunk.len()];
+            let mut headers = MultiHeaders::<LinkAddr>::preallocate(chunk.len(), None);
+            let mut done = 0;
+            while done < chunk.len() {
+                let sent = sendmmsg(
+                    self.sock.as_raw_fd(),
+                    &mut headers,
+                    &slices[done..],
+                    &addrs[done..],
+                    [],
+                    MsgFlags::empty(),
+                );
+                match sent {
+                    Ok(results) => {
+                        let n = results.count();
+                        if n == 0 {
+                            break;
+                        }
+                        done += n;
+                    }
+                    // The first frame of the rest was refused: report it, go on.
+                    Err(e) => {
+                        failed.push((at + done, err(e.into())));
+                        done += 1;
+                    }
+                }
+            }
+            for i in done..chunk.len() {
+                failed.push((
+                    at + i,
+                    err(io::Error::new(io::ErrorKind::WriteZero, "not sent")),
+                ));
+            }
+            at += chunk.len();
+        }
+        failed
+    }
+
+    /// Announce `ipv4` with gratuitous ARPs, then `ipv6` with unsolicited
+    /// NAs, all at `mac`: the frames are built first and sent in bursts (see
+    /// [`L2Sender::send_burst`]). Return each address whose frame was not sent.
+    pub fn announce(
+        &self,
+        mac: [u8; 6],
+        ipv4: &[Ipv4Addr],
+        ipv6: &[Ipv6Addr],
+        router: bool,
+    ) -> Vec<(IpAddr, OsError)> {
+        let arps: Vec<Vec<u8>> = ipv4
+            .iter()
+            .map(|&ip| gratuitous_arp_frame(mac, ip))
+            .collect();
+        let mut failed: Vec<(IpAddr, OsError)> = self
+            .send_burst(&arps, ETH_P_ARP, BROADCAST_MAC)
+            .into_iter()
+            .map(|(i, e)| (IpAddr::V4(ipv4[i]), e))
+            .collect();
+        let nas: Vec<Vec<u8>> = ipv6
+            .iter()
+            .map(|&ip| unsolicited_na_frame(mac, ip, router))
+            .collect();
+        failed.extend(
+            self.send_burst(&nas, ETH_P_IPV6, ALL_NODES_MAC)
+                .into_iter()
+                .map(|(i, e)| (IpAddr::V6(ipv6[i]), e)),
+        );
+        failed
     }
 
     /// Send a gratuitous ARP for `ip` at `mac` (see [`gratuitous_arp_frame`]).

@@ -106,6 +106,14 @@ impl Os for Linux {
         self.netlink.del_address(index, addr, prefix_len).await
     }
 
+    async fn add_addresses(&self, index: u32, addrs: &[(IpAddr, u8)]) -> Vec<Result<(), OsError>> {
+        self.netlink.add_addresses(index, addrs).await
+    }
+
+    async fn del_addresses(&self, index: u32, addrs: &[(IpAddr, u8)]) -> Vec<Result<(), OsError>> {
+        self.netlink.del_addresses(index, addrs).await
+    }
+
     async fn ensure_macvlan(&self, parent: u32, name: &str, mac: [u8; 6]) -> Result<u32, OsError> {
         self.netlink.ensure_macvlan(parent, name, mac).await
     }
@@ -236,18 +244,23 @@ impl Os for Linux {
         self.l2(link)?.send(&frame, ethertype, multicast_mac(dst))
     }
 
-    fn send_gratuitous_arp(&self, link: LinkId, mac: [u8; 6], ip: Ipv4Addr) -> Result<(), OsError> {
-        self.l2(link)?.send_gratuitous_arp(mac, ip)
-    }
-
-    fn send_unsolicited_na(
+    fn announce(
         &self,
         link: LinkId,
         mac: [u8; 6],
-        ip: Ipv6Addr,
+        ipv4: &[Ipv4Addr],
+        ipv6: &[Ipv6Addr],
         router: bool,
-    ) -> Result<(), OsError> {
-        self.l2(link)?.send_unsolicited_na(mac, ip, router)
+    ) -> Vec<(IpAddr, OsError)> {
+        match self.l2(link) {
+            Ok(l2) => l2.announce(mac, ipv4, ipv6, router),
+            Err(_) => ipv4
+                .iter()
+                .map(|&a| IpAddr::V4(a))
+                .chain(ipv6.iter().map(|&a| IpAddr::V6(a)))
+                .filter_map(|a| self.l2(link).err().map(|e| (a, e)))
+                .collect(),
+        }
     }
 
     fn open_solicitations(

@@ -110,6 +110,11 @@ pub trait Os {
     async fn add_address(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), OsError>;
     /// Remove `addr/prefix_len` from link `index`; a missing one is success.
     async fn del_address(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), OsError>;
+    /// [`Os::add_address`] for each of `addrs`, without waiting for one
+    /// before sending the next; one result per address, in order.
+    async fn add_addresses(&self, index: u32, addrs: &[(IpAddr, u8)]) -> Vec<Result<(), OsError>>;
+    /// [`Os::del_address`] for each of `addrs`, as [`Os::add_addresses`].
+    async fn del_addresses(&self, index: u32, addrs: &[(IpAddr, u8)]) -> Vec<Result<(), OsError>>;
     /// Make sure macvlan `name` on `parent` with `mac` exists and is up; return its index.
     async fn ensure_macvlan(&self, parent: u32, name: &str, mac: [u8; 6]) -> Result<u32, OsError>;
     /// Delete link `index`; a missing one is success.
@@ -164,16 +169,17 @@ pub trait Os {
         dst: IpAddr,
         packet: &[u8],
     ) -> Result<(), OsError>;
-    /// Send a gratuitous ARP for `ip` at `mac` out of `link`.
-    fn send_gratuitous_arp(&self, link: LinkId, mac: [u8; 6], ip: Ipv4Addr) -> Result<(), OsError>;
-    /// Send an unsolicited neighbour advertisement for `ip` at `mac` out of `link`.
-    fn send_unsolicited_na(
+    /// Announce `ipv4` (gratuitous ARPs, then) and `ipv6` (unsolicited
+    /// neighbour advertisements) at `mac` out of `link` in one burst; return
+    /// each address whose frame was not sent, with the error.
+    fn announce(
         &self,
         link: LinkId,
         mac: [u8; 6],
-        ip: Ipv6Addr,
+        ipv4: &[Ipv4Addr],
+        ipv6: &[Ipv6Addr],
         router: bool,
-    ) -> Result<(), OsError>;
+    ) -> Vec<(IpAddr, OsError)>;
 
     /// Start reading ARP requests and neighbour solicitations on carpdev
     /// `link` (now interface `index`) into `to`, replacing a reader opened

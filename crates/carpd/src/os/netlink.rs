@@ -16,7 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{StreamExt, TryStreamExt};
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
@@ -27,7 +29,8 @@ use rtnetlink::packet_route::link::{
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::sys::{AsyncSocket, SocketAddr};
+use rtnetlink::sys::protocols::NETLINK_ROUTE;
+use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, MulticastGroup};
 use tokio::task::AbortHandle;
 
@@ -177,15 +180,40 @@ impl Netlink {
         prefix_len: u8,
     ) -> Result<(), OsError> {
         let mut req = self.handle.address().add(index, addr, prefix_len);
-        if addr.is_ipv6() {
-            req.message_mut()
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
+        *req.message_mut() = new_address_message(index, addr, prefix_len);
         match req.execute().await {
             Err(e) if errno_of(&e) == Some(libc::EEXIST) => Ok(()),
             r => r.map_err(|e| nl_err("add address", e)),
         }
+    }
+
+    /// Add every `(addr, prefix_len)` of `addrs` to link `index`, as
+    /// [`Netlink::add_address`] does, and return one result per address in
+    /// the same order.
+    ///
+    /// The requests go out [`BATCH`] to a datagram on a socket of their own
+    /// (see [`batch`]); an address whose answer was lost is retried on its own.
+    pub async fn add_addresses(
+        &self,
+        index: u32,
+        addrs: &[(IpAddr, u8)],
+    ) -> Vec<Result<(), OsError>> {
+        let msgs = addrs
+            .iter()
+            .map(|&(a, p)| {
+                (
+                    RouteNetlinkMessage::NewAddress(new_address_message(index, a, p)),
+                    ADD_FLAGS,
+                )
+            })
+            .collect();
+        let mut results = batch("add address", msgs, &[libc::EEXIST]).await;
+        for (i, &(a, p)) in addrs.iter().enumerate() {
+            if results[i].is_none() {
+                results[i] = Some(self.add_address(index, a, p).await);
+            }
+        }
+        results.into_iter().flatten().collect()
     }
 
     /// Remove `addr/prefix_len` from link `index`.
@@ -197,20 +225,37 @@ impl Netlink {
         addr: IpAddr,
         prefix_len: u8,
     ) -> Result<(), OsError> {
-        let msg = match addr {
-            IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
-                .index(index)
-                .address(a, prefix_len)
-                .build(),
-            IpAddr::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new()
-                .index(index)
-                .address(a, prefix_len)
-                .build(),
-        };
+        let msg = address_message(index, addr, prefix_len);
         match self.handle.address().del(msg).execute().await {
             Err(e) if matches!(errno_of(&e), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) => Ok(()),
             r => r.map_err(|e| nl_err("delete address", e)),
         }
+    }
+
+    /// Remove every `(addr, prefix_len)` of `addrs` from link `index`, as
+    /// [`Netlink::del_address`] does, batched as [`Netlink::add_addresses`];
+    /// one result per address in the same order.
+    pub async fn del_addresses(
+        &self,
+        index: u32,
+        addrs: &[(IpAddr, u8)],
+    ) -> Vec<Result<(), OsError>> {
+        let msgs = addrs
+            .iter()
+            .map(|&(a, p)| {
+                (
+                    RouteNetlinkMessage::DelAddress(address_message(index, a, p)),
+                    DEL_FLAGS,
+                )
+            })
+            .collect();
+        let mut results = batch("delete address", msgs, &[libc::EADDRNOTAVAIL, libc::ENODEV]).await;
+        for (i, &(a, p)) in addrs.iter().enumerate() {
+            if results[i].is_none() {
+                results[i] = Some(self.del_address(index, a, p).await);
+            }
+        }
+        results.into_iter().flatten().collect()
     }
 
     /// Set `ip` at `mac` on link `index` as a permanent neighbour, replacing
@@ -429,6 +474,151 @@ fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
         }
     }
     address
+}
+
+/// Address requests per datagram in [`batch`]: the kernel queues all their
+/// acks (one skb each, about 1 KiB of receive buffer) before we read any,
+/// so a window must fit the default 208 KiB buffer with room to spare.
+pub const BATCH: usize = 64;
+
+/// How long [`batch`] waits for one ack; the kernel answers a request
+/// while it is being sent, so this only bounds a lost one.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+const ADD_FLAGS: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE;
+const DEL_FLAGS: u16 = NLM_F_REQUEST | NLM_F_ACK;
+
+/// The address message for `addr/prefix_len` on link `index`.
+fn address_message(index: u32, addr: IpAddr, prefix_len: u8) -> AddressMessage {
+    match addr {
+        IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(a, prefix_len)
+            .build(),
+        IpAddr::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(a, prefix_len)
+            .build(),
+    }
+}
+
+/// [`address_message`] as added: IPv6 with `IFA_F_NODAD`.
+fn new_address_message(index: u32, addr: IpAddr, prefix_len: u8) -> AddressMessage {
+    let mut msg = address_message(index, addr, prefix_len);
+    if addr.is_ipv6() {
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    msg
+}
+
+/// Send `msgs` to the kernel on a fresh netlink socket, [`BATCH`] messages
+/// to a datagram, without waiting for each ack; return one result per
+/// message, in order. An errno in `ok_errnos` is success. `None` marks a
+/// message whose ack never came (socket trouble, receive buffer overrun):
+/// the caller retries those one by one, which is safe as address changes
+/// are idempotent.
+///
+/// rtnetlink's connection sends one queued request per wake-up of its task,
+/// so a thousand requests cost a thousand trips through the runtime; here
+/// a window is one `sendto` and the kernel has answered it when that returns.
+/// Acks are matched by sequence number, so each address keeps its own error.
+async fn batch(
+    op: &'static str,
+    msgs: Vec<(RouteNetlinkMessage, u16)>,
+    ok_errnos: &[i32],
+) -> Vec<Option<Result<(), OsError>>> {
+    let mut results: Vec<Option<Result<(), OsError>>> = msgs.iter().map(|_| None).collect();
+    let Ok(sock) = batch_socket() else {
+        return results;
+    };
+    let kernel = SocketAddr::new(0, 0);
+    let mut msgs = msgs.into_iter().enumerate().peekable();
+    let mut buf = Vec::new();
+    let mut rx = Vec::with_capacity(8192);
+    while msgs.peek().is_some() {
+        buf.clear();
+        let mut window = 0..0;
+        for (i, (msg, flags)) in msgs.by_ref().take(BATCH) {
+            if window.is_empty() {
+                window = i..i;
+            }
+            window.end = i + 1;
+            let mut nl = NetlinkMessage::from(msg);
+            nl.header.flags = flags;
+            // Sequence numbers start at 1: 0 is what unsolicited messages carry.
+            nl.header.sequence_number = seq_of(i);
+            nl.finalize();
+            let at = buf.len();
+            // Each message starts on a 4-byte boundary (NLMSG_ALIGN).
+            buf.resize(at + nl.buffer_len().next_multiple_of(4), 0);
+            nl.serialize(&mut buf[at..]);
+        }
+        if !matches!(sock.send_to(&buf, &kernel).await, Ok(n) if n == buf.len()) {
+            return results;
+        }
+        let mut pending = window.len();
+        while pending > 0 {
+            rx.clear();
+            match tokio::time::timeout(ACK_WAIT, sock.recv_from(&mut rx)).await {
+                Ok(Ok(_)) => {}
+                // ENOBUFS (acks dropped), an error or no answer: leave the rest unknown.
+                _ => break,
+            }
+            for (seq, code) in acks(&rx) {
+                let Some(i) = index_of(seq).filter(|i| window.contains(i)) else {
+                    continue;
+                };
+                if results[i].is_some() {
+                    continue;
+                }
+                pending -= 1;
+                results[i] = Some(match code {
+                    0 => Ok(()),
+                    e if ok_errnos.contains(&e.abs()) => Ok(()),
+                    e => Err(OsError::Netlink {
+                        op,
+                        detail: std::io::Error::from_raw_os_error(e.abs()).to_string(),
+                        errno: Some(e.abs()),
+                    }),
+                });
+            }
+        }
+    }
+    results
+}
+
+fn seq_of(i: usize) -> u32 {
+    u32::try_from(i).map_or(u32::MAX, |i| i.saturating_add(1))
+}
+
+fn index_of(seq: u32) -> Option<usize> {
+    usize::try_from(seq.checked_sub(1)?).ok()
+}
+
+fn batch_socket() -> std::io::Result<TokioSocket> {
+    let mut sock = TokioSocket::new(NETLINK_ROUTE)?;
+    sock.socket_mut().bind_auto()?;
+    Ok(sock)
+}
+
+/// The `(sequence number, error code)` of every ack and error in the
+/// datagram `buf`; anything else, or anything malformed, is skipped.
+fn acks(mut buf: &[u8]) -> Vec<(u32, i32)> {
+    let mut out = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..len])
+            && let NetlinkPayload::Error(e) = msg.payload
+        {
+            out.push((msg.header.sequence_number, e.raw_code()));
+        }
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+    }
+    out
 }
 
 /// A multicast netlink socket reporting link and address changes.
