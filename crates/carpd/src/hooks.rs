@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::carplog;
 use crate::control::types::HookCounts;
@@ -148,54 +148,99 @@ impl HookRun {
 }
 
 /// The queue of one carp interface's hooks.
-#[derive(Debug, Clone)]
+///
+/// Idle, it holds no task and no channel: a worker is spawned when a run is
+/// queued and ends when the queue is empty again. A daemon with 1000 vhosts
+/// and no hooks so keeps no 1000 parked tasks (each sized for `execute`'s
+/// future) and no 1000 channel blocks (32 runs each); see
+/// docs/architecture.md, "Memory".
+#[derive(Debug, Clone, Default)]
 pub struct HookQueue {
-    tx: mpsc::UnboundedSender<HookRun>,
-    worker: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    shared: Arc<Shared>,
     counts: Arc<Mutex<HookCounts>>,
 }
 
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Told when the worker ends.
+    idle: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    runs: std::collections::VecDeque<HookRun>,
+    /// A worker runs (it clears this, under the lock, when it finds no run).
+    working: bool,
+}
+
 impl HookQueue {
-    /// Start the worker on the current runtime.
-    pub fn spawn() -> HookQueue {
-        let (tx, mut rx) = mpsc::unbounded_channel::<HookRun>();
-        let counts = Arc::new(Mutex::new(HookCounts::default()));
-        let tally = counts.clone();
-        let worker = tokio::spawn(async move {
-            while let Some(mut run) = rx.recv().await {
-                let report = run.report.take();
-                let started = tokio::time::Instant::now();
-                let outcome = execute(&run).await;
-                tally_run(&tally, &run, outcome, started.elapsed());
-                if let Some(report) = report {
-                    let _ = report.send(outcome);
-                }
-            }
-        });
-        HookQueue {
-            tx,
-            worker: Arc::new(tokio::sync::Mutex::new(Some(worker))),
-            counts,
-        }
+    /// An empty queue; runs start on the current runtime once queued.
+    pub fn new() -> HookQueue {
+        HookQueue::default()
     }
 
     /// Close the queue and wait for the runs already queued.
     pub async fn finish(self) {
-        let HookQueue { tx, worker, .. } = self;
-        drop(tx);
-        if let Some(handle) = worker.lock().await.take() {
-            let _ = handle.await;
+        loop {
+            // Created before the check: a worker ending in between still wakes it.
+            let idle = self.shared.idle.notified();
+            if !self.has_worker() {
+                return;
+            }
+            idle.await;
         }
     }
 
     /// Queue a run; it starts after the ones before it finished.
     pub fn push(&self, run: HookRun) {
-        let _ = self.tx.send(run);
+        let Ok(mut pending) = self.shared.pending.lock() else {
+            return;
+        };
+        pending.runs.push_back(run);
+        if !pending.working {
+            pending.working = true;
+            tokio::spawn(work(self.shared.clone(), self.counts.clone()));
+        }
     }
 
     /// What the runs so far came to.
     pub fn counts(&self) -> HookCounts {
         self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Whether a worker task exists: only while runs are queued or running.
+    pub fn has_worker(&self) -> bool {
+        self.shared.pending.lock().is_ok_and(|p| p.working)
+    }
+}
+
+/// Run the queued hooks in order; end when none is left.
+async fn work(shared: Arc<Shared>, tally: Arc<Mutex<HookCounts>>) {
+    loop {
+        let next = match shared.pending.lock() {
+            Ok(mut pending) => match pending.runs.pop_front() {
+                Some(run) => Some(run),
+                None => {
+                    // Under the lock, so a run pushed after this spawns a new worker.
+                    pending.working = false;
+                    pending.runs = Default::default();
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let Some(mut run) = next else {
+            shared.idle.notify_waiters();
+            return;
+        };
+        let report = run.report.take();
+        let started = tokio::time::Instant::now();
+        let outcome = execute(&run).await;
+        tally_run(&tally, &run, outcome, started.elapsed());
+        if let Some(report) = report {
+            let _ = report.send(outcome);
+        }
     }
 }
 
@@ -480,6 +525,37 @@ mod test {
             addresses: vec![],
             timeout: Duration::from_secs(1),
         }
+    }
+
+    /// An idle queue holds no task (1000 vhosts without hooks hold none):
+    /// runs pushed start one worker, which ends once they are done, and a
+    /// later push starts another.
+    #[tokio::test]
+    async fn a_hook_queue_has_a_worker_only_while_runs_are_queued() {
+        let finish =
+            |q: &HookQueue| tokio::time::timeout(Duration::from_secs(10), q.clone().finish());
+        let q = HookQueue::new();
+        assert!(!q.has_worker());
+        let mut reports = Vec::new();
+        for sequence in 1..=3 {
+            let (tx, rx) = oneshot::channel();
+            q.push(HookRun {
+                sequence,
+                report: Some(tx),
+                ..run()
+            });
+            reports.push(rx);
+        }
+        assert!(q.has_worker());
+        for rx in reports {
+            assert_eq!(rx.await.ok(), Some(HookOutcome::NotStarted));
+        }
+        finish(&q).await.expect("the worker ends");
+        assert_eq!((q.counts().runs, q.has_worker()), (3, false));
+        q.push(run());
+        assert!(q.has_worker());
+        finish(&q).await.expect("the worker ends");
+        assert_eq!((q.counts().runs, q.has_worker()), (4, false));
     }
 
     #[tokio::test(start_paused = true)]

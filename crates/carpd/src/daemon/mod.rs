@@ -275,6 +275,9 @@ async fn run_with<O: Os>(
         .any(|v| v.balancing() != Balancing::None);
     // While privileges last: it may raise RLIMIT_MEMLOCK and RLIMIT_RTPRIO.
     d.set_realtime(config.realtime);
+    // `d.config` is the copy kept; this one would live as long as the loop
+    // (0.4 MiB at 1000 vhosts).
+    drop(config);
     let dropped = match d.os.drop_privileges(user.as_deref(), &state_dir, balancing) {
         Ok(dropped) => dropped,
         Err(e) => {

@@ -232,7 +232,7 @@ impl<O: Os> Daemon<O> {
                 addr_index,
                 addr_ifname,
                 macvlan,
-                hooks: HookQueue::spawn(),
+                hooks: HookQueue::new(),
                 transitions: 0,
                 repair_at: None,
                 repair_delay: super::repair::REPAIR_FIRST,
