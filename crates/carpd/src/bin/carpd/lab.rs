@@ -296,13 +296,27 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     if lab.topo.wait_child(pid, Duration::from_secs(5)).is_none() {
         bail!("carpd on node {b} ignored SIGTERM");
     }
-    println!(
-        "   node {} took over after {:.3}s: the bow-out advert says \"slower than anyone\", so \
-         the best backup preempts at once instead of waiting master-down",
-        lab.nodes[next].name,
-        took.as_secs_f64()
-    );
     sleep(AFTERMATH)?;
+    // Every backup preempts on a bow-out; the first seen MASTER need not be
+    // the one that stays (the others yield to the best within one advert).
+    let (settled, _) = lab.wait_master(&rest)?;
+    let first = &lab.nodes[next].name;
+    if settled == next {
+        println!(
+            "   node {first} took over after {:.3}s: the bow-out advert says \"slower than \
+             anyone\", so the backups preempt at once instead of waiting master-down, and the \
+             best stays",
+            took.as_secs_f64()
+        );
+    } else {
+        println!(
+            "   node {first} took over after {:.3}s, then node {} (better advskew) stayed MASTER: \
+             the bow-out advert says \"slower than anyone\", so every backup preempts at once \
+             instead of waiting master-down, and the others yield to the best",
+            took.as_secs_f64(),
+            lab.nodes[settled].name
+        );
+    }
     summary.push(("planned stop (SIGTERM)", took, client_saw(&pinger, from)));
     lab.show();
 
