@@ -229,7 +229,8 @@ fn raw_send_family_mismatch_is_error() {
     });
 }
 
-/// Input: the CARP sockets of both families, opened with CAP_NET_ADMIN.
+/// Input: the CARP sockets of both families and the AF_PACKET sender
+/// (virtual-MAC advertisements, GARPs), opened with CAP_NET_ADMIN.
 /// Output: advertisements are queued at `TC_PRIO_CONTROL` (the first band
 /// of the egress qdisc), not the default priority 0.
 #[test]
@@ -242,6 +243,8 @@ fn raw_sockets_queue_adverts_first() {
         let v6 = CarpSocket::open_v6(&a.ifname, a.ifindex).unwrap();
         assert_eq!(v4.priority().unwrap(), carpd::os::raw::ADVERT_PRIORITY);
         assert_eq!(v6.priority().unwrap(), carpd::os::raw::ADVERT_PRIORITY);
+        let frames = L2Sender::open(a.ifindex).unwrap();
+        assert_eq!(frames.priority().unwrap(), carpd::os::raw::ADVERT_PRIORITY);
     });
 }
 

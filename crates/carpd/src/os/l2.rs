@@ -199,7 +199,16 @@ impl L2Sender {
             .map_err(|e| OsError::socket("open packet socket", &name, e))?;
         sock.set_nonblocking(true)
             .map_err(|e| OsError::socket("set nonblocking", &name, e))?;
+        // Virtual-MAC advertisements and GARPs leave through this socket:
+        // the same first egress band as the raw sockets' advertisements.
+        super::raw::set_advert_priority(&sock);
         Ok(L2Sender { sock, ifindex })
+    }
+
+    /// Return the socket priority (`SO_PRIORITY`) frames are queued at.
+    pub fn priority(&self) -> io::Result<i32> {
+        nix::sys::socket::getsockopt(&self.sock, nix::sys::socket::sockopt::Priority)
+            .map_err(io::Error::from)
     }
 
     /// Return the interface index frames are sent out of.

@@ -401,8 +401,6 @@ impl CarpSocket {
     }
 }
 
-/// Ask for [`RCVBUF`]: `SO_RCVBUFFORCE` passes `net.core.rmem_max` with
-/// CAP_NET_ADMIN; without it `SO_RCVBUF` gets what the limit allows.
 /// `TC_PRIO_CONTROL`, the socket priority of advertisements: the first band
 /// of `pfifo_fast` and `prio` qdiscs, so a busy egress queue (a flood, bulk
 /// traffic through a router) does not hold an advertisement back into a
@@ -417,6 +415,8 @@ pub(crate) fn set_advert_priority<S: std::os::fd::AsFd>(sock: &S) {
     }
 }
 
+/// Ask for [`RCVBUF`]: `SO_RCVBUFFORCE` passes `net.core.rmem_max` with
+/// CAP_NET_ADMIN; without it `SO_RCVBUF` gets what the limit allows.
 fn set_rcvbuf(sock: &Socket, ifname: &str) {
     if setsockopt(sock, sockopt::RcvBufForce, &RCVBUF).is_err()
         && let Err(e) = sock.set_recv_buffer_size(RCVBUF)
