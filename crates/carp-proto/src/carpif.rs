@@ -16,6 +16,7 @@ use core::time::Duration;
 use crate::action::{Action, CarpIfId};
 use crate::balance::{ArpHashKey, Balancing, arp_slot};
 use crate::config::{CarpIfConfig, Lladdr};
+use crate::status::CarpIfStatus;
 use crate::time::Instant;
 use crate::vhost::{Context, Outbox, Vhost};
 
@@ -239,6 +240,21 @@ impl CarpIf {
         CarpIf {
             shared: Shared::new(id, config, link_down),
             vhosts,
+        }
+    }
+
+    /// Return what [`crate::Node::interfaces`] reports of this interface.
+    pub(crate) fn status(&self) -> CarpIfStatus {
+        CarpIfStatus {
+            id: self.shared.id,
+            nodes: self.vhosts.iter().map(|v| v.id).collect(),
+            mask: self.shared.mask(),
+            balancing: self.shared.config.balancing(),
+            live: self.shared.live(),
+            addresses: self.shared.config.addresses.clone(),
+            address_failures: self.shared.address_failures,
+            gate_failures: self.shared.gate_failures,
+            preparing: self.shared.preparing,
         }
     }
 

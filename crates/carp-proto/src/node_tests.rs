@@ -407,6 +407,50 @@ fn bow_out_preview_is_what_shutdown_sends_and_changes_nothing() {
     assert_eq!(preview, sent);
 }
 
+/// Input: three interfaces, two MASTER (one demoted by a group) and one
+/// BACKUP. Output: the preview is the shutdown's transmits, in its order,
+/// and is the interfaces' own previews one after another.
+#[test]
+fn bow_out_preview_of_each_interface_adds_up_to_shutdown() {
+    let config = |n: u8, advskew: u8| {
+        let mut c = cfg(n, advskew);
+        c.ipv4 = vec![Ipv4Addr::new(192, 0, 2, 100 + n)];
+        c
+    };
+    let mut node = Node::new(NodeConfig::default());
+    let mut c2 = config(2, 0);
+    c2.groups = vec!["uplink".into()];
+    let c3 = config(3, 200);
+    node.add_vhost(at(0), LINK, config(1, 0), COOKIE).unwrap();
+    node.add_vhost(at(0), LINK, c2, COOKIE).unwrap();
+    node.add_vhost(at(0), LINK, c3.clone(), COOKIE).unwrap();
+    drain(&mut node);
+    node.demote_group(at(0), "uplink", 7);
+    let t = node.poll_timeout().unwrap();
+    node.handle_timeout(t);
+    drain(&mut node);
+    // vhid 3 hears a better MASTER and stays BACKUP.
+    node.handle_datagram(t, meta(), &advert(&c3, 1, 0, 0, PEER_COOKIE));
+    drain(&mut node);
+    assert_eq!(node.state(id(1)), Some(State::Master));
+    assert_eq!(node.state(id(2)), Some(State::Master));
+    assert_eq!(node.state(id(3)), Some(State::Backup));
+    let now = t + Duration::from_millis(500);
+    let preview = node.bow_out_preview(now);
+    assert_eq!(preview.len(), 2, "one bow-out per MASTER");
+    let parts: Vec<Action> = [1, 2, 3]
+        .into_iter()
+        .flat_map(|n| node.bow_out_preview_of(CarpIfId::of(id(n)), now))
+        .collect();
+    assert_eq!(preview, parts);
+    node.begin_shutdown(now);
+    let sent: Vec<Action> = drain(&mut node)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Transmit { .. }))
+        .collect();
+    assert_eq!(preview, sent);
+}
+
 #[test]
 fn backup_takes_over_at_once_on_bow_out() {
     let mut node = node_with(false, 100);

@@ -3,6 +3,7 @@
 //! behind a MASTER's back is restored, and advertisement sources follow the
 //! carpdev's addresses.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use carp_proto::{LinkId, State, VhostId};
@@ -17,6 +18,15 @@ pub(super) const SOURCE_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl<O: Os> Daemon<O> {
     pub(super) async fn handle_link_event(&mut self, event: LinkEvent) {
+        // Indexes, MACs and macvlans may change with a link; an address
+        // changes the will only if it changes a source (`refresh_sources`),
+        // and every takeover brings its own addresses' events.
+        if matches!(
+            event,
+            LinkEvent::Link(_) | LinkEvent::Removed(_) | LinkEvent::Resync
+        ) {
+            self.will_changed();
+        }
         match event {
             LinkEvent::Link(info) => self.link_changed(&info).await,
             LinkEvent::Removed(info) => self.link_removed(&info),
@@ -68,9 +78,15 @@ impl<O: Os> Daemon<O> {
                         }
                     }
                 }
-                self.refresh_sources(index).await;
+                if !self.never_a_source(addr) {
+                    self.refresh_sources(index).await;
+                }
             }
-            LinkEvent::AddressAdded { index, .. } => self.refresh_sources(index).await,
+            LinkEvent::AddressAdded { index, addr, .. } => {
+                if !self.never_a_source(addr) {
+                    self.refresh_sources(index).await;
+                }
+            }
             LinkEvent::Resync => self.resync().await,
         }
     }
@@ -168,6 +184,15 @@ impl<O: Os> Daemon<O> {
             .map(|(link, _)| *link)
     }
 
+    /// A virtual address other than an IPv6 link-local one: `source_v4`
+    /// skips those and `source_v6` takes link-locals only, so its coming or
+    /// going cannot change a source. Taking over 1,000 vhosts adds 1,000 of
+    /// them, and a dump of the carpdev for each was quadratic.
+    fn never_a_source(&self, addr: IpAddr) -> bool {
+        let link_local6 = matches!(addr, IpAddr::V6(a) if a.is_unicast_link_local());
+        !link_local6 && self.vip_addresses().any(|v| v == addr)
+    }
+
     async fn refresh_sources(&mut self, index: u32) {
         let Some(link) = self.link_at(index) else {
             return;
@@ -186,8 +211,13 @@ impl<O: Os> Daemon<O> {
                 }
             }
         }
+        let changed = (dev.src4, dev.src6) != (src4, src6);
         dev.src4 = src4;
         dev.src6 = src6;
+        if changed {
+            // Unicast bow-outs go from the source.
+            self.will_changed();
+        }
     }
 
     /// A datagram from 0.0.0.0 arrived on carpdev `link`. It goes on to the

@@ -108,6 +108,10 @@ impl<O: Os> Daemon<O> {
         if let Some(reply) = reply {
             let _ = reply.send(answer);
         }
+        // Vhosts may have come, gone or moved.
+        self.will_changed();
+        // The old configuration and the parse of the new one are freed.
+        crate::os::release_free_heap();
     }
 
     /// Make the `accept off` drop table hold the addresses of `vhosts`'
@@ -221,6 +225,7 @@ impl<O: Os> Daemon<O> {
                     if let Some(index) = self.vhosts.remove(&id).and_then(|r| r.macvlan) {
                         self.delete_macvlan(index).await;
                     }
+                    self.will_changed();
                     self.refilter(id.link);
                 }
             }

@@ -278,6 +278,7 @@ async fn run_with<O: Os>(
     // `d.config` is the copy kept; this one would live as long as the loop
     // (0.4 MiB at 1000 vhosts).
     drop(config);
+    crate::os::release_free_heap();
     let dropped = match d.os.drop_privileges(user.as_deref(), &state_dir, balancing) {
         Ok(dropped) => dropped,
         Err(e) => {
@@ -326,11 +327,7 @@ async fn run_with<O: Os>(
                 d.node.handle_timeout(now);
             }
             _ = sleep_until(d.next_repair()) => d.repair_due().await,
-            Some(event) = links.recv() => {
-                // Sources, indexes and macvlans may change with it.
-                d.will_changed();
-                d.handle_link_event(event).await
-            }
+            Some(event) = links.recv() => d.handle_link_event(event).await,
             Some((request, reply)) = ctl_rx.recv() => {
                 // A demotion or forced state may change the last will.
                 d.will_changed();

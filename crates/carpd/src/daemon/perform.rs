@@ -36,9 +36,21 @@ impl<O: Os> Daemon<O> {
     }
 
     pub(super) async fn perform(&mut self, action: Action) {
-        // Every action but an advertisement may change the last will.
-        if !matches!(action, Action::Transmit { .. }) {
-            self.will_changed();
+        // Every action but an advertisement may change the last will: an
+        // interface's own actions its own part, a demotion every MASTER's
+        // bow-out.
+        match &action {
+            Action::Transmit { .. } => {}
+            Action::AddAddresses { iface, .. }
+            | Action::RemoveAddresses { iface, .. }
+            | Action::Announce { iface, .. }
+            | Action::LoadShare { iface, .. }
+            | Action::PrepareMaster { iface, .. } => self.will_changed_for(*iface),
+            Action::StateChanged { id, .. } => match self.node.interface_of(*id) {
+                Some(iface) => self.will_changed_for(iface),
+                None => self.will_changed(),
+            },
+            _ => self.will_changed(),
         }
         match action {
             Action::Transmit {

@@ -2,6 +2,7 @@
 //! of addresses a previous run left behind.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, bail};
@@ -136,6 +137,8 @@ impl<O: Os> Daemon<O> {
             r.addr_ifname = name;
             r.macvlan = Some(index);
         }
+        // Where its addresses go, and a macvlan to delete.
+        self.will_changed_for(CarpIfId::of(id));
         Ok(())
     }
 
@@ -146,21 +149,33 @@ impl<O: Os> Daemon<O> {
         extra_vips: Option<&VhostSpec>,
     ) -> Option<Ipv4Addr> {
         let addrs = self.os.addresses(index).await.ok()?;
-        let is_vip = |a: &IpAddr| {
-            self.vhosts
-                .values()
-                .any(|r| r.spec.addresses.iter().any(|v| v.addr == *a))
-                || self
-                    .config
-                    .vhosts
-                    .iter()
-                    .any(|s| s.addresses.iter().any(|v| v.addr == *a))
-                || extra_vips.is_some_and(|s| s.addresses.iter().any(|v| v.addr == *a))
-        };
+        // One set, not a scan of every vhost per address: with a few hundred
+        // virtual addresses on the carpdev that scan was quadratic.
+        let vips: HashSet<IpAddr> = self
+            .vip_addresses()
+            .chain(
+                extra_vips
+                    .into_iter()
+                    .flat_map(|s| s.addresses.iter().map(|v| v.addr)),
+            )
+            .collect();
         addrs.into_iter().find_map(|(a, _)| match a {
-            IpAddr::V4(v4) if !is_vip(&a) => Some(v4),
+            IpAddr::V4(v4) if !vips.contains(&a) => Some(v4),
             _ => None,
         })
+    }
+
+    /// Every virtual address of the running vhosts and of the configuration.
+    pub(super) fn vip_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.vhosts
+            .values()
+            .flat_map(|r| r.spec.addresses.iter().map(|v| v.addr))
+            .chain(
+                self.config
+                    .vhosts
+                    .iter()
+                    .flat_map(|s| s.addresses.iter().map(|v| v.addr)),
+            )
     }
 
     /// The first link-local IPv6 address of `index` (the source the kernel
@@ -239,6 +254,7 @@ impl<O: Os> Daemon<O> {
                 repaired_at: None,
             },
         );
+        self.will_changed_for(iface);
         self.refilter(link);
         Ok(())
     }

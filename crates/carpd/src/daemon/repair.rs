@@ -61,6 +61,8 @@ impl<O: Os> Daemon<O> {
 
     /// Rebuild every faulted carp interface that is due.
     pub(super) async fn repair_due(&mut self) {
+        // A rebuild may move addresses, macvlans and sockets.
+        self.will_changed();
         let now = Instant::now();
         let due: Vec<VhostId> = self
             .vhosts

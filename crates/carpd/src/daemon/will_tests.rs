@@ -114,6 +114,48 @@ async fn a_backups_will_is_empty() {
     result.unwrap();
 }
 
+/// Input: two MASTERs; each in turn hears a better master, with no control
+/// request in between (which would rebuild the whole will). Output: the
+/// will loses exactly the one that stepped down, its address and bow-out,
+/// and keeps the other's; then it is empty.
+#[tokio::test(start_paused = true)]
+async fn a_step_down_takes_only_its_own_part_out_of_the_will() {
+    let vhosts =
+        vhost(1, 100, "real", &["192.0.2.50/24"]) + &vhost(2, 100, "real", &["192.0.2.60/24"]);
+    let result = Harness::run(&vhosts, Fake::new(), |h| async move {
+        h.until_master(1).await;
+        h.until_master(2).await;
+        let both = last_will(&h.fake);
+        let vhids: Vec<u8> = both.adverts.iter().map(|a| a.vhid).collect();
+        assert_eq!(vhids, [1, 2]);
+        assert_eq!(both.addresses.len(), 2);
+        let step_down = |vhid: u8, vip: &str| {
+            let advert = peer_advert(vhid, 0, &[vip.parse().unwrap()]);
+            let h = &h;
+            async move {
+                h.fake.inject(Family::V4, ip("192.0.2.2"), &advert).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        step_down(1, "192.0.2.50").await;
+        let one = last_will(&h.fake);
+        let vhids: Vec<u8> = one.adverts.iter().map(|a| a.vhid).collect();
+        let addrs: Vec<IpAddr> = one.addresses.iter().map(|a| a.addr).collect();
+        assert_eq!(
+            (vhids, addrs),
+            (vec![2], vec![ip("192.0.2.60")]),
+            "{one:#?}"
+        );
+        assert_eq!(one.adverts[0].bytes, both.adverts[1].bytes);
+        step_down(2, "192.0.2.60").await;
+        let none = last_will(&h.fake);
+        assert!(none.is_empty(), "{none:#?}");
+        h.signal(Signal::Terminate).await;
+    })
+    .await;
+    result.unwrap();
+}
+
 /// Input: a MASTER with a unicast peer. Output: its bow-out goes to the
 /// peer through the CARP socket from the carpdev's address, not to the group.
 #[tokio::test(start_paused = true)]

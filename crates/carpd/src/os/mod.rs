@@ -48,6 +48,7 @@ pub mod raw;
 pub mod realtime;
 pub mod solicit;
 mod sys;
+pub(crate) use sys::release_free_heap;
 
 pub use linux::Linux;
 pub use netlink::{LinkEvent, LinkInfo};

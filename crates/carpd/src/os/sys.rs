@@ -92,6 +92,18 @@ pub(crate) fn lock_memory(lock: Lock) -> io::Result<()> {
     }
 }
 
+/// Give the heap's free pages back to the kernel. glibc keeps what a
+/// large, short-lived allocation (parsing a 1000-vhost config, a reload)
+/// freed: without this, half of carpd's heap at 1000 vhosts is free memory
+/// that still counts in its Rss and Pss.
+pub(crate) fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks and shrinks the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Ignore SIGTERM, SIGINT and SIGHUP (the guard: a signal meant for the
 /// daemon's process group or cgroup must not end it before the daemon's
 /// orderly stop does).
