@@ -33,14 +33,24 @@ pub(super) struct WillState {
     /// middle of the stop still removes everything).
     frozen: bool,
     parts: BTreeMap<CarpIfId, WillPart>,
-    last: Option<Will>,
+    /// The macvlans of the will handed on last (the parts are the rest of
+    /// it: no second copy of the whole is kept).
+    macvlans: Vec<WillLink>,
+    /// A will was handed on at least once.
+    handed_on: bool,
 }
 
 /// One carp interface's share of the will.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct WillPart {
     addresses: Vec<WillAddress>,
     adverts: Vec<WillAdvert>,
+}
+
+impl WillPart {
+    fn is_empty(&self) -> bool {
+        self.addresses.is_empty() && self.adverts.is_empty()
+    }
 }
 
 impl<O: Os> Daemon<O> {
@@ -61,23 +71,32 @@ impl<O: Os> Daemon<O> {
             return;
         }
         let now = self.now();
+        let mut changed = !self.will.handed_on;
         let dirty: Vec<CarpIfId> = if std::mem::take(&mut self.will.all_dirty) {
             self.will.dirty.clear();
-            self.will.parts.clear();
-            self.node.interfaces().iter().map(|i| i.id).collect()
+            let live: BTreeSet<CarpIfId> = self.node.interfaces().iter().map(|i| i.id).collect();
+            let before = self.will.parts.len();
+            self.will.parts.retain(|id, _| live.contains(id));
+            changed |= self.will.parts.len() != before;
+            live.into_iter().collect()
         } else {
             std::mem::take(&mut self.will.dirty).into_iter().collect()
         };
         for iface in dirty {
-            match self.will_part(iface, now) {
+            // A BACKUP's part is empty: it is not kept.
+            let old = match self.will_part(iface, now).filter(|p| !p.is_empty()) {
                 Some(part) => self.will.parts.insert(iface, part),
                 None => self.will.parts.remove(&iface),
             };
+            changed |= old.as_ref() != self.will.parts.get(&iface);
         }
-        let will = self.assemble_will();
-        if self.will.last.as_ref() != Some(&will) {
+        let macvlans = self.will_macvlans();
+        changed |= macvlans != self.will.macvlans;
+        if changed {
+            self.will.macvlans = macvlans;
+            let will = self.assemble_will();
             self.os.set_will(&will);
-            self.will.last = Some(will);
+            self.will.handed_on = true;
         }
     }
 
@@ -93,8 +112,8 @@ impl<O: Os> Daemon<O> {
         self.os.retire_will().await;
     }
 
-    /// The parts one after another, in carp interface order, and every
-    /// macvlan made here.
+    /// The parts one after another, in carp interface order, and the
+    /// macvlans.
     fn assemble_will(&self) -> Will {
         let parts = self.will.parts.values();
         Will {
@@ -103,18 +122,22 @@ impl<O: Os> Daemon<O> {
                 .flat_map(|p| p.addresses.iter().cloned())
                 .collect(),
             adverts: parts.flat_map(|p| p.adverts.iter().cloned()).collect(),
-            macvlans: self
-                .vhosts
-                .values()
-                .filter_map(|r| {
-                    r.macvlan.map(|ifindex| WillLink {
-                        ifindex,
-                        name: r.addr_ifname.clone(),
-                    })
-                })
-                .collect(),
+            macvlans: self.will.macvlans.clone(),
             ..Will::default()
         }
+    }
+
+    /// Every macvlan made here.
+    fn will_macvlans(&self) -> Vec<WillLink> {
+        self.vhosts
+            .values()
+            .filter_map(|r| {
+                r.macvlan.map(|ifindex| WillLink {
+                    ifindex,
+                    name: r.addr_ifname.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Carp interface `iface`'s addresses, when live, and the bow-outs it

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 use std::process::Child;
-use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -19,19 +19,40 @@ use crate::carplog;
 /// How long a clean stop waits for the guard and the file writer.
 const RETIRE_WAIT: Duration = Duration::from_secs(1);
 
-/// A will is encoded by its consumer, and only the newest of those queued:
-/// at 1,000 vhosts a takeover burst changes it 1,000 times, and encoding
-/// each on the loop was quadratic.
+/// A will is encoded by its consumer, and only the newest: at 1,000 vhosts
+/// a takeover burst changes it 1,000 times, and encoding each on the loop
+/// (or queueing each) was quadratic.
 enum Cmd {
-    Will(Arc<Will>),
+    /// The consumer's [`Latest`] holds a will.
+    Wake,
     Retire(oneshot::Sender<()>),
+}
+
+/// The newest will a consumer has not taken yet.
+#[derive(Debug, Default, Clone)]
+struct Latest(Arc<Mutex<Option<Arc<Will>>>>);
+
+impl Latest {
+    /// Put `will` in, replacing one not taken; true when the slot was
+    /// empty (the consumer must be woken).
+    fn put(&self, will: Arc<Will>) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(will)
+            .is_none()
+    }
+
+    fn take(&self) -> Option<Arc<Will>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 /// Where the daemon's wills go.
 #[derive(Debug)]
 pub struct WillSink {
     identity: Will,
-    guard: Option<(mpsc::UnboundedSender<Cmd>, Child)>,
+    guard: Option<(mpsc::UnboundedSender<Cmd>, Latest, Child)>,
     path: PathBuf,
     file: File,
 }
@@ -40,13 +61,13 @@ pub struct WillSink {
 enum File {
     /// The writer thread may not start yet: the newest will waits.
     Waiting(Option<Arc<Will>>),
-    Running(std_mpsc::Sender<Cmd>),
+    Running(std_mpsc::Sender<Cmd>, Latest),
 }
 
 impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Cmd::Will(w) => write!(f, "Will({} addresses)", w.addresses.len()),
+            Cmd::Wake => f.write_str("Wake"),
             Cmd::Retire(_) => f.write_str("Retire"),
         }
     }
@@ -71,8 +92,9 @@ impl WillSink {
             match stream {
                 Ok(s) => {
                     let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(feed_guard(s, rx));
-                    Some((tx, child))
+                    let latest = Latest::default();
+                    tokio::spawn(feed_guard(s, rx, latest.clone()));
+                    Some((tx, latest, child))
                 }
                 Err(e) => {
                     carplog!(Err, "cannot talk to the guard: {e}");
@@ -97,13 +119,17 @@ impl WillSink {
             netns: self.identity.netns,
             ..will.clone()
         });
-        if let Some((tx, _)) = &self.guard {
-            let _ = tx.send(Cmd::Will(Arc::clone(&will)));
+        if let Some((tx, latest, _)) = &self.guard
+            && latest.put(Arc::clone(&will))
+        {
+            let _ = tx.send(Cmd::Wake);
         }
         match &mut self.file {
             File::Waiting(pending) => *pending = Some(will),
-            File::Running(tx) => {
-                let _ = tx.send(Cmd::Will(will));
+            File::Running(tx, latest) => {
+                if latest.put(will) {
+                    let _ = tx.send(Cmd::Wake);
+                }
             }
         }
     }
@@ -115,32 +141,36 @@ impl WillSink {
         };
         let pending = pending.take();
         let (tx, rx) = std_mpsc::channel();
+        let latest = Latest::default();
         let path = self.path.clone();
+        let taken = latest.clone();
         let spawned = std::thread::Builder::new()
             .name("carpd-will".into())
-            .spawn(move || write_files(path, rx));
+            .spawn(move || write_files(path, rx, taken));
         if let Err(e) = spawned {
             carplog!(Err, "cannot start the will writer: {e}");
             return;
         }
-        if let Some(will) = pending {
-            let _ = tx.send(Cmd::Will(will));
+        if let Some(will) = pending
+            && latest.put(will)
+        {
+            let _ = tx.send(Cmd::Wake);
         }
-        self.file = File::Running(tx);
+        self.file = File::Running(tx, latest);
     }
 
     /// The daemon stopped in order: the guard exits without acting and the
     /// file goes.
     pub async fn retire(&mut self) {
         let mut waits = Vec::new();
-        if let Some((tx, _)) = &self.guard {
+        if let Some((tx, _, _)) = &self.guard {
             let (done, wait) = oneshot::channel();
             if tx.send(Cmd::Retire(done)).is_ok() {
                 waits.push(wait);
             }
         }
         match &self.file {
-            File::Running(tx) => {
+            File::Running(tx, _) => {
                 let (done, wait) = oneshot::channel();
                 if tx.send(Cmd::Retire(done)).is_ok() {
                     waits.push(wait);
@@ -159,7 +189,7 @@ impl WillSink {
             carplog!(Warning, "the guard or the will file did not finish in time");
         }
         // The guard exits on the clean message: reap it.
-        if let Some((_, mut child)) = self.guard.take() {
+        if let Some((_, _, mut child)) = self.guard.take() {
             let deadline = tokio::time::Instant::now() + RETIRE_WAIT;
             while matches!(child.try_wait(), Ok(None)) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -169,18 +199,25 @@ impl WillSink {
 }
 
 /// Write the newest will to the guard until told to retire.
-async fn feed_guard(mut stream: tokio::net::UnixStream, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+async fn feed_guard(
+    mut stream: tokio::net::UnixStream,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    latest: Latest,
+) {
     let mut broken = false;
     while let Some(mut cmd) = rx.recv().await {
         // Only the newest will matters; a retire is never skipped.
-        while matches!(cmd, Cmd::Will(_)) {
+        while matches!(cmd, Cmd::Wake) {
             match rx.try_recv() {
                 Ok(next) => cmd = next,
                 Err(_) => break,
             }
         }
         let (frame, done) = match cmd {
-            Cmd::Will(will) => (Message::Will(Will::clone(&will)).encode(), None),
+            Cmd::Wake => match latest.take() {
+                Some(will) => (Message::Will(Will::clone(&will)).encode(), None),
+                None => continue,
+            },
             Cmd::Retire(done) => (Message::Clean.encode(), Some(done)),
         };
         if !broken && let Err(e) = stream.write_all(&frame).await {
@@ -199,10 +236,10 @@ async fn feed_guard(mut stream: tokio::net::UnixStream, mut rx: mpsc::UnboundedR
 }
 
 /// The will file's thread: write the newest form, remove it when empty or retired.
-fn write_files(path: PathBuf, rx: std_mpsc::Receiver<Cmd>) {
+fn write_files(path: PathBuf, rx: std_mpsc::Receiver<Cmd>, latest: Latest) {
     let mut failing = false;
     while let Ok(mut cmd) = rx.recv() {
-        while matches!(cmd, Cmd::Will(_)) {
+        while matches!(cmd, Cmd::Wake) {
             match rx.try_recv() {
                 Ok(next) => cmd = next,
                 Err(_) => break,
@@ -210,8 +247,11 @@ fn write_files(path: PathBuf, rx: std_mpsc::Receiver<Cmd>) {
         }
         let (bytes, done) = match cmd {
             // An empty will is no file (like the address record).
-            Cmd::Will(will) if will.is_empty() => (Vec::new(), None),
-            Cmd::Will(will) => (will.to_file(), None),
+            Cmd::Wake => match latest.take() {
+                None => continue,
+                Some(will) if will.is_empty() => (Vec::new(), None),
+                Some(will) => (will.to_file(), None),
+            },
             Cmd::Retire(done) => (Vec::new(), Some(done)),
         };
         let result = if bytes.is_empty() {
