@@ -544,14 +544,14 @@ class Pinger:
 
     def healthy_since(self, t, span=0.3):
         """True when answers have flowed without a gap since `span` seconds after time t."""
-        items = sorted(x for x in self.answered.values() if x > t)
+        items = sorted(x for x in dict(self.answered).values() if x > t)
         if not items or items[-1] - items[0] < span:
             return False
         tail = [x for x in items if x > items[-1] - span]
         return len(tail) >= span / PING_INTERVAL * 0.5
 
     def outage_since(self, seq0):
-        ans = sorted((s, t) for s, t in self.answered.items())
+        ans = sorted((s, t) for s, t in dict(self.answered).items())
         base = [t for s, t in ans if s < seq0]
         prev = base[-1] if base else None
         longest = 0.0
